@@ -1,0 +1,80 @@
+"""Model and tokenizer loading shared by teacher, student and simulator.
+
+A model comes from a checkpoint (``name_or_path``: a hub id or a local directory written by ``save_pretrained``)
+or, for offline smoke runs, from a random initialization described in config (``random_init``: a Hugging Face
+``model_type`` and its config keys). The tokenizer ``"byt5"`` needs no files, so random-init models run anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    ByT5Tokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+Arch = Literal["causal", "seq2seq"]
+FILE_FREE_TOKENIZERS = {"byt5": ByT5Tokenizer}
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer by hub id or path; ``"byt5"`` builds ByT5's byte tokenizer without any file."""
+    if name_or_path in FILE_FREE_TOKENIZERS:
+        tokenizer = FILE_FREE_TOKENIZERS[name_or_path]()
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Decoder-only checkpoints often ship without a pad token; reuse eos so batches can be padded.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}: use float32, bfloat16 or float16")
+    return dtype
+
+
+def load_model(
+    arch: Arch,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name_or_path: str | None = None,
+    random_init: dict[str, Any] | None = None,
+    dtype: str = "float32",
+    device_map: str | None = None,
+    trust_remote_code: bool = False,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Load a pretrained model, or build a randomly initialized one sized to ``tokenizer``."""
+    auto_class = AutoModelForCausalLM if arch == "causal" else AutoModelForSeq2SeqLM
+    if arch not in ("causal", "seq2seq"):
+        raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
+    if (name_or_path is None) == (random_init is None):
+        raise ValueError("give exactly one of name_or_path (a checkpoint) and random_init (a config to build)")
+    if name_or_path is not None:
+        return auto_class.from_pretrained(
+            name_or_path, dtype=torch_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
+        )
+    init = dict(random_init)
+    model_type = init.pop("model_type")
+    special = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id,
+    }
+    if arch == "seq2seq":
+        special["decoder_start_token_id"] = tokenizer.pad_token_id
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **special, **init)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = auto_class.from_config(config, dtype=torch_dtype(dtype))
+    return model
