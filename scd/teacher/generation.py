@@ -1,0 +1,144 @@
+"""Rationale generation as a Lightning predict loop: batching, sharding across ranks and incremental writing.
+
+Each job asks the teacher for the rationale of one answer (the gold one, or the perturbed one for the counterfactual
+set). ``TeacherModule.predict_step`` decodes a batch with ``scd.teacher.decoding.decode``; ``ShardWriter`` appends
+the records of each batch to this rank's shard file, so a killed run loses at most the batch in flight and a rerun
+only decodes what is missing (``scd.teacher.store``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import BasePredictionWriter
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from scd.data.example import Example
+from scd.data.records import RationaleRecord
+from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
+from scd.teacher.prompt import PromptTemplate
+
+CONTRASTS = (None, "wrong", "empty")
+
+
+@dataclass(frozen=True)
+class RationaleJob:
+    """Write the rationale for choice ``rationale_for`` of ``example``; ``other`` is the answer it is contrasted with."""
+
+    split: str
+    example: Example
+    perturbed_answer: int
+    rationale_for: int
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.split, self.example.id
+
+    @property
+    def other(self) -> int:
+        return self.perturbed_answer if self.rationale_for == self.example.answer else self.example.answer
+
+
+def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens a tokenizer puts before a text (a BOS for Llama-style models, nothing for ByT5/GPT-NeoX)."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    return full[: full.index(plain[0])] if plain and plain[0] in full else []
+
+
+class TeacherModule(pl.LightningModule):
+    """A frozen causal LM that writes rationales with greedy or contrastive decoding."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        prompt: PromptTemplate,
+        prefix_text: str,
+        decoding_name: str,
+        contrast: str | None,
+        settings: DecodingSettings,
+    ) -> None:
+        super().__init__()
+        if contrast not in CONTRASTS:
+            raise ValueError(f"decoding.contrast must be one of {CONTRASTS}, got {contrast!r}")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.decoding_name = decoding_name
+        self.contrast = contrast
+        self.settings = settings
+        self.prefix_ids = leading_special_ids(tokenizer) + tokenizer(prefix_text, add_special_tokens=False).input_ids
+        self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def query_ids(self, example: Example, answer: int | None) -> list[int]:
+        answer_text = "" if answer is None else example.choices[answer]
+        text = self.prompt.query(example.question, example.choices, answer_text)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def prompts(self, jobs: Sequence[RationaleJob]) -> tuple[list[list[int]], list[list[int]] | None]:
+        gold = [self.query_ids(job.example, job.rationale_for) for job in jobs]
+        if self.contrast is None:
+            return gold, None
+        other = [self.query_ids(job.example, job.other if self.contrast == "wrong" else None) for job in jobs]
+        return gold, other
+
+    def on_predict_start(self) -> None:
+        # The demonstrations are the same for every batch: encode them once per run, not once per batch.
+        if self.settings.shared_prefix and self.prefix_ids:
+            with torch.inference_mode():
+                self._prefix_kv = encode_prefix(self.model, self.prefix_ids)
+
+    def predict_step(self, batch: list[RationaleJob], batch_idx: int = 0) -> list[tuple[str, RationaleRecord]]:
+        gold, other = self.prompts(batch)
+        generated = decode(
+            self.model, self.tokenizer, self.prefix_ids, gold, other, self.settings, self.prompt.separator,
+            prefix_kv=self._prefix_kv,
+        )
+        records = []
+        for job, ids in zip(batch, generated):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).split(self.prompt.separator)[0].strip()
+            ex = job.example
+            record = RationaleRecord(
+                ex.id, ex.question, list(ex.choices), ex.answer, job.perturbed_answer, job.rationale_for, text,
+                self.decoding_name, dict(ex.meta),
+            )
+            records.append((job.split, record))
+        return records
+
+
+class JobDataModule(pl.LightningDataModule):
+    """Serves the pending jobs; each rank takes every world_size-th one, so no job is repeated or padded in."""
+
+    def __init__(self, jobs: Sequence[RationaleJob], batch_size: int) -> None:
+        super().__init__()
+        self.jobs = list(jobs)
+        self.batch_size = batch_size
+
+    def predict_dataloader(self) -> DataLoader:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        return DataLoader(self.jobs[rank::world], batch_size=self.batch_size, collate_fn=list, shuffle=False)
+
+
+class ShardWriter(BasePredictionWriter):
+    """Appends each finished batch to ``shard-rank<r>.jsonl`` and flushes, so finished work survives a kill."""
+
+    def __init__(self, shard_dir: Path) -> None:
+        super().__init__(write_interval="batch")
+        self.shard_dir = shard_dir
+
+    def write_on_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any, batch_indices: Any,
+        batch: Any, batch_idx: int, dataloader_idx: int,
+    ) -> None:
+        lines = "".join(json.dumps({"split": split, **record.to_dict()}) + "\n" for split, record in prediction)
+        with open(self.shard_dir / f"shard-rank{trainer.global_rank}.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()

@@ -1,0 +1,62 @@
+"""The teacher's in-context prompt: an instruction and k demonstrations (shared by every row), then the question.
+
+A demonstration renders ``template`` with ``question``, ``choices``, ``answer`` and ``rationale``; the query renders it up
+to ``{rationale}``, so the teacher continues with the rationale for the answer it was given. Everything before the
+query is identical for every example and both contrast branches: that is the shared prefix the decoder caches once.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scd.data.example import Example
+
+RATIONALE_SLOT = "{rationale}"
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    question: str
+    choices: tuple[str, ...]
+    answer: str
+    rationale: str
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    template: str = "Q: {question}\nAnswer choices: {choices}\nA: The answer is {answer}. {rationale}"
+    separator: str = "\n\n"
+    instruction: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.template.rstrip().endswith(RATIONALE_SLOT):
+            raise ValueError(f"teacher.template must end with {RATIONALE_SLOT}, got {self.template!r}")
+        if not self.separator:
+            raise ValueError("teacher.separator must not be empty: it is where a rationale stops")
+
+    def render(self, question: str, choices: Sequence[str], answer: str, rationale: str) -> str:
+        return self.template.format(question=question, choices=" | ".join(choices), answer=answer, rationale=rationale)
+
+    def prefix(self, demonstrations: Sequence[Demonstration]) -> str:
+        """Instruction and demonstrations, each followed by the separator."""
+        shots = [self.render(d.question, d.choices, d.answer, d.rationale) + self.separator for d in demonstrations]
+        head = self.instruction + self.separator if self.instruction else ""
+        return head + "".join(shots)
+
+    def query(self, question: str, choices: Sequence[str], answer: str) -> str:
+        """The example's own part, ending where the rationale begins. An empty ``answer`` is contrast_empty's prompt."""
+        return self.render(question, choices, answer, RATIONALE_SLOT).split(RATIONALE_SLOT)[0].rstrip()
+
+
+def pick_demonstrations(train: Sequence[Example], k: int, seed: int) -> list[Demonstration]:
+    """k training examples that have a human rationale, chosen with ``seed``."""
+    with_rationale = [ex for ex in train if ex.rationale]
+    if len(with_rationale) < k:
+        raise ValueError(
+            f"teacher.num_demonstrations={k} but the train split has only {len(with_rationale)} examples with a human "
+            "rationale; lower it or give teacher.demonstrations in config"
+        )
+    chosen = random.Random(seed).sample(with_rationale, k)
+    return [Demonstration(ex.question, ex.choices, ex.answer_text, ex.rationale or "") for ex in chosen]

@@ -1,0 +1,127 @@
+"""The teacher stage: write ``rationales/<split>.jsonl`` for train, train_counterfactual, dev and test.
+
+Rationales are generated into ``<cache_dir>/rationales/<key>``, keyed by the config that decides them, and copied into
+the run directory. A later run with the same teacher-relevant config (a sweep over training modes, say) reuses them; a
+killed run resumes from its shards.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+from scd.config import Config, DecodingConfig, TeacherConfig
+from scd.data.example import Example
+from scd.data.perturb import perturbed_answer
+from scd.data.records import RATIONALE_SPLITS
+from scd.models import load_model, load_tokenizer
+from scd.teacher.decoding import DecodingSettings
+from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
+from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
+from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
+
+log = logging.getLogger(__name__)
+
+# Knobs that change speed, not output: they do not enter the cache key.
+SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
+
+
+def teacher_key(cfg: Config) -> str:
+    teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
+    decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
+    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding})
+
+
+def build_jobs(splits: dict[str, list[Example]], seed: int) -> list[RationaleJob]:
+    """Rationales for the gold answer of every example, and for the perturbed answer of every training example."""
+    jobs = []
+    for split in ("test", "dev", "train"):
+        for ex in splits[split]:
+            jobs.append(RationaleJob(split, ex, perturbed_answer(ex, seed), ex.answer))
+    for ex in splits["train"]:
+        wrong = perturbed_answer(ex, seed)
+        jobs.append(RationaleJob("train_counterfactual", ex, wrong, wrong))
+    return jobs
+
+
+def demonstrations(cfg: TeacherConfig, train: list[Example], seed: int) -> list[Demonstration]:
+    if cfg.demonstrations is not None:
+        return [
+            Demonstration(d["question"], tuple(d.get("choices", ())), d["answer"], d["rationale"])
+            for d in cfg.demonstrations
+        ]
+    return pick_demonstrations(train, cfg.num_demonstrations, seed)
+
+
+def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> DecodingSettings:
+    return DecodingSettings(
+        lam=decoding.lam, plausibility=decoding.plausibility, max_new_tokens=teacher.max_new_tokens,
+        merge_branches=decoding.merge_branches, shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
+    )
+
+
+def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: int) -> None:
+    """Fail before decoding if any prompt plus its rationale budget cannot fit the teacher's context."""
+    budget = module.settings.max_new_tokens
+    for job in jobs:
+        length = len(module.prefix_ids) + max(len(q) for q in module.prompts([job])[0] + (module.prompts([job])[1] or []))
+        if length + budget > max_context:
+            raise ValueError(
+                f"prompt longer than the teacher's context: {job.split} example {job.example.id!r} needs "
+                f"{length} prompt + {budget} new tokens > {max_context}; use fewer teacher.num_demonstrations "
+                "or a smaller teacher.max_new_tokens"
+            )
+
+
+def load_teacher_module(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None) -> TeacherModule:
+    t = cfg.teacher
+    source = teacher_dir or t.name_or_path
+    tokenizer = load_tokenizer(t.tokenizer or source, trust_remote_code=t.trust_remote_code)
+    model = load_model(
+        "causal", tokenizer, name_or_path=source, random_init=t.random_init, dtype=t.dtype,
+        device_map=t.device_map, trust_remote_code=t.trust_remote_code, seed=t.seed,
+    )
+    prompt = PromptTemplate(t.template, t.separator, t.instruction)
+    prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
+    return TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
+                         decoding_settings(cfg.decoding, t))
+
+
+def run_teacher_stage(
+    cfg: Config, splits: dict[str, list[Example]], run_dir: Path, teacher_dir: str | None = None
+) -> Path:
+    """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory."""
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg)
+    store.mkdir(parents=True, exist_ok=True)
+    if is_complete(store):
+        log.info("Reusing rationales from %s", store)
+    else:
+        jobs = build_jobs(splits, cfg.dataset.seed)
+        done = read_shards(store)
+        pending = [job for job in jobs if job.key not in done]
+        log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
+        if pending:
+            module = load_teacher_module(cfg, splits, teacher_dir)
+            context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
+            if context:
+                check_context(module, pending, context)
+            trainer = pl.Trainer(
+                accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+                strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
+                use_distributed_sampler=False, callbacks=[ShardWriter(store)],
+                enable_progress_bar=cfg.trainer.enable_progress_bar,
+            )
+            trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)
+            if trainer.global_rank != 0:
+                return run_dir / "rationales"
+        order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
+        merge_shards(store, order)
+    out = run_dir / "rationales"
+    out.mkdir(parents=True, exist_ok=True)
+    for split in RATIONALE_SPLITS:
+        shutil.copyfile(store / f"{split}.jsonl", out / f"{split}.jsonl")
+    return out
