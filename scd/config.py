@@ -3,7 +3,8 @@ of the wrong type fails at start; ``validate`` then runs each dataclass's range 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -39,7 +40,7 @@ class DatasetConfig:
     # ToyWorld's generator parameters (scd.toyworld.world.WorldConfig); only for format=toyworld.
     world: Optional[dict[str, Any]] = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"dataset.limit must be >= 1 or null, got {self.limit}")
         if self.dev_size < 1:
@@ -71,7 +72,7 @@ class TeacherConfig:
     # Context length to check prompts against; null: the model config's max_position_embeddings.
     max_context: Optional[int] = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         sources = [self.name_or_path is not None, self.random_init is not None, self.toyworld is not None]
         if sum(sources) != 1:
             raise ValueError("teacher: set exactly one of name_or_path, random_init and toyworld")
@@ -94,7 +95,7 @@ class DecodingConfig:
     # "chosen": stop when the chosen token completes the separator; "teacher": when the teacher's own top token would.
     stop_rule: str = "chosen"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _check_choice("decoding.contrast", self.contrast, (None, "wrong", "empty"))
         _check_choice("decoding.stop_rule", self.stop_rule, ("chosen", "teacher"))
         if not 0 <= self.lam <= 1:
@@ -112,7 +113,7 @@ class TrainingConfig:
     # "distinct": [factual]/[counterfactual]; "shared": one tag for both tasks; "none": no tag.
     tags: str = "distinct"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _check_choice("training.mode", self.mode, ("standard", "counterfactual"))
         _check_choice("training.tags", self.tags, ("distinct", "shared", "none"))
         if not 0 <= self.alpha <= 1:
@@ -139,7 +140,7 @@ class StudentConfig:
     perturb_share: float = 0.3
     early_stopping_patience: Optional[int] = 3
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _check_choice("student.arch", self.arch, ("seq2seq", "causal"))
         _check_choice("student.optimizer", self.optimizer, ("adamw", "adafactor"))
         if (self.name_or_path is None) == (self.random_init is None):
@@ -160,7 +161,7 @@ class SimulatorConfig:
     bootstrap_samples: int = 1000
     seed: int = 0
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         if (self.name_or_path is None) == (self.random_init is None):
             raise ValueError("simulator: set exactly one of name_or_path and random_init")
         if self.bootstrap_samples < 1:
@@ -194,7 +195,7 @@ class LoggerConfig:
     group: Optional[str] = None
     mode: str = "offline"
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         _check_choice("logger.name", self.name, ("wandb", "csv", "none"))
         _check_choice("logger.mode", self.mode, ("offline", "online", "disabled"))
 
@@ -222,15 +223,24 @@ class Config:
     # "last" resumes student training from the run's last checkpoint; or a checkpoint path.
     ckpt_path: Optional[str] = None
 
-    def __post_init__(self) -> None:
+    def check(self) -> None:
         for stage in self.stages:
             _check_choice("stages[]", stage, STAGES)
 
 
 def register_configs() -> None:
+    """Register the schema with Hydra and the ``${scd_root:}`` resolver (the repository root, for shipped files)."""
     ConfigStore.instance().store(name="scd_schema", node=Config)
+    if not OmegaConf.has_resolver("scd_root"):
+        OmegaConf.register_new_resolver("scd_root", lambda: str(Path(__file__).resolve().parents[1]))
 
 
 def validate(cfg: DictConfig) -> Config:
-    """Build the typed config, running every range check; raises ValueError naming the key."""
-    return OmegaConf.to_object(cfg)
+    """Build the typed config and run every group's range checks; raises ValueError naming the key.
+
+    The checks are not in ``__post_init__`` because the schema itself is built with unset (MISSING) fields."""
+    config = OmegaConf.to_object(cfg)
+    for group in (config, *(getattr(config, f.name) for f in fields(config))):
+        if hasattr(group, "check"):
+            group.check()
+    return config

@@ -90,6 +90,10 @@ class TeacherModule(pl.LightningModule):
         other = [self.query_ids(job.example, job.other if self.contrast == "wrong" else None) for job in jobs]
         return gold, other
 
+    def transfer_batch_to_device(self, batch: list[RationaleJob], device: Any, dataloader_idx: int) -> list[RationaleJob]:
+        # A batch is text; decode() builds its tensors on the model's device.
+        return batch
+
     def on_predict_start(self) -> None:
         # The demonstrations are the same for every batch: encode them once per run, not once per batch.
         if self.settings.shared_prefix and self.prefix_ids:

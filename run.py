@@ -1,0 +1,21 @@
+"""Entry point: `python run.py [group=option ...] [key=value ...]`, or `python run.py -m ...` for sweeps.
+
+The stages themselves live in scd/pipeline.py.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from scd.config import register_configs
+from scd.pipeline import main_task
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    main_task(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The task behind `python run.py`: data -> teacher rationales -> student -> evaluation, in one run directory.
+
+Each stage is a call into its package (scd.teacher, scd.student, scd.evaluation); this module only wires config to
+them and keeps the run directory's bookkeeping: ``status.json`` (running / completed / failed), ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from scd.config import Config, validate
+from scd.data.example import Example
+from scd.teacher.stage import run_teacher_stage
+from scd.teacher.store import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def load_data(cfg: Config) -> tuple[dict[str, list[Example]], Any]:
+    """The train/dev/test splits, and the ToyWorld world where the data set is ToyWorld (else None)."""
+    d = cfg.dataset
+    if d.format == "toyworld":
+        from scd.toyworld.world import WorldConfig, load_toyworld
+
+        world, splits = load_toyworld(WorldConfig(**(d.world or {})))
+        if d.limit is not None:
+            splits = {name: examples[: d.limit] for name, examples in splits.items()}
+        return splits, world
+    from scd.data.sources import load_splits
+
+    if d.path is None and d.hub_id is None:
+        raise ValueError(f"dataset {d.name}: set dataset.path (a directory with {dict(d.splits)}) or dataset.hub_id")
+    splits = load_splits(
+        d.format, d.path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
+        test_size=d.test_size, hub_config=d.hub_config,
+    )
+    return splits, None
+
+
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    atomic_write_text(run_dir / "status.json", json.dumps({"status": status, **extra}) + "\n")
+
+
+def run(cfg: Config, run_dir: Path) -> dict[str, float]:
+    """Run the configured stages; returns the metrics also written to ``metrics.json``."""
+    pl.seed_everything(cfg.seed, workers=True)
+    started = time.perf_counter()
+    splits, world = load_data(cfg)
+    log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
+    metrics: dict[str, float] = {}
+    if "teacher" in cfg.stages:
+        teacher_dir = None
+        if cfg.teacher.toyworld is not None:
+            from scd.toyworld.teacher import ensure_teacher
+
+            teacher_dir = str(ensure_teacher(world, cfg.teacher.toyworld, Path(cfg.paths.cache_dir)))
+        run_teacher_stage(cfg, splits, run_dir, teacher_dir)
+    metrics["time/total_s"] = round(time.perf_counter() - started, 1)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return metrics
+
+
+def is_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def main_task(raw: DictConfig) -> dict[str, float] | None:
+    """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
+    job is marked failed in its status.json and the sweep goes on."""
+    run_dir = Path(raw.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(run_dir, "running")
+    try:
+        cfg = validate(raw)
+        log.info("Config:\n%s", OmegaConf.to_yaml(raw))
+        metrics = run(cfg, run_dir)
+    except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
+        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+        if is_multirun():
+            log.error("job failed: %s\n%s", err, traceback.format_exc())
+            return None
+        if isinstance(err, (ValueError, OSError, ImportError, KeyError)):
+            print(f"scd: error: {err}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    write_status(run_dir, "completed")
+    return metrics
