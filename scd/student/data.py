@@ -1,0 +1,252 @@
+"""The student's data: the teacher's rationale files, encoded rows with their label masks, and per-batch padding.
+
+A factual row is trained on its whole target (rationale and answer). A counterfactual row pairs the counterfactual
+input with the teacher's rationale for the perturbed answer and is trained only on the answer tokens that follow it.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from scd.data.records import RATIONALE_SPLITS, RationaleRecord
+from scd.models import Arch
+from scd.student.formatting import (
+    CAUSAL_SEPARATOR,
+    TagMode,
+    first_token_at,
+    format_answer,
+    format_input,
+    format_rationale_prefix,
+    task_tag,
+)
+
+Training = Literal["standard", "counterfactual"]
+IGNORE_INDEX = -100
+
+
+class RationaleFileError(ValueError):
+    """A rationale file that cannot be read: names the file, the line and the field."""
+
+
+def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: str) -> None:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(choices):
+        raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
+
+
+def read_rationales(path: str | Path) -> list[RationaleRecord]:
+    """Read a ``rationales/<split>.jsonl`` file, checking every line against the RationaleRecord fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise RationaleFileError(f"{path}: no such rationale file")
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RationaleFileError(f"{where}: not valid JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise RationaleFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
+                if name not in record:
+                    raise RationaleFileError(f"{where}: missing field {name!r}")
+            for name in ("question", "rationale"):
+                if not isinstance(record[name], str):
+                    raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
+            choices = record["choices"]
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
+            for name in ("answer", "perturbed_answer", "rationale_for"):
+                _check_index(record, name, choices, where)
+            record["id"] = str(record["id"])
+            record.setdefault("decoding", "")
+            records.append(RationaleRecord.from_dict(record))
+    return records
+
+
+def read_split(rationale_dir: str | Path, split: str) -> list[RationaleRecord]:
+    if split not in RATIONALE_SPLITS:
+        raise ValueError(f"unknown rationale split {split!r}: use one of {', '.join(RATIONALE_SPLITS)}")
+    return read_rationales(Path(rationale_dir) / f"{split}.jsonl")
+
+
+@dataclass(frozen=True)
+class EncodedRow:
+    """One training row. ``input_ids`` is the encoder input (seq2seq) or prompt and target together (causal)."""
+
+    input_ids: list[int]
+    labels: list[int]
+    decoder_input_ids: list[int] | None
+    counterfactual: bool
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, input_text: str) -> list[int]:
+    """A causal model's prompt: bos (where the tokenizer has one) and the input line."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(input_text + CAUSAL_SEPARATOR, add_special_tokens=False)["input_ids"]
+
+
+def encode_target(
+    tokenizer: PreTrainedTokenizerBase, rationale: str, answer: str, tag: str, *, answer_only: bool
+) -> tuple[list[int], list[int]]:
+    """Token ids of ``"{tag} {rationale} So the answer is {answer}." + eos`` and their labels.
+
+    With ``answer_only`` the labels are -100 up to the first token of the answer, found in the tokenized whole target.
+    """
+    prefix = format_rationale_prefix(rationale, tag)
+    text = prefix + format_answer(answer)
+    answer_start = len(prefix) + 1  # format_answer puts one space before the answer
+    ids, first_answer_token = first_token_at(tokenizer, text, answer_start)
+    ids = ids + [tokenizer.eos_token_id]
+    masked = first_answer_token if answer_only else 0
+    return ids, [IGNORE_INDEX] * masked + ids[masked:]
+
+
+def encode_row(
+    record: RationaleRecord,
+    tokenizer: PreTrainedTokenizerBase,
+    arch: Arch,
+    tags: TagMode,
+    *,
+    counterfactual: bool,
+    decoder_start_token_id: int | None = None,
+) -> EncodedRow:
+    """Encode a record as a factual row, or (``counterfactual``) as a row trained only on the answer that follows the
+    record's rationale (a ``train_counterfactual`` record, whose rationale argues for the perturbed answer)."""
+    tag = task_tag(tags, counterfactual)
+    input_text = format_input(record.question, record.choices, tag)
+    target_ids, target_labels = encode_target(
+        tokenizer, record.rationale, record.rationale_for_text, tag, answer_only=counterfactual
+    )
+    if arch == "seq2seq":
+        if decoder_start_token_id is None:
+            raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
+        # The decoder input is the shifted target itself, not the shifted labels: those hide the rationale prefix.
+        return EncodedRow(
+            input_ids=tokenizer(input_text)["input_ids"],
+            labels=target_labels,
+            decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
+            counterfactual=counterfactual,
+        )
+    if arch == "causal":
+        prompt_ids = encode_prompt(tokenizer, input_text)
+        return EncodedRow(
+            input_ids=prompt_ids + target_ids,
+            labels=[IGNORE_INDEX] * len(prompt_ids) + target_labels,
+            decoder_input_ids=None,
+            counterfactual=counterfactual,
+        )
+    raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
+
+
+def pad(rows: list[list[int]], value: int, side: str = "right") -> torch.Tensor:
+    return pad_sequence([torch.tensor(row) for row in rows], batch_first=True, padding_value=value, padding_side=side)
+
+
+def collate_rows(groups: list[list[EncodedRow]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Pad a batch of row groups (a question's factual row and, in counterfactual training, its counterfactual row)
+    to the longest row of this batch, on the right. ``counterfactual`` flags each row's task."""
+    rows = [row for group in groups for row in group]
+    input_ids = [row.input_ids for row in rows]
+    batch = {
+        "input_ids": pad(input_ids, pad_token_id),
+        "attention_mask": pad([[1] * len(ids) for ids in input_ids], 0),
+        "labels": pad([row.labels for row in rows], IGNORE_INDEX),
+        "counterfactual": torch.tensor([row.counterfactual for row in rows]),
+    }
+    if rows[0].decoder_input_ids is not None:
+        batch["decoder_input_ids"] = pad([row.decoder_input_ids for row in rows], pad_token_id)
+    return batch
+
+
+class StudentDataModule(pl.LightningDataModule):
+    """Train and dev batches from the teacher's rationale directory (``train``, ``train_counterfactual``, ``dev``).
+
+    ``training="counterfactual"`` puts each question's factual and counterfactual rows in the same batch, so a batch of
+    ``batch_size`` questions has ``2 * batch_size`` rows.
+    """
+
+    def __init__(
+        self,
+        rationale_dir: str | Path,
+        tokenizer: PreTrainedTokenizerBase,
+        arch: Arch,
+        *,
+        training: Training = "standard",
+        tags: TagMode = "distinct",
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        decoder_start_token_id: int | None = None,
+    ) -> None:
+        super().__init__()
+        if training not in ("standard", "counterfactual"):
+            raise ValueError(f"unknown training {training!r}: use standard or counterfactual")
+        if arch == "seq2seq" and decoder_start_token_id is None:
+            raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
+        task_tag(tags, False)  # validates the mode
+        self.rationale_dir = Path(rationale_dir)
+        self.tokenizer = tokenizer
+        self.arch = arch
+        self.training = training
+        self.tags = tags
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.decoder_start_token_id = decoder_start_token_id
+        self.train_groups: list[list[EncodedRow]] = []
+        self.dev_groups: list[list[EncodedRow]] = []
+
+    def _encode(self, record: RationaleRecord, counterfactual: bool) -> EncodedRow:
+        return encode_row(
+            record,
+            self.tokenizer,
+            self.arch,
+            self.tags,
+            counterfactual=counterfactual,
+            decoder_start_token_id=self.decoder_start_token_id,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        train = read_split(self.rationale_dir, "train")
+        self.train_groups = [[self._encode(record, False)] for record in train]
+        if self.training == "counterfactual":
+            path = self.rationale_dir / "train_counterfactual.jsonl"
+            by_id = {record.id: record for record in read_rationales(path)}
+            missing = [record.id for record in train if record.id not in by_id]
+            if missing:
+                raise RationaleFileError(f"{path}: no counterfactual rationale for train ids {missing[:5]}")
+            for group, record in zip(self.train_groups, train):
+                group.append(self._encode(by_id[record.id], True))
+        self.dev_groups = [[self._encode(record, False)] for record in read_split(self.rationale_dir, "dev")]
+
+    def _collate(self) -> partial:
+        return partial(collate_rows, pad_token_id=self.tokenizer.pad_token_id)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.train_groups,
+            batch_size=self.batch_size,
+            shuffle=True,
+            collate_fn=self._collate(),
+            num_workers=self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dev_groups, batch_size=self.eval_batch_size, collate_fn=self._collate(), num_workers=self.num_workers
+        )

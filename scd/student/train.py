@@ -1,0 +1,84 @@
+"""Fit the student with a Lightning Trainer, resume from the last checkpoint, export the best weights."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
+
+from scd.student.module import StudentModule
+
+log = logging.getLogger(__name__)
+MONITOR = "val/loss"
+
+
+def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """``"last"`` means the run's own ``last.ckpt`` if there is one (else a fresh start); other values pass through."""
+    if ckpt_path != "last":
+        return ckpt_path
+    last = checkpoint_dir / "last.ckpt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        return str(last)
+    log.info("no checkpoint at %s: training from scratch", last)
+    return None
+
+
+def export_student(module: StudentModule, export_dir: Path) -> Path:
+    """Write model and tokenizer with ``save_pretrained``, so the Auto classes load them."""
+    module.model.save_pretrained(export_dir)
+    module.tokenizer.save_pretrained(export_dir)
+    return export_dir
+
+
+def fit_student(
+    module: StudentModule,
+    datamodule: pl.LightningDataModule,
+    *,
+    run_dir: str | Path,
+    trainer_kwargs: dict[str, Any],
+    logger: Logger | list[Logger] | bool,
+    ckpt_path: str | None,
+    early_stopping_patience: int | None,
+) -> Path:
+    """Train, keeping ``last.ckpt`` and the best checkpoint on ``val/loss`` in ``run_dir/checkpoints``; export the best
+    weights to ``run_dir/student`` and return that directory.
+
+    ``trainer_kwargs`` go to ``pl.Trainer`` as they are (max_steps, precision, gradient_clip_val,
+    accumulate_grad_batches, val_check_interval, accelerator, ...).
+    """
+    run_dir = Path(run_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        filename="best-step{step}",
+        auto_insert_metric_name=False,
+        monitor=MONITOR,
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+    )
+    callbacks: list[pl.Callback] = [checkpoint]
+    if early_stopping_patience is not None:
+        # Checked after validation only: a run resumed at an epoch's end has no val/loss until it validates again.
+        callbacks.append(
+            EarlyStopping(monitor=MONITOR, mode="min", patience=early_stopping_patience, check_on_train_epoch_end=False)
+        )
+    trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, **trainer_kwargs)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir))
+    # ModelCheckpoint writes last.ckpt only after validation; save the final state too, so a run stopped by max_steps
+    # or an interrupt between validations resumes exactly where it stopped.
+    trainer.save_checkpoint(checkpoint_dir / "last.ckpt")
+
+    if checkpoint.best_model_path:
+        log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, MONITOR, checkpoint.best_model_score)
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    else:
+        log.info("no validation ran, so there is no best checkpoint: exporting the final weights")
+    return export_student(module, run_dir / "student")
