@@ -1,0 +1,191 @@
+"""The LAS simulator: a seq2seq LM that learns to predict the student's answer (Hase et al., 2020).
+
+One simulator is trained on three views of every training example, the view named at the start of its input:
+
+- ``xe``: question, choices and rationale;
+- ``x``: question and choices;
+- ``e``: choices and rationale (the choices stay, as in Hase et al., so the simulator knows what it picks among).
+
+Its target is the text of the answer the *student* predicted, not the gold answer. It predicts by scoring the
+log-likelihood of every choice's text (the encoder runs once per input, the decoder over all choices in one batch)
+and taking the argmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
+
+View = Literal["xe", "x", "e"]
+VIEWS: tuple[View, ...] = ("xe", "x", "e")
+
+
+@dataclass(frozen=True)
+class SimulatorRow:
+    """One example as the simulator sees it; ``target`` is the student's predicted answer index."""
+
+    question: str
+    choices: tuple[str, ...]
+    rationale: str
+    target: int
+
+    def __post_init__(self) -> None:
+        if len(self.choices) < 2:
+            raise ValueError(f"simulator row {self.question!r}: needs at least two choices, got {list(self.choices)}")
+        if not 0 <= self.target < len(self.choices):
+            raise ValueError(
+                f"simulator row {self.question!r}: target {self.target} is not among {len(self.choices)} choices"
+            )
+
+
+def simulator_input(row: SimulatorRow, view: View) -> str:
+    """The simulator's input text for one view, e.g. ``"view: e | choices: a; b | rationale: ..."``."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown simulator view {view!r}: use one of {VIEWS}")
+    parts = [f"view: {view}"]
+    if view in ("xe", "x"):
+        parts.append(f"question: {row.question}")
+    parts.append("choices: " + "; ".join(row.choices))
+    if view in ("xe", "e"):
+        parts.append(f"rationale: {row.rationale}")
+    return " | ".join(parts)
+
+
+class SimulatorModule(pl.LightningModule):
+    """Fits a seq2seq LM to map a view's input text to the student's answer text."""
+
+    def __init__(self, model: PreTrainedModel, lr: float, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        self.model = model
+        self.lr = lr
+        self.weight_decay = weight_decay
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model(**batch).loss
+        self.log("simulator/train_loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+class _Collator:
+    """Tokenizes (input, answer) pairs and pads to the longest in the batch; padded label positions are ignored."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_source_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_source_length = max_source_length
+
+    def __call__(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        sources, targets = zip(*pairs)
+        batch = self.tokenizer(
+            list(sources), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
+        )
+        batch["labels"] = _answer_labels(self.tokenizer, list(targets))
+        return dict(batch)
+
+
+def _answer_labels(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> torch.Tensor:
+    encoded = tokenizer(text_target=answers, padding=True, return_tensors="pt")
+    # Mask by the attention mask, not the pad id: some tokenizers pad with a token that also ends the answer.
+    return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+
+
+def train_simulator(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_rows: Sequence[SimulatorRow],
+    *,
+    trainer_kwargs: dict[str, Any] | None = None,
+    batch_size: int = 16,
+    lr: float = 3e-4,
+    weight_decay: float = 0.0,
+    max_source_length: int = 512,
+    seed: int = 0,
+) -> PreTrainedModel:
+    """Train ``model`` in place on all three views of ``train_rows`` with a Lightning Trainer; returns it in eval mode.
+
+    ``trainer_kwargs`` go to ``pl.Trainer`` (``max_epochs``, ``max_steps``, ``accelerator``, ``logger``, ...); by
+    default the fit runs one epoch without logger or checkpoints. ``seed`` fixes the shuffling order.
+    """
+    if not train_rows:
+        raise ValueError("train_simulator: no training rows")
+    pairs = [(simulator_input(row, view), row.choices[row.target]) for row in train_rows for view in VIEWS]
+    loader = DataLoader(
+        pairs,
+        batch_size=batch_size,
+        shuffle=True,
+        collate_fn=_Collator(tokenizer, max_source_length),
+        generator=torch.Generator().manual_seed(seed),
+    )
+    settings: dict[str, Any] = {
+        "max_epochs": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+    }
+    settings.update(trainer_kwargs or {})
+    # Lightning keeps each submodule's train/eval flag as it finds it, and loaded HF models start in eval mode.
+    model.train()
+    pl.Trainer(**settings).fit(SimulatorModule(model, lr=lr, weight_decay=weight_decay), train_dataloaders=loader)
+    return model.eval()
+
+
+@torch.no_grad()
+def score_choices(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[SimulatorRow],
+    view: View,
+    batch_size: int = 16,
+    max_source_length: int = 512,
+) -> list[np.ndarray]:
+    """Log-likelihood of every choice's text (summed over its tokens, end-of-sequence included), one array per row.
+
+    ``batch_size`` counts rows; the decoder sees all their choices at once. The model runs on its current device.
+    """
+    model.eval()
+    scores: list[np.ndarray] = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        encoded = tokenizer(
+            [simulator_input(row, view) for row in batch],
+            padding=True,
+            truncation=True,
+            max_length=max_source_length,
+            return_tensors="pt",
+        ).to(model.device)
+        encoder_states = model.get_encoder()(**encoded).last_hidden_state
+        # Each row's encoding is shared by its choices instead of re-encoding the input once per choice.
+        counts = torch.tensor([len(row.choices) for row in batch], device=model.device)
+        labels = _answer_labels(tokenizer, [choice for row in batch for choice in row.choices]).to(model.device)
+        logits = model(
+            encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states.repeat_interleave(counts, dim=0)),
+            attention_mask=encoded["attention_mask"].repeat_interleave(counts, dim=0),
+            labels=labels,
+        ).logits
+        token_logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        choice_logp = token_logp.masked_fill(labels == -100, 0.0).sum(dim=-1).cpu().numpy()
+        scores.extend(np.split(choice_logp, np.cumsum(counts.cpu().numpy())[:-1]))
+    return scores
+
+
+def simulate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[SimulatorRow],
+    view: View,
+    batch_size: int = 16,
+    max_source_length: int = 512,
+) -> np.ndarray:
+    """The simulator's predicted answer index for every row under ``view`` (argmax of the choice log-likelihoods)."""
+    scores = score_choices(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
+    return np.array([int(np.argmax(row_scores)) for row_scores in scores], dtype=np.int64)
