@@ -40,9 +40,16 @@ def format_input(question: str, choices: list[str] | tuple[str, ...], tag: str) 
     return _tagged(tag, f"{question} choices: {' | '.join(choices)}")
 
 
+def rationale_prefix_span(rationale: str, tag: str) -> tuple[str, int, int]:
+    """The rationale prefix ``"{tag} {rationale} So the answer is"`` and where the rationale lies in it."""
+    rationale = rationale.strip()
+    start = len(tag) + 1 if tag else 0
+    return " ".join(part for part in (tag, rationale, ANSWER_CUE) if part), start, start + len(rationale)
+
+
 def format_rationale_prefix(rationale: str, tag: str) -> str:
     """Everything of the target before the answer: ``"{tag} {rationale} So the answer is"``."""
-    return _tagged(tag, f"{rationale} {ANSWER_CUE}".strip())
+    return rationale_prefix_span(rationale, tag)[0]
 
 
 def format_answer(answer: str) -> str:
@@ -105,14 +112,19 @@ def first_token_at(tokenizer: PreTrainedTokenizerBase, text: str, char_index: in
 
     The text is tokenized as one piece so token boundaries are those the model sees. A token that straddles
     ``char_index`` counts as after it (so a supervised answer span keeps its first characters). Fast tokenizers give
-    character offsets; for slow ones the boundary is the first token where ``text[:char_index]`` tokenized alone stops
-    agreeing with the whole text.
+    character offsets; slow ones go through ``first_token_by_prefix``.
     """
     if tokenizer.is_fast:
         encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids, offsets = encoded["input_ids"], encoded["offset_mapping"]
         start = next((i for i, (_, end) in enumerate(offsets) if end > char_index), len(ids))
         return ids, start
+    return first_token_by_prefix(tokenizer, text, char_index)
+
+
+def first_token_by_prefix(tokenizer: PreTrainedTokenizerBase, text: str, char_index: int) -> tuple[list[int], int]:
+    """``first_token_at`` for tokenizers without offsets: the first token where ``text[:char_index]`` tokenized alone
+    stops agreeing with the whole text."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     head = tokenizer(text[:char_index], add_special_tokens=False)["input_ids"] if char_index > 0 else []
     start = 0

@@ -1,0 +1,187 @@
+"""Student data module, collate, and the standard / counterfactual losses of the Lightning module."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from transformers.optimization import Adafactor
+
+from scd.models import load_model, load_tokenizer
+from scd.student.data import (
+    IGNORE_INDEX,
+    EncodedRow,
+    RationaleFileError,
+    StudentDataModule,
+    collate_rows,
+    encode_row,
+    read_rationales,
+    read_split,
+)
+from scd.student.module import StudentModule
+
+FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
+TINY = {
+    "seq2seq": {"model_type": "t5", "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 2},
+    "causal": {
+        "model_type": "gpt_neox",
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models run fastest on one thread; more only contend on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(arch: str):
+    tokenizer = load_tokenizer("byt5")
+    # eval(): no dropout, so two forward passes over the same rows agree.
+    return load_model(arch, tokenizer, random_init=TINY[arch]).eval(), tokenizer
+
+
+def groups(arch: str, tokenizer, counterfactual: bool) -> list[list[EncodedRow]]:
+    """Factual rows of train, each followed by its counterfactual row when asked."""
+    factual = read_split(FIXTURES, "train")[:3]
+    counter = read_split(FIXTURES, "train_counterfactual")[:3]
+    start = 0 if arch == "seq2seq" else None
+    out = []
+    for f, c in zip(factual, counter):
+        group = [encode_row(f, tokenizer, arch, "distinct", counterfactual=False, decoder_start_token_id=start)]
+        if counterfactual:
+            group.append(encode_row(c, tokenizer, arch, "distinct", counterfactual=True, decoder_start_token_id=start))
+        out.append(group)
+    return out
+
+
+def hf_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The model's own token-mean loss, as a reference."""
+    inputs = {k: v for k, v in batch.items() if k != "counterfactual"}
+    return model(**inputs).loss
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_fused_step_equals_separate_forwards(arch: str) -> None:
+    model, tokenizer = tiny(arch)
+    module = StudentModule(model, tokenizer, arch, alpha=0.3)
+    pairs = groups(arch, tokenizer, counterfactual=True)
+    fused = collate_rows(pairs, tokenizer.pad_token_id)
+    assert fused["counterfactual"].tolist() == [False, True] * 3
+    losses = module.losses(fused)
+    factual = hf_loss(model, collate_rows([[g[0]] for g in pairs], tokenizer.pad_token_id))
+    counter = hf_loss(model, collate_rows([[g[1]] for g in pairs], tokenizer.pad_token_id))
+    assert losses["factual_loss"].item() == pytest.approx(factual.item(), abs=1e-5)
+    assert losses["counterfactual_loss"].item() == pytest.approx(counter.item(), abs=1e-5)
+    assert losses["loss"].item() == pytest.approx(0.7 * factual.item() + 0.3 * counter.item(), abs=1e-5)
+
+
+def test_alpha_zero_equals_standard_loss_and_gradients() -> None:
+    model, tokenizer = tiny("seq2seq")
+    module = StudentModule(model, tokenizer, "seq2seq", alpha=0.0)
+    standard = module.losses(collate_rows(groups("seq2seq", tokenizer, False), tokenizer.pad_token_id))
+    assert set(standard) == {"loss", "factual_loss"}
+    standard["loss"].backward()
+    standard_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    counterfactual = module.losses(collate_rows(groups("seq2seq", tokenizer, True), tokenizer.pad_token_id))
+    counterfactual["loss"].backward()
+    assert counterfactual["counterfactual_loss"].item() > 0
+    assert counterfactual["loss"].item() == pytest.approx(standard["loss"].item(), abs=1e-6)
+    for expected, param in zip(standard_grads, model.parameters()):
+        torch.testing.assert_close(param.grad, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_collate_pads_to_the_longest_row_of_the_batch() -> None:
+    rows = [
+        [EncodedRow([5, 6, 7], [IGNORE_INDEX, 8, 9], [0, 8], False)],
+        [EncodedRow([5], [4], [0], True)],
+    ]
+    batch = collate_rows(rows, pad_token_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 8, 9], [4, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["decoder_input_ids"].tolist() == [[0, 8], [0, 0]]
+    assert batch["counterfactual"].tolist() == [False, True]
+
+
+def test_datamodule_batches_pair_factual_and_counterfactual_rows() -> None:
+    tokenizer = load_tokenizer("byt5")
+    data = StudentDataModule(
+        FIXTURES, tokenizer, "causal", training="counterfactual", batch_size=4, eval_batch_size=1
+    )
+    data.setup("fit")
+    batches = list(data.train_dataloader())
+    assert [b["input_ids"].shape[0] for b in batches] == [8, 4]  # 6 questions, 2 rows each
+    for batch in batches:
+        assert batch["counterfactual"].tolist() == [False, True] * (batch["input_ids"].shape[0] // 2)
+        assert "decoder_input_ids" not in batch
+    # Dev rows, one per batch, are not padded at all.
+    dev = list(data.val_dataloader())
+    assert [b["input_ids"].shape[1] for b in dev] == [len(g[0].input_ids) for g in data.dev_groups]
+    assert not any(b["counterfactual"].any() for b in dev)
+
+
+def test_datamodule_needs_a_counterfactual_for_every_train_question(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURES, tmp_path, dirs_exist_ok=True)
+    lines = (tmp_path / "train_counterfactual.jsonl").read_text().splitlines()
+    (tmp_path / "train_counterfactual.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    data = StudentDataModule(tmp_path, load_tokenizer("byt5"), "causal", training="counterfactual")
+    with pytest.raises(RationaleFileError, match=r"train_counterfactual\.jsonl.*'t1'"):
+        data.setup("fit")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": 1, "question": "q", "choices": ["a", "b"], "answer": 0, "perturbed_answer": 1, "rationale": "r"}',
+         "missing field 'rationale_for'"),
+        ('{"id": 1, "question": "q", "choices": ["a", "b"], "answer": 2, "perturbed_answer": 1, "rationale_for": 0, '
+         '"rationale": "r"}', "field 'answer' must be a choice index below 2"),
+        ('{"id": 1, "question": "q", "choices": ["a"], "answer": 0, "perturbed_answer": 0, "rationale_for": 0, '
+         '"rationale": "r"}', "field 'choices'"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_bad_rationale_lines_name_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "dev.jsonl"
+    good = (FIXTURES / "dev.jsonl").read_text().splitlines()[0]
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(RationaleFileError, match=rf"dev\.jsonl:2: .*{message}"):
+        read_rationales(path)
+
+
+@pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("adafactor", Adafactor)])
+def test_optimizer_and_linear_warmup(name: str, kind: type) -> None:
+    model, tokenizer = tiny("seq2seq")
+    module = StudentModule(model, tokenizer, "seq2seq", optimizer=name, lr=0.01, weight_decay=0.1, warmup_steps=2)
+    module.trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, kind)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
+    rates = []
+    for _ in range(10):
+        rates.append(scheduler.get_last_lr()[0])
+        optimizer.step()
+        scheduler.step()
+    assert rates[:3] == pytest.approx([0.0, 0.005, 0.01])
+    assert rates[-1] == pytest.approx(0.01 * 1 / 8)
+
+
+def test_module_rejects_bad_arguments() -> None:
+    model, tokenizer = tiny("seq2seq")
+    with pytest.raises(ValueError, match="alpha"):
+        StudentModule(model, tokenizer, "seq2seq", alpha=1.5)
+    with pytest.raises(ValueError, match="optimizer"):
+        StudentModule(model, tokenizer, "seq2seq", optimizer="sgd")
