@@ -1,0 +1,213 @@
+"""Student training (resume, export) and evaluation, end to end on tiny random-init models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+import scd.student.evaluate as evaluation
+from scd.data.records import RationaleRecord
+from scd.models import load_model, load_tokenizer
+from scd.student.data import StudentDataModule, collate_rows, read_rationales, read_split
+from scd.student.evaluate import evaluate_student, generate_continuations, perturb_rationale_prefix
+from scd.student.formatting import rationale_prefix_span
+from scd.student.module import StudentModule
+from scd.student.train import fit_student
+
+FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
+TINY = {
+    "seq2seq": {"model_type": "t5", "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 2},
+    "causal": {
+        "model_type": "gpt_neox",
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    },
+}
+TRAINER = {
+    "accelerator": "cpu",
+    "enable_progress_bar": False,
+    "enable_model_summary": False,
+    "log_every_n_steps": 1,
+    "gradient_clip_val": 1.0,
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny models run fastest on one thread; more only contend on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class CountingStudent(StudentModule):
+    """Counts the training steps this instance ran."""
+
+    steps_run = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps_run += 1
+        return super().training_step(batch, batch_idx)
+
+
+def student(arch: str, training: str, tags: str = "distinct", batch_size: int = 4):
+    tokenizer = load_tokenizer("byt5")
+    model = load_model(arch, tokenizer, random_init=TINY[arch])
+    data = StudentDataModule(
+        FIXTURES,
+        tokenizer,
+        arch,
+        training=training,
+        tags=tags,
+        batch_size=batch_size,
+        decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
+    )
+    return CountingStudent(model, tokenizer, arch, lr=3e-3, warmup_steps=1), data
+
+
+def test_resume_continues_the_step_count_and_export_reloads(tmp_path: Path) -> None:
+    module, data = student("seq2seq", "counterfactual")
+    fit_student(
+        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 3}, logger=False,
+        ckpt_path="last", early_stopping_patience=None,
+    )
+    assert module.trainer.global_step == 3 and module.steps_run == 3
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+
+    module, data = student("seq2seq", "counterfactual")
+    exported = fit_student(
+        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 5}, logger=False,
+        ckpt_path="last", early_stopping_patience=3,
+    )
+    assert module.trainer.global_step == 5 and module.steps_run == 2
+    assert exported == tmp_path / "student"
+
+    # The export holds the best checkpoint's weights and reloads with the Auto classes.
+    best = module.trainer.checkpoint_callback.best_model_path
+    state = torch.load(best, weights_only=True)["state_dict"]
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(exported).eval()
+    for name, value in reloaded.state_dict().items():
+        torch.testing.assert_close(value, state[f"model.{name}"], rtol=0, atol=0)
+    tokenizer = AutoTokenizer.from_pretrained(exported)
+    assert tokenizer("can a blick fly ?")["input_ids"] == module.tokenizer("can a blick fly ?")["input_ids"]
+    batch = collate_rows(data.dev_groups, tokenizer.pad_token_id)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "decoder_input_ids")}
+    module.model.eval()
+    torch.testing.assert_close(reloaded(**inputs).logits, module.model(**inputs).logits, rtol=0, atol=0)
+
+
+def test_fresh_start_when_there_is_no_last_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    module, data = student("causal", "standard")
+    caplog.set_level("INFO", logger="scd.student.train")
+    exported = fit_student(
+        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 2}, logger=False,
+        ckpt_path="last", early_stopping_patience=None,
+    )
+    assert "training from scratch" in caplog.text
+    assert module.trainer.global_step == 2
+    reloaded = AutoModelForCausalLM.from_pretrained(exported).eval()
+    batch = collate_rows(data.dev_groups, module.tokenizer.pad_token_id)
+    module.model.eval()
+    torch.testing.assert_close(
+        reloaded(input_ids=batch["input_ids"]).logits, module.model(input_ids=batch["input_ids"]).logits, rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize(
+    ("arch", "training", "tags"),
+    [("seq2seq", "standard", "distinct"), ("seq2seq", "counterfactual", "shared"), ("causal", "counterfactual", "none")],
+)
+def test_fit_and_evaluate_end_to_end(tmp_path: Path, arch: str, training: str, tags: str) -> None:
+    module, data = student(arch, training, tags)
+    exported = fit_student(
+        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 4}, logger=False,
+        ckpt_path=None, early_stopping_patience=None,
+    )
+    model = (AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM).from_pretrained(exported)
+    test = read_split(FIXTURES, "test")
+    metrics = evaluate_student(
+        model, AutoTokenizer.from_pretrained(exported), arch, test, run_dir=tmp_path,
+        test_counterfactual=read_rationales(FIXTURES / "test_counterfactual.jsonl"), tags=tags,
+        batch_size=3, max_new_tokens=12, answer_max_new_tokens=4, show_progress=False,
+    )
+    assert set(metrics) == {
+        "student/accuracy", "student/unparsable", "student/oracle_accuracy",
+        "student/perturbed_consistency", "student/counterfactual_consistency",
+    }
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [record.id for record in test]
+    assert metrics["student/unparsable"] == pytest.approx(np.mean([row["predicted"] is None for row in rows]))
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_batched_generation_equals_one_at_a_time(arch: str) -> None:
+    tokenizer = load_tokenizer("byt5")
+    model = load_model(arch, tokenizer, random_init=TINY[arch], seed=3)
+    prompts = [tokenizer(text)["input_ids"] for text in ("can a blick fly ?", "a", "what colour is a pif ?")]
+    prefixes = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("[factual] x", "", "[factual] so long")]
+    kwargs = {"max_new_tokens": 6, "show_progress": False}
+    batched = generate_continuations(model, tokenizer, arch, prompts, prefixes, batch_size=3, **kwargs)
+    single = [generate_continuations(model, tokenizer, arch, [p], [q], batch_size=1, **kwargs)[0] for p, q in zip(prompts, prefixes)]
+    assert batched == single
+    assert any(batched)
+
+
+def test_perturbation_replaces_the_given_share_of_rationale_tokens_only() -> None:
+    tokenizer = load_tokenizer("byt5")
+    rationale = "every wug can fly , and a blick is a wug ."  # 42 bytes
+    text, start, stop = rationale_prefix_span(rationale, "[factual]")
+    original = tokenizer(text, add_special_tokens=False)["input_ids"]
+    perturbed = perturb_rationale_prefix(tokenizer, rationale, "[factual]", 0.5, np.random.default_rng(0))
+    changed = [i for i, (a, b) in enumerate(zip(original, perturbed)) if a != b]
+    assert len(perturbed) == len(original)
+    assert 15 <= len(changed) <= 21 and all(start <= i < stop for i in changed)  # 21 replaced, a few by themselves
+    assert not set(perturbed) & set(tokenizer.all_special_ids)
+    again = perturb_rationale_prefix(tokenizer, rationale, "[factual]", 0.5, np.random.default_rng(0))
+    assert again == perturbed
+    assert perturb_rationale_prefix(tokenizer, rationale, "[factual]", 0.0, np.random.default_rng(0)) == original
+
+
+def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [
+        RationaleRecord(f"q{i}", "can it fly ?", ["yes", "no"], answer, 1 - answer, answer, "r .", "greedy")
+        for i, answer in enumerate([0, 1, 0, 1])
+    ]
+    counter = [RationaleRecord("q0", "can it fly ?", ["yes", "no"], 0, 1, 1, "no r .", "greedy")]
+    scripted = {
+        # Student outputs: right, wrong, unparsable, right.
+        "student rationales": ["[factual] r . So the answer is yes.", "[factual] r . So the answer is yes.",
+                               "[factual] r .", "[factual] r . So the answer is no."],
+        "oracle answers": [" yes.", " no.", " Yes", " maybe"],
+        "perturbed answers": [" yes.", " no.", " no.", " yes."],
+        "counterfactual answers": [" no."],
+    }
+
+    def fake_generate(model, tokenizer, arch, prompts, prefixes, *, desc, **kwargs):
+        assert len(prompts) == len(scripted[desc])
+        return scripted[desc]
+
+    monkeypatch.setattr(evaluation, "generate_continuations", fake_generate)
+    metrics = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path,
+                               test_counterfactual=counter, show_progress=False)
+    assert metrics == {
+        "student/accuracy": 0.5,
+        "student/unparsable": 0.25,
+        "student/oracle_accuracy": 0.75,
+        # q0 keeps yes, q1 changes yes -> no, q2 had no answer, q3 changes no -> yes.
+        "student/perturbed_consistency": 0.25,
+        "student/counterfactual_consistency": 1.0,
+    }
+    rows = [json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert [row["predicted"] for row in rows] == [0, 0, None, 1]
+    assert rows[0]["counterfactual_predicted"] == 1 and "counterfactual_predicted" not in rows[1]
+    without = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path, show_progress=False)
+    assert "student/counterfactual_consistency" not in without
