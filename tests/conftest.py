@@ -1,0 +1,41 @@
+"""Shared fixtures: the real config tree composed with Hydra, shrunk to tiny settings and a temporary directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from scd.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+register_configs()
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+# No test may reach W&B's servers.
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def compose_config(overrides: list[str], run_dir: Path, cache_dir: Path) -> DictConfig:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+        cfg.paths.cache_dir = str(cache_dir)
+    return cfg
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """``make_config(*overrides, run="run")`` composes conf/ with ``experiment=smoke`` plus the overrides."""
+
+    def make(*overrides: str, run: str = "run") -> DictConfig:
+        return compose_config(["experiment=smoke", *overrides], tmp_path / run, tmp_path / "cache")
+
+    return make

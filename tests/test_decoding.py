@@ -1,0 +1,162 @@
+"""Greedy and contrastive decoding: the formula, batching, the shared-prefix cache, stopping, HF equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scd.models import load_model, load_tokenizer
+from scd.teacher.decoding import DecodingSettings, contrastive_scores, decode
+
+TINY_NEOX = dict(
+    model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+    max_position_embeddings=1024,
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("byt5")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    return load_model("causal", tokenizer, random_init=TINY_NEOX, seed=3).eval()
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer):
+    enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    prefix = enc("Q: Is ice cold?\nA: The answer is yes. Ice is frozen water.\n\n")
+    questions = ["Is fire hot?", "Do fish swim in the sea, usually?", "Can a stone sing?", "Is a cat an animal?"]
+    gold = [enc(f"Q: {q}\nA: The answer is {a}.") for q, a in zip(questions, ["yes", "yes", "no", "yes"])]
+    wrong = [enc(f"Q: {q}\nA: The answer is {a}.") for q, a in zip(questions, ["no", "no", "yes", "no"])]
+    empty = [enc(f"Q: {q}\nA: The answer is .") for q in questions]
+    return prefix, gold, wrong, empty
+
+
+NEVER = "\x00\x00\x00"  # a separator the model will not produce, so rows run to max_new_tokens
+
+
+def reference(model, prefix, gold, negative, lam, steps):
+    """The definition, computed naively: full forward passes over the whole prompt at every step, one row at a time."""
+    out = []
+    for g, n in zip(gold, negative):
+        pos, neg, ids = prefix + g, prefix + n, []
+        for _ in range(steps):
+            logp = torch.log_softmax(model(torch.tensor([pos])).logits[0, -1], -1)
+            logq = torch.log_softmax(model(torch.tensor([neg])).logits[0, -1], -1)
+            token = int((logp - lam * logq).argmax())
+            ids.append(token)
+            pos, neg = pos + [token], neg + [token]
+        out.append(ids)
+    return out
+
+
+def test_contrastive_scores_formula():
+    pos = torch.log_softmax(torch.tensor([[2.0, 1.0, 0.5, -1.0]]), -1)
+    neg = torch.log_softmax(torch.tensor([[3.0, 0.0, 0.5, -1.0]]), -1)
+    assert torch.allclose(contrastive_scores(pos, neg, 0.5), pos - 0.5 * neg)
+    assert torch.equal(contrastive_scores(pos, neg, 0.0), pos)
+    # Token 1 wins the contrast, token 0 wins greedy.
+    assert contrastive_scores(pos, neg, 0.9).argmax().item() == 1
+    assert pos.argmax().item() == 0
+
+
+def test_plausibility_filter_excludes_unlikely_tokens():
+    pos = torch.log(torch.tensor([[0.70, 0.25, 0.05]]))
+    neg = torch.log(torch.tensor([[0.79, 0.20, 0.01]]))
+    # Unfiltered, the rare token 2 wins; with the filter (p >= 0.1 * 0.7) it is excluded and token 1 wins.
+    assert contrastive_scores(pos, neg, 1.0).argmax().item() == 2
+    filtered = contrastive_scores(pos, neg, 1.0, plausibility=0.1)
+    assert filtered.argmax().item() == 1
+    assert filtered[0, 2] == float("-inf")
+    with pytest.raises(ValueError):
+        contrastive_scores(pos, neg, -0.1)
+
+
+@pytest.mark.parametrize("contrast", ["wrong", "empty"])
+def test_contrastive_decoding_equals_the_definition(model, tokenizer, prompts, contrast):
+    prefix, gold, wrong, empty = prompts
+    negative = wrong if contrast == "wrong" else empty
+    expected = reference(model, prefix, gold, negative, 0.5, 12)
+    settings = DecodingSettings(lam=0.5, max_new_tokens=12)
+    assert decode(model, tokenizer, prefix, gold, negative, settings, NEVER) == expected
+
+
+@pytest.mark.parametrize("shared_prefix", [True, False])
+@pytest.mark.parametrize("merge_branches", [True, False])
+def test_cache_and_batching_variants_give_the_same_tokens(model, tokenizer, prompts, shared_prefix, merge_branches):
+    prefix, gold, wrong, _ = prompts
+    settings = DecodingSettings(lam=0.5, max_new_tokens=16, shared_prefix=shared_prefix, merge_branches=merge_branches)
+    batched = decode(model, tokenizer, prefix, gold, wrong, settings, NEVER)
+    alone = [decode(model, tokenizer, prefix, [g], [w], settings, NEVER)[0] for g, w in zip(gold, wrong)]
+    assert batched == alone
+    assert batched == decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=16), NEVER)
+
+
+def test_lambda_zero_is_greedy_and_matches_hf_generate(model, tokenizer, prompts):
+    prefix, gold, wrong, _ = prompts
+    with_contrast = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.0, max_new_tokens=10), NEVER)
+    greedy = decode(model, tokenizer, prefix, gold, None, DecodingSettings(lam=0.5, max_new_tokens=10), NEVER)
+    assert with_contrast == greedy
+    for row, suffix in enumerate(gold):
+        ids = torch.tensor([prefix + suffix])
+        out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
+        assert out[0, ids.shape[1]:].tolist() == greedy[row]
+
+
+def test_matches_hf_classifier_free_guidance(model, tokenizer, prompts):
+    """HF's guidance with scale 1/(1-λ) and the wrong-answer prompt as negative picks the same argmax."""
+    prefix, gold, wrong, _ = prompts
+    lam = 0.5
+    ours = decode(model, tokenizer, prefix, gold[:1], wrong[:1], DecodingSettings(lam=lam, max_new_tokens=10), NEVER)
+    ids = torch.tensor([prefix + gold[0]])
+    out = model.generate(
+        ids, max_new_tokens=10, do_sample=False, guidance_scale=1 / (1 - lam),
+        negative_prompt_ids=torch.tensor([prefix + wrong[0]]), eos_token_id=None, pad_token_id=0,
+    )
+    assert out[0, ids.shape[1]:].tolist() == ours[0]
+
+
+@pytest.fixture(scope="module")
+def letters():
+    """A 26-letter tokenizer and a random model over it: every token decodes to a printable letter."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{chr(97 + i): 3 + i for i in range(26)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("[a-z]"), behavior="isolated")
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    return tok, load_model("causal", tok, random_init=TINY_NEOX, seed=5).eval()
+
+
+def test_each_row_stops_at_the_separator(letters):
+    tok, model = letters
+    enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    prefix, gold, wrong = enc("abcab"), [enc("q"), enc("rst"), enc("uv")], [enc("w"), enc("xy"), enc("z")]
+    settings = DecodingSettings(lam=0.5, max_new_tokens=12)
+    full = decode(model, tok, prefix, gold, wrong, settings, NEVER)
+    separator = tok.decode([full[0][4]])
+    stopped = decode(model, tok, prefix, gold, wrong, settings, separator)
+    for row, tokens in enumerate(full):
+        letters_out = [tok.decode([t]) for t in tokens]
+        cut = letters_out.index(separator) if separator in letters_out else len(tokens)
+        assert stopped[row] == tokens[:cut]
+    assert len(stopped[0]) <= 4
+
+
+def test_teacher_stop_rule_uses_the_plain_top_token(letters):
+    tok, model = letters
+    enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    prefix, gold, wrong = enc("abcab"), [enc("q")], [enc("w")]
+    plain = decode(model, tok, prefix, gold, None, DecodingSettings(max_new_tokens=4), NEVER)[0]
+    contrasted = decode(model, tok, prefix, gold, wrong, DecodingSettings(lam=0.9, max_new_tokens=4), NEVER)[0]
+    separator = tok.decode([plain[0]])
+    # The teacher's own first choice is the separator: under "teacher" the row stops at once; under "chosen" it
+    # stops only if the contrasted choice is the separator too.
+    teacher_rule = DecodingSettings(lam=0.9, max_new_tokens=4, stop_rule="teacher")
+    assert decode(model, tok, prefix, gold, wrong, teacher_rule, separator) == [[]]
+    chosen_rule = decode(model, tok, prefix, gold, wrong, DecodingSettings(lam=0.9, max_new_tokens=4), separator)
+    assert chosen_rule == [[]] if contrasted[0] == plain[0] else chosen_rule[0][:1] == contrasted[:1]

@@ -1,0 +1,72 @@
+"""The teacher stage: output files, resume after a kill, the rationale cache, the context check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import scd.teacher.stage as stage
+from scd.config import validate
+from scd.data.records import RATIONALE_SPLITS
+from scd.pipeline import load_data
+from scd.teacher.stage import run_teacher_stage, teacher_key
+from scd.teacher.store import COMPLETE_MARKER
+
+
+def generate(cfg_dict, run_dir: Path):
+    cfg = validate(cfg_dict)
+    splits, _ = load_data(cfg)
+    return cfg, splits, run_teacher_stage(cfg, splits, run_dir)
+
+
+def read_split(directory: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (directory / f"{split}.jsonl").read_text().splitlines()]
+
+
+def test_writes_every_split_with_gold_and_perturbed_rationales(make_config, tmp_path):
+    cfg, splits, out = generate(make_config("decoding=contrast_wrong"), tmp_path / "run")
+    for split in RATIONALE_SPLITS:
+        records = read_split(out, split)
+        source = splits["train" if split == "train_counterfactual" else split]
+        assert [r["id"] for r in records] == [ex.id for ex in source]
+        for record in records:
+            assert record["decoding"] == "contrast_wrong"
+            assert record["perturbed_answer"] != record["answer"]
+            target = record["perturbed_answer"] if split == "train_counterfactual" else record["answer"]
+            assert record["rationale_for"] == target
+
+
+def test_resume_after_a_kill_gives_the_same_files(make_config, tmp_path):
+    cfg, splits, out = generate(make_config(), tmp_path / "first")
+    expected = {split: (out / f"{split}.jsonl").read_text() for split in RATIONALE_SPLITS}
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg)
+    # Recreate what a kill -9 mid-run leaves: no marker, no merged files, a shard cut inside its 6th line.
+    shard = store / "shard-rank0.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    shard.write_text("".join(lines[:5]) + lines[5][:20])
+    for path in [store / COMPLETE_MARKER, *(store / f"{s}.jsonl" for s in RATIONALE_SPLITS)]:
+        path.unlink()
+    _, _, resumed = generate(make_config(run="second"), tmp_path / "second")
+    assert {split: (resumed / f"{split}.jsonl").read_text() for split in RATIONALE_SPLITS} == expected
+    assert len(shard.read_text().splitlines()) == len(lines)
+
+
+def test_same_teacher_config_reuses_rationales(make_config, tmp_path, monkeypatch):
+    _, _, first = generate(make_config("training=standard"), tmp_path / "a")
+
+    def no_teacher(*args, **kwargs):
+        raise AssertionError("the teacher was loaded although its rationales are cached")
+
+    monkeypatch.setattr(stage, "load_teacher_module", no_teacher)
+    _, _, second = generate(make_config("training=counterfactual", run="b"), tmp_path / "b")
+    assert (first / "train.jsonl").read_text() == (second / "train.jsonl").read_text()
+    # A different decoding is a different teacher config: it must generate.
+    with pytest.raises(AssertionError, match="cached"):
+        generate(make_config("decoding=greedy", run="c"), tmp_path / "c")
+
+
+def test_prompt_longer_than_the_context_is_refused(make_config, tmp_path):
+    with pytest.raises(ValueError, match="prompt longer than the teacher's context"):
+        generate(make_config("teacher.max_context=64"), tmp_path / "run")
