@@ -1,0 +1,108 @@
+"""ToyWorld's sentence grammar: the one place that renders questions, facts and rationales as text.
+
+Every text is lower-case words and punctuation separated by single spaces, so a word-level tokenizer covers it and
+the checker can parse it back exactly. A rationale is a sequence of sentences ending in " ."; a sentence joins
+clauses with " , and ".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+RationaleFormat = Literal["rule_first", "entity_first"]
+RATIONALE_FORMATS: tuple[str, ...] = ("rule_first", "entity_first")
+
+# The teacher prompt contract: demonstrations are ``PROMPT_TEMPLATE.format(...)`` joined by ``SEPARATOR``; the query
+# is the template rendered up to "{rationale}", right-stripped. The template has no newline, so "\n" ends a rationale.
+PROMPT_TEMPLATE = "Q : {question} A : the answer is {answer} . {rationale}"
+SEPARATOR = "\n"
+
+YES, NO = "yes", "no"
+YES_NO: tuple[str, str] = (YES, NO)
+
+# Question wordings for yes/no questions; the shortcut cue is which one is used. "plain" is the wording that the
+# training set pairs with "yes" (and "framed" with "no") at rate ``shortcut_strength``.
+CUE_WORDINGS: dict[str, str] = {"plain": "can {entity} {property} ?", "framed": "is it true that {entity} can {property} ?"}
+CUE_ANSWER: dict[str, str] = {"plain": YES, "framed": NO}
+MC_WORDING = "which of these can {property} ?"
+
+# Content-free sentences: the "generic" rationale style, and what the checker labels generic.
+GENERIC_CLAUSES: tuple[str, ...] = (
+    "this is well known",
+    "that is common knowledge",
+    "it follows from the facts",
+    "think about what it is",
+)
+
+PROPERTY_WORDS: tuple[str, ...] = (
+    "fly", "swim", "sing", "glow", "climb", "dig", "jump", "float", "hum", "burrow", "bite", "roar", "hover", "spin",
+    "crawl", "whistle", "glide", "sprint", "dive", "howl", "hop", "bark", "bloom", "melt", "sting", "chirp", "bounce",
+    "shine", "purr", "slither", "skate", "paddle",
+)  # fmt: skip
+LOCATION_WORDS: tuple[str, ...] = (
+    "forest", "desert", "river", "mountain", "cave", "valley", "swamp", "island", "meadow", "tundra", "canyon", "harbor",
+)  # fmt: skip
+COLOUR_WORDS: tuple[str, ...] = (
+    "red", "blue", "green", "yellow", "black", "white", "grey", "brown", "pink", "purple", "orange", "golden",
+)  # fmt: skip
+
+# Words that glue the grammar together (everything except names, properties, locations and colours).
+FUNCTION_WORDS: tuple[str, ...] = tuple(
+    sorted(
+        {
+            *"Q : A the answer is . , and every no can cannot a lives in which of these ? yes".split(),
+            *" ".join(CUE_WORDINGS.values()).split(),
+            *" ".join(GENERIC_CLAUSES).split(),
+        }
+        - {"{entity}", "{property}"}
+    )
+)
+
+
+def isa(entity: str, category: str) -> str:
+    return f"{entity} is a {category}"
+
+
+def rule(category: str, prop: str, positive: bool) -> str:
+    return f"{'every' if positive else 'no'} {category} can {prop}"
+
+
+def can(entity: str, prop: str, positive: bool) -> str:
+    return f"{entity} {'can' if positive else 'cannot'} {prop}"
+
+
+def lives_in(entity: str, location: str) -> str:
+    return f"{entity} lives in the {location}"
+
+
+def coloured(entity: str, colour: str) -> str:
+    return f"{entity} is {colour}"
+
+
+def answer_is(answer: str) -> str:
+    return f"the answer is {answer}"
+
+
+def sentence(*clauses: str) -> str:
+    return " , and ".join(clauses) + " ."
+
+
+def chain(entity: str, category: str, prop: str, positive: bool, fmt: RationaleFormat) -> str:
+    """The two-fact rationale: rule first ("every C can P , and E is a C .") or entity first ("E is a C . every C ...")."""
+    if fmt == "rule_first":
+        return sentence(rule(category, prop, positive), isa(entity, category))
+    if fmt == "entity_first":
+        return f"{sentence(isa(entity, category))} {sentence(rule(category, prop, positive))}"
+    raise ValueError(f"unknown rationale format {fmt!r}: use one of {RATIONALE_FORMATS}")
+
+
+def yes_no_question(entity: str, prop: str, cue: str) -> str:
+    return CUE_WORDINGS[cue].format(entity=entity, property=prop)
+
+
+def mc_question(prop: str) -> str:
+    return MC_WORDING.format(property=prop)
+
+
+def render_demonstration(question: str, answer: str, rationale: str) -> str:
+    return PROMPT_TEMPLATE.format(question=question, answer=answer, rationale=rationale)

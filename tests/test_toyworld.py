@@ -1,0 +1,294 @@
+"""ToyWorld generator, shortcut statistics, checker, tokenizer and corpus."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from transformers import AutoTokenizer
+
+from scd.toyworld import grammar
+from scd.toyworld.checker import entailed_answer, judge, label_shares
+from scd.toyworld.corpus import WRONG, CorpusConfig, CorpusConfigError, build_corpus
+from scd.toyworld.tokenizer import build_tokenizer
+from scd.toyworld.world import WorldConfig, WorldConfigError, load_toyworld
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_toyworld(WorldConfig())
+
+
+def _first(examples, **meta):
+    return next(ex for ex in examples if all(ex.meta.get(k) == v for k, v in meta.items()))
+
+
+# --- generator -----------------------------------------------------------------------------------------------------
+
+
+def test_same_seed_same_world_and_examples(toy):
+    world, splits = toy
+    world2, splits2 = load_toyworld(WorldConfig())
+    assert world2.holds == world.holds and world2.category_of == world.category_of
+    assert splits2 == splits
+
+
+def test_different_seed_different_world():
+    world, splits = load_toyworld(WorldConfig())
+    other, other_splits = load_toyworld(WorldConfig(seed=1))
+    assert other.entities != world.entities
+    assert [ex.question for ex in other_splits["test"]] != [ex.question for ex in splits["test"]]
+
+
+def test_split_sizes_kinds_and_answers(toy):
+    world, splits = toy
+    config = world.config
+    assert {k: len(v) for k, v in splits.items()} == {"train": config.n_train, "dev": config.n_dev, "test": config.n_test}
+    for split, examples in splits.items():
+        assert len({ex.id for ex in examples}) == len(examples)
+        mc = [ex for ex in examples if ex.meta["kind"] == "mc"]
+        assert len(mc) == round(config.mc_fraction * len(examples))
+        for ex in examples:
+            entity, prop = ex.meta["entity"], ex.meta["property"]
+            if ex.meta["kind"] == "mc":
+                # Exactly one choice can do the property, and it is the answer.
+                assert [world.can(e, prop) for e in ex.choices].count(True) == 1
+                assert ex.answer_text == entity and world.can(entity, prop)
+            else:
+                assert ex.choices == ("yes", "no")
+                assert ex.answer == (0 if world.can(entity, prop) else 1)
+            assert judge(world, ex, ex.rationale).supports(ex.answer)
+
+
+def test_held_out_pairs_are_new_but_entities_are_not(toy):
+    _, splits = toy
+    pairs = {s: {(ex.meta["entity"], ex.meta["property"]) for ex in splits[s]} for s in splits}
+    assert not pairs["train"] & pairs["dev"] and not pairs["train"] & pairs["test"] and not pairs["dev"] & pairs["test"]
+    train_entities = {e for e, _ in pairs["train"]}
+    assert {e for e, _ in pairs["dev"] | pairs["test"]} <= train_entities
+
+
+def test_entity_first_format_is_a_config_option():
+    world, splits = load_toyworld(WorldConfig(rationale_format="entity_first"))
+    ex = _first(splits["train"], kind="yesno")
+    entity, category = ex.meta["entity"], ex.meta["category"]
+    assert ex.rationale.startswith(f"{entity} is a {category} . ")
+    assert judge(world, ex, ex.rationale).supports(ex.answer)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("n_categories", 1), ("property_rate", 1.0), ("shortcut_strength", 1.5), ("rationale_format", "chain"),
+     ("n_train", 5000), ("n_properties", 99)],
+)  # fmt: skip
+def test_bad_world_config_names_the_field(field, value):
+    with pytest.raises(WorldConfigError, match=field if field != "n_train" else "distinct"):
+        WorldConfig(**{field: value})
+
+
+# --- shortcut ------------------------------------------------------------------------------------------------------
+
+
+def _cue_agreement(examples):
+    yes_no = [ex for ex in examples if ex.meta["kind"] == "yesno"]
+    return sum(ex.meta["cue_aligned"] for ex in yes_no) / len(yes_no), yes_no
+
+
+@pytest.mark.parametrize("strength", [0.9, 0.7])
+def test_shortcut_statistics(strength):
+    world, splits = load_toyworld(WorldConfig(shortcut_strength=strength))
+    agreement, yes_no = _cue_agreement(splits["train"])
+    assert agreement == pytest.approx(strength, abs=0.01)
+    for ex in yes_no:
+        assert ex.meta["cue_aligned"] == (ex.meta["cue_answer"] == ex.answer_text)
+        assert ex.question == grammar.CUE_WORDINGS[ex.meta["cue"]].format(entity=ex.meta["entity"],
+                                                                          property=ex.meta["property"])
+    for split in ("dev", "test"):
+        agreement, yes_no = _cue_agreement(splits[split])
+        assert agreement == pytest.approx(0.5, abs=0.01)
+        # Independent of the answer: within each answer the cue is split evenly.
+        for answer in (0, 1):
+            cues = [ex.meta["cue"] for ex in yes_no if ex.answer == answer]
+            assert cues.count("plain") / len(cues) == pytest.approx(0.5, abs=0.02)
+    assert all(ex.meta["cue"] is None for s in splits.values() for ex in s if ex.meta["kind"] == "mc")
+
+
+def test_answers_are_balanced(toy):
+    _, splits = toy
+    for examples in splits.values():
+        yes_no = [ex for ex in examples if ex.meta["kind"] == "yesno"]
+        assert abs(sum(ex.answer == 0 for ex in yes_no) - len(yes_no) / 2) <= 0.5
+
+
+# --- checker -------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cases(toy):
+    world, splits = toy
+    yes = _first(splits["test"], kind="yesno", cue="plain", cue_aligned=True)
+    no = _first(splits["test"], kind="yesno", cue="plain", cue_aligned=False)
+    mc = _first(splits["test"], kind="mc")
+    return world, yes, no, mc
+
+
+def test_checker_supporting_chains(cases):
+    world, yes, no, _ = cases
+    e, c, p = yes.meta["entity"], yes.meta["category"], yes.meta["property"]
+    for text in (f"every {c} can {p} , and {e} is a {c} .", f"{e} is a {c} . every {c} can {p} .",
+                 f"this is well known . every {c} can {p} , and {e} is a {c} ."):  # fmt: skip
+        j = judge(world, yes, text)
+        assert (j.label, j.entailed, j.chain_answer, j.supports(0), j.supports(1)) == ("supporting", 0, 0, True, False)
+        assert j.grammatical and j.new_info
+    e, c, p = no.meta["entity"], no.meta["category"], no.meta["property"]
+    j = judge(world, no, f"no {c} can {p} , and {e} is a {c} .")
+    assert (j.label, j.entailed, j.supports(1)) == ("supporting", 1, True)
+
+
+def test_checker_restatement_generic_irrelevant_partial(cases):
+    world, yes, _, _ = cases
+    e, c, p = yes.meta["entity"], yes.meta["category"], yes.meta["property"]
+    for text in (f"{e} can {p} .", "the answer is yes .", f"{e} can {p} , and {e} is a {c} ."):
+        j = judge(world, yes, text)
+        assert (j.label, j.entailed, j.chain_answer, j.supports(0)) == ("restatement", 0, None, False)
+    assert not judge(world, yes, f"{e} can {p} .").new_info
+    j = judge(world, yes, "this is well known .")
+    assert (j.label, j.entailed, j.new_info) == ("generic", None, False)
+    where, colour = world.location_of[e], world.colour_of[e]
+    j = judge(world, yes, f"{e} lives in the {where} , and {e} is {colour} .")
+    assert (j.label, j.entailed, j.new_info) == ("irrelevant", None, True)
+    j = judge(world, yes, f"{e} is a {c} .")
+    assert (j.label, j.entailed) == ("partial", None)
+
+
+def test_checker_contradicting_keeps_what_it_entails(cases):
+    world, yes, _, _ = cases
+    e, c, p = yes.meta["entity"], yes.meta["category"], yes.meta["property"]
+    # The counterfactual rationale: a complete chain for "no" with a false rule.
+    j = judge(world, yes, f"no {c} can {p} , and {e} is a {c} .")
+    assert (j.label, j.entailed, j.chain_answer, j.n_false, j.supports(1)) == ("contradicting", 1, 1, 1, False)
+    other = next(x for x in world.categories if x != c)
+    j = judge(world, yes, f"every {other} can {p} , and {e} is a {other} .")
+    assert j.label == "contradicting" and j.n_false >= 1
+    assert judge(world, yes, "the answer is no .").label == "contradicting"
+    wrong_colour = next(x for x in world.colours if x != world.colour_of[e])
+    assert judge(world, yes, f"{e} is {wrong_colour} .").label == "contradicting"
+    # Premises that entail both answers entail none.
+    assert judge(world, yes, f"every {c} can {p} , and {e} is a {c} . {e} cannot {p} .").entailed is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "every", "every {c} can {p} , and {e} is a", "every {c} can {p} , and {e} is a {c}",
+     "the answer is maybe .", "{e} is a blorp .", "So the answer is yes", "every {c} can {p} . ."],
+)  # fmt: skip
+def test_checker_malformed(cases, text):
+    world, yes, _, _ = cases
+    text = text.format(e=yes.meta["entity"], c=yes.meta["category"], p=yes.meta["property"])
+    j = judge(world, yes, text)
+    assert (j.label, j.grammatical, j.entailed) == ("malformed", False, None)
+
+
+def test_checker_multiple_choice(cases):
+    world, _, _, mc = cases
+    p, k = mc.meta["property"], mc.answer
+    e, c = mc.choices[k], world.category_of[mc.choices[k]]
+    j = judge(world, mc, f"every {c} can {p} , and {e} is a {c} .")
+    assert (j.label, j.entailed) == ("supporting", k) and j.supports(k)
+    assert entailed_answer(world, mc, f"the answer is {e} .") == k
+    # Ruling out the other two choices entails the third.
+    others = [i for i in range(len(mc.choices)) if i != k]
+    text = " ".join(f"no {world.category_of[mc.choices[i]]} can {p} , and {mc.choices[i]} is a "
+                    f"{world.category_of[mc.choices[i]]} ." for i in others)  # fmt: skip
+    assert judge(world, mc, text).chain_answer == k
+    wrong = mc.choices[others[0]]
+    j = judge(world, mc, f"every {world.category_of[wrong]} can {p} , and {wrong} is a {world.category_of[wrong]} .")
+    assert (j.label, j.entailed) == ("contradicting", others[0])
+
+
+def test_label_shares(cases):
+    world, yes, _, _ = cases
+    shares = label_shares([judge(world, yes, t) for t in ("the answer is yes .", "this is well known .", "x")])
+    assert shares["restatement"] == shares["generic"] == shares["malformed"] == pytest.approx(1 / 3)
+    assert shares["supporting"] == 0.0 and sum(shares.values()) == pytest.approx(1.0)
+
+
+# --- tokenizer -----------------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_round_trip_newline_and_save_load(toy, tmp_path):
+    world, splits = toy
+    extra = ["[factual]", "[counterfactual]", "So the answer is yes", "choices : a | b"]
+    tokenizer = build_tokenizer(world, extra)
+    demo = splits["train"][0]
+    text = grammar.render_demonstration(demo.question, demo.answer_text, demo.rationale)
+    prompt = text + grammar.SEPARATOR + "[counterfactual] " + demo.question + " choices : yes | no"
+    ids = tokenizer(prompt)["input_ids"]
+    assert tokenizer.unk_token_id not in ids
+    assert ids.count(tokenizer.convert_tokens_to_ids("\n")) == 1
+    decoded = tokenizer.decode(ids)
+    assert "\n" in decoded and decoded.split() == prompt.split()
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded(prompt)["input_ids"] == ids and loaded.decode(ids) == decoded
+    assert (loaded.pad_token, loaded.eos_token, loaded.bos_token, loaded.unk_token) == ("<pad>", "</s>", "<s>", "<unk>")
+    assert len({loaded.pad_token_id, loaded.eos_token_id, loaded.bos_token_id, loaded.unk_token_id}) == 4
+    assert loaded("zzz unknownword")["input_ids"] == [loaded.unk_token_id] * 2
+
+
+def test_tokenizer_covers_every_generated_text(toy):
+    world, splits = toy
+    tokenizer = build_tokenizer(world)
+    corpus = build_corpus(world, splits, CorpusConfig())
+    texts = corpus.lines() + [ex.question + " " + " ".join(ex.choices) for s in splits.values() for ex in s]
+    ids = tokenizer(texts)["input_ids"]
+    assert all(tokenizer.unk_token_id not in row for row in ids)
+
+
+# --- corpus --------------------------------------------------------------------------------------------------------
+
+
+def test_corpus_holds_facts_but_no_held_out_demonstration(toy):
+    world, splits = toy
+    corpus = build_corpus(world, splits, CorpusConfig())
+    held_out = {(ex.meta["entity"], ex.meta["property"]) for s in ("dev", "test") for ex in splits[s]}
+    demo_pairs = {(d.example.meta["entity"], d.example.meta["property"]) for d in corpus.demonstrations}
+    assert not demo_pairs & held_out
+    lines = set(corpus.lines())
+    for ex in splits["test"][:20]:
+        e, c, p = ex.meta["entity"], ex.meta["category"], ex.meta["property"]
+        assert f"{e} is a {c} ." in lines
+        assert grammar.sentence(grammar.rule(c, p, world.has(c, p))) in lines
+    assert all(line.startswith("Q : ") for line in (d.text for d in corpus.demonstrations))
+
+
+def test_corpus_styles_per_entity_and_error_rate(toy):
+    world, splits = toy
+    config = CorpusConfig()
+    corpus = build_corpus(world, splits, config)
+    assert len(corpus.unreliable) == round(config.teacher_error_rate * len(world.entities))
+    assert corpus.error_share() == pytest.approx(config.teacher_error_rate, abs=0.03)
+    for demo in corpus.demonstrations:
+        j = judge(world, demo.example, demo.rationale)
+        expected = {"support": "supporting", "restate": "restatement", "generic": "generic",
+                    "irrelevant": "irrelevant", WRONG: "contradicting"}[demo.style]  # fmt: skip
+        assert j.label == expected
+        if demo.style == WRONG:
+            assert j.entailed is not None and j.entailed != demo.example.answer
+    # A reliable entity's demonstrations mostly follow its dominant style.
+    reliable = [d for d in corpus.demonstrations if d.example.meta["entity"] not in corpus.unreliable]
+    follows = sum(d.style == corpus.entity_style[d.example.meta["entity"]] for d in reliable) / len(reliable)
+    # P(dominant) = concentration + (1 - concentration) * mix[dominant]; averaged over entities mix[dominant] ~ sum w^2.
+    weights = [w / sum(config.mix) for w in config.mix]
+    expected_follow = config.style_concentration + (1 - config.style_concentration) * sum(w * w for w in weights)
+    assert follows == pytest.approx(expected_follow, abs=0.04)
+    no_errors = build_corpus(world, splits, dataclasses.replace(config, teacher_error_rate=0.0))
+    assert no_errors.error_share() == 0.0
+
+
+def test_bad_corpus_config_names_the_field():
+    with pytest.raises(CorpusConfigError, match="teacher_error_rate"):
+        CorpusConfig(teacher_error_rate=1.0)
+    with pytest.raises(CorpusConfigError, match="mix_generic"):
+        CorpusConfig(mix_generic=-0.1)
