@@ -113,8 +113,9 @@ def train_simulator(
 ) -> PreTrainedModel:
     """Train ``model`` in place on all three views of ``train_rows`` with a Lightning Trainer; returns it in eval mode.
 
-    ``trainer_kwargs`` go to ``pl.Trainer`` (``max_epochs``, ``max_steps``, ``accelerator``, ``logger``, ...); by
-    default the fit runs one epoch without logger or checkpoints. ``seed`` fixes the shuffling order.
+    ``trainer_kwargs`` go to ``pl.Trainer`` (``max_steps``, ``max_epochs``, ``accelerator``, ``logger``, ...); without a
+    step or epoch limit the fit runs one epoch; by default it has no logger and writes no checkpoint. ``seed`` fixes
+    the shuffling order.
     """
     if not train_rows:
         raise ValueError("train_simulator: no training rows")
@@ -126,13 +127,10 @@ def train_simulator(
         collate_fn=_Collator(tokenizer, max_source_length),
         generator=torch.Generator().manual_seed(seed),
     )
-    settings: dict[str, Any] = {
-        "max_epochs": 1,
-        "logger": False,
-        "enable_checkpointing": False,
-        "enable_model_summary": False,
-    }
+    settings: dict[str, Any] = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
     settings.update(trainer_kwargs or {})
+    if "max_steps" not in settings and "max_epochs" not in settings:
+        settings["max_epochs"] = 1
     # Lightning keeps each submodule's train/eval flag as it finds it, and loaded HF models start in eval mode.
     model.train()
     pl.Trainer(**settings).fit(SimulatorModule(model, lr=lr, weight_decay=weight_decay), train_dataloaders=loader)
