@@ -1,0 +1,142 @@
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scd.report import ReportError, collect_runs, main, write_report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_run(sweep: Path, job: int, decoding: str, training: str, seed: int, metrics=None, status=None) -> Path:
+    run_dir = sweep / str(job)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text(
+        f"seed: {seed}\ndecoding:\n  name: {decoding}\n  lam: 0.5\ntraining:\n  mode: {training}\n  alpha: 0.5\n"
+    )
+    (run_dir / ".hydra" / "overrides.yaml").write_text(f"- decoding={decoding}\n- training={training}\n- seed={seed}\n")
+    if metrics is not None:
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    if status is not None:
+        (run_dir / "status.json").write_text(json.dumps(status))
+    return run_dir
+
+
+def metrics(accuracy, las, low, high, new_info, fluency):
+    return {
+        "student/accuracy": accuracy, "student/las": las, "student/las_ci_low": low, "student/las_ci_high": high,
+        "student/las_leaked": 0.3, "student/las_n_leaked": 10,
+        "student/perturbed_consistency": 0.8, "student/counterfactual_consistency": 0.6,
+        "teacher/new_info": new_info, "teacher/fluency": fluency, "toyworld/rationale_exact": 0.9,
+    }
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "multirun" / "2024-01-01" / "12-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    make_run(sweep, 0, "greedy", "standard", 0, metrics(0.70, 0.10, 0.05, 0.15, 0.5, 20.0), {"status": "completed"})
+    make_run(sweep, 1, "greedy", "standard", 1, metrics(0.74, 0.14, 0.08, 0.20, 0.5, 20.0))
+    make_run(sweep, 2, "contrast_wrong", "counterfactual", 0, None,
+             {"status": "failed", "error": "RuntimeError: CUDA out of memory"})
+    return sweep
+
+
+def test_runs_are_read_with_their_cell_seed_and_status(sweep):
+    runs = collect_runs(sweep)
+    assert [(r.decoding, r.training, r.seed, r.status) for r in runs] == [
+        ("greedy", "standard", 0, "completed"),
+        ("greedy", "standard", 1, "completed"),
+        ("contrast_wrong", "counterfactual", 0, "failed"),
+    ]
+    assert runs[2].error == "RuntimeError: CUDA out of memory"
+
+
+def test_markdown_table_has_mean_std_interval_and_failed_marker(sweep):
+    markdown = write_report(sweep)
+    assert markdown == (sweep / "table.md").read_text()
+    lines = markdown.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == [
+        "decoding", "training", "seeds", "student/accuracy", "student/las", "student/perturbed_consistency",
+        "student/counterfactual_consistency", "teacher/fluency", "teacher/new_info", "toyworld/rationale_exact",
+    ]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")] for line in lines[2:4]}
+    # std of (0.70, 0.74) with ddof=1 is 0.0283; LAS interval is the mean of the runs' bounds
+    assert rows["greedy"] == [
+        "greedy", "standard", "2", "0.720 ± 0.028", "0.120 ± 0.028 [0.065, 0.175]", "0.800 ± 0.000",
+        "0.600 ± 0.000", "20.000 ± 0.000", "0.500 ± 0.000", "0.900 ± 0.000",
+    ]
+    assert rows["contrast_wrong"] == ["contrast_wrong", "counterfactual", "0 (+1 failed)"] + ["failed"] * 7
+    assert "job `2` (contrast_wrong/counterfactual, seed 0): RuntimeError: CUDA out of memory" in markdown
+
+
+def test_csv_holds_numbers_and_status(sweep):
+    write_report(sweep)
+    with (sweep / "table.csv").open() as handle:
+        rows = {row["decoding"]: row for row in csv.DictReader(handle)}
+    greedy, failed = rows["greedy"], rows["contrast_wrong"]
+    assert greedy["status"] == "completed" and greedy["n_completed"] == "2" and greedy["n_failed"] == "0"
+    assert float(greedy["student/accuracy/mean"]) == pytest.approx(0.72)
+    assert float(greedy["student/accuracy/std"]) == pytest.approx(0.0282843, rel=1e-5)
+    assert float(greedy["student/las_ci_low/mean"]) == pytest.approx(0.065)
+    assert failed["status"] == "failed" and failed["n_failed"] == "1"
+    assert failed["student/accuracy/mean"] == "" and failed["student/accuracy/n"] == "0"
+
+
+def test_plots_are_written(sweep):
+    write_report(sweep)
+    for name in ("las_vs_accuracy.png", "teacher_metrics.png"):
+        data = (sweep / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5_000
+
+
+def test_a_run_without_metrics_or_still_running_is_failed(tmp_path):
+    make_run(tmp_path, 0, "greedy", "standard", 0)
+    make_run(tmp_path, 1, "greedy", "standard", 1, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0), {"status": "running"})
+    make_run(tmp_path, 2, "greedy", "standard", 2, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
+    (tmp_path / "2" / "metrics.json").write_text('{"student/acc')  # killed while writing
+    runs = collect_runs(tmp_path)
+    assert [r.status for r in runs] == ["failed"] * 3
+    assert runs[0].error == "no metrics.json"
+    assert "still says running" in runs[1].error
+    assert runs[2].error.startswith("unreadable metrics.json")
+    markdown = write_report(tmp_path)
+    assert "| greedy | standard | 0 (+3 failed) | failed |" in markdown
+
+
+def test_a_config_without_the_decoding_name_names_file_and_field(tmp_path):
+    run_dir = make_run(tmp_path, 0, "greedy", "standard", 0)
+    (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\ntraining:\n  mode: standard\n")
+    with pytest.raises(ReportError, match=r"0/\.hydra/config\.yaml: field 'decoding\.name' is missing"):
+        collect_runs(tmp_path)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="usage: python -m scd.report <sweep dir>"):
+        main([])
+    with pytest.raises(SystemExit, match="is not a directory"):
+        main([str(tmp_path / "missing")])
+    with pytest.raises(SystemExit, match="no runs"):
+        main([str(tmp_path)])
+
+
+def test_cli_prints_the_table(sweep):
+    result = subprocess.run(
+        [sys.executable, "-m", "scd.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert "| greedy | standard | 2 | 0.720 ± 0.028 |" in result.stdout
+    failed = subprocess.run([sys.executable, "-m", "scd.report", str(sweep / "nope")], cwd=ROOT, capture_output=True, text=True)
+    assert failed.returncode != 0 and failed.stderr.strip().endswith("is not a directory")
+
+
+def test_jobs_and_cells_keep_sweep_order(tmp_path):
+    for job, decoding in [(10, "greedy"), (2, "contrast_wrong"), (1, "greedy")]:
+        make_run(tmp_path, job, decoding, "standard", job, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
+    assert [run.path.name for run in collect_runs(tmp_path)] == ["1", "2", "10"]
+    rows = [line.split("|")[1].strip() for line in write_report(tmp_path).splitlines()[2:4]]
+    assert rows == ["greedy", "contrast_wrong"]
