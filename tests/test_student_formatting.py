@@ -119,7 +119,8 @@ def test_causal_labels_mask_the_prompt_and_the_counterfactual_rationale() -> Non
     assert row.labels[:first] == [IGNORE_INDEX] * first
     assert row.labels[first:] == row.input_ids[first:]
     factual = encode_row(RECORD, tokenizer, "causal", "distinct", counterfactual=False)
-    assert factual.labels.count(IGNORE_INDEX) == len(tokenizer(format_input(RECORD.question, RECORD.choices, "[factual]") + "\n", add_special_tokens=False)["input_ids"])
+    factual_prompt = "[factual] can a blick fly ? choices: yes | no\n"
+    assert factual.labels == [IGNORE_INDEX] * len(factual_prompt) + factual.input_ids[len(factual_prompt) :]
 
 
 def test_byte_level_bpe_supervises_the_answer_token_with_its_space() -> None:

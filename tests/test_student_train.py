@@ -123,7 +123,11 @@ def test_fresh_start_when_there_is_no_last_checkpoint(tmp_path: Path, caplog: py
 
 @pytest.mark.parametrize(
     ("arch", "training", "tags"),
-    [("seq2seq", "standard", "distinct"), ("seq2seq", "counterfactual", "shared"), ("causal", "counterfactual", "none")],
+    [
+        ("seq2seq", "standard", "distinct"),
+        ("seq2seq", "counterfactual", "shared"),
+        ("causal", "counterfactual", "none"),
+    ],
 )
 def test_fit_and_evaluate_end_to_end(tmp_path: Path, arch: str, training: str, tags: str) -> None:
     module, data = student(arch, training, tags)
@@ -156,7 +160,10 @@ def test_batched_generation_equals_one_at_a_time(arch: str) -> None:
     prefixes = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in ("[factual] x", "", "[factual] so long")]
     kwargs = {"max_new_tokens": 6, "show_progress": False}
     batched = generate_continuations(model, tokenizer, arch, prompts, prefixes, batch_size=3, **kwargs)
-    single = [generate_continuations(model, tokenizer, arch, [p], [q], batch_size=1, **kwargs)[0] for p, q in zip(prompts, prefixes)]
+    single = [
+        generate_continuations(model, tokenizer, arch, [p], [q], batch_size=1, **kwargs)[0]
+        for p, q in zip(prompts, prefixes)
+    ]
     assert batched == single
     assert any(batched)
 

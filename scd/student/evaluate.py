@@ -177,6 +177,12 @@ def _answers_after(
     return [parse_answer(f"{ANSWER_CUE}{text}", record.choices) for record, text in zip(records, continuations)]
 
 
+def _teacher_prefixes(tokenizer: PreTrainedTokenizerBase, records: list[RationaleRecord], tag: str) -> list[list[int]]:
+    """Token ids of ``"{tag} {teacher's rationale} So the answer is"`` per record."""
+    texts = [format_rationale_prefix(record.rationale, tag) for record in records]
+    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+
+
 def _share(flags: list[bool]) -> float:
     return float(np.mean(flags)) if flags else float("nan")
 
@@ -218,10 +224,10 @@ def evaluate_student(
         show_progress=show_progress,
     )
     # The test split's rationales argue for the gold answer (rationale_for == answer).
-    oracle_prefixes = [
-        tokenizer(format_rationale_prefix(r.rationale, tag), add_special_tokens=False)["input_ids"] for r in test_records
-    ]
-    oracle = _answers_after(model, tokenizer, arch, test_records, oracle_prefixes, tag, desc="oracle answers", **answers)
+    oracle = _answers_after(
+        model, tokenizer, arch, test_records, _teacher_prefixes(tokenizer, test_records, tag), tag,
+        desc="oracle answers", **answers,
+    )
     rng = np.random.default_rng(seed)
     perturbed_prefixes = [perturb_rationale_prefix(tokenizer, p["rationale"], tag, perturb_share, rng) for p in own]
     perturbed = _answers_after(
@@ -255,12 +261,9 @@ def evaluate_student(
         if not matched:
             raise ValueError("test_counterfactual shares no id with the test records")
         counter_records = [counter for _, counter in matched]
-        counter_prefixes = [
-            tokenizer(format_rationale_prefix(r.rationale, tag), add_special_tokens=False)["input_ids"]
-            for r in counter_records
-        ]
         followed = _answers_after(
-            model, tokenizer, arch, counter_records, counter_prefixes, tag, desc="counterfactual answers", **answers
+            model, tokenizer, arch, counter_records, _teacher_prefixes(tokenizer, counter_records, tag), tag,
+            desc="counterfactual answers", **answers,
         )
         for (row, counter), answer in zip(matched, followed):
             row["counterfactual_predicted"] = answer

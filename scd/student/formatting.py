@@ -3,8 +3,8 @@
 Input:   ``"{tag} {question} choices: {c1} | {c2} | ..."``
 Target:  ``"{tag} {rationale} So the answer is {answer}."``
 
-``tags`` chooses the task tags: ``"distinct"`` marks factual and counterfactual rows differently, ``"shared"`` gives both
-the factual tag (so the tag cannot tell the model which task it is doing), ``"none"`` drops the tag.
+``tags`` chooses the task tags: ``"distinct"`` marks factual and counterfactual rows differently, ``"shared"`` gives
+both the factual tag (so the tag cannot tell the model which task it is doing), ``"none"`` drops the tag.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def parse_answer(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
 
 
 def first_token_at(tokenizer: PreTrainedTokenizerBase, text: str, char_index: int) -> tuple[list[int], int]:
-    """Tokenize ``text`` (no special tokens) and find the first token that covers a character at or after ``char_index``.
+    """Tokenize ``text`` (no special tokens); find the first token that covers a character at or after ``char_index``.
 
     The text is tokenized as one piece so token boundaries are those the model sees. A token that straddles
     ``char_index`` counts as after it (so a supervised answer span keeps its first characters). Fast tokenizers give

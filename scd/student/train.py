@@ -71,12 +71,13 @@ def fit_student(
         )
     trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, **trainer_kwargs)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir))
-    # ModelCheckpoint writes last.ckpt only after validation; save the final state too, so a run stopped by max_steps
-    # or an interrupt between validations resumes exactly where it stopped.
+    # ModelCheckpoint writes last.ckpt only after validation; save the final state too, so a run that max_steps
+    # stopped between validations resumes exactly where it stopped.
     trainer.save_checkpoint(checkpoint_dir / "last.ckpt")
 
     if checkpoint.best_model_path:
-        log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, MONITOR, checkpoint.best_model_score)
+        log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, MONITOR,
+                 checkpoint.best_model_score)
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)
     else:
