@@ -19,9 +19,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+import wandb
+from pytorch_lightning.loggers import WandbLogger
+
 from scd.config import Config, validate
 from scd.data.example import Example
-from scd.teacher.stage import run_teacher_stage
+from scd.evaluation.stage import run_evaluate_stage
+from scd.evaluation.wandb_log import log_rationale_samples, scrub_secrets
+from scd.loggers import build_logger
+from scd.student.data import read_split
+from scd.student.stage import run_student_stage, student_tokenizer_source
+from scd.teacher.stage import load_teacher_model, run_teacher_stage
 from scd.teacher.store import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -52,23 +60,63 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_text(run_dir / "status.json", json.dumps({"status": status, **extra}) + "\n")
 
 
-def run(cfg: Config, run_dir: Path) -> dict[str, float]:
+def sweep_group() -> str | None:
+    """Jobs of one sweep share a W&B group: the sweep directory's name."""
+    if is_multirun():
+        return Path(HydraConfig.get().sweep.dir).name
+    return None
+
+
+def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     splits, world = load_data(cfg)
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
-    metrics: dict[str, float] = {}
-    if "teacher" in cfg.stages:
-        teacher_dir = None
-        if cfg.teacher.toyworld is not None:
-            from scd.toyworld.teacher import ensure_teacher
+    teacher_dir = None
+    if cfg.teacher.toyworld is not None:
+        from scd.toyworld.teacher import ensure_teacher
 
-            teacher_dir = str(ensure_teacher(world, cfg.teacher.toyworld, Path(cfg.paths.cache_dir)))
-        run_teacher_stage(cfg, splits, run_dir, teacher_dir)
-    metrics["time/total_s"] = round(time.perf_counter() - started, 1)
+        teacher_dir = str(ensure_teacher(world, cfg.teacher.toyworld, Path(cfg.paths.cache_dir)))
+    teacher_source = teacher_dir or cfg.teacher.tokenizer or cfg.teacher.name_or_path
+    hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
+    logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
+    metrics: dict[str, float] = {}
+    try:
+        if "teacher" in cfg.stages:
+            stage_started = time.perf_counter()
+            run_teacher_stage(cfg, splits, run_dir, teacher_dir)
+            metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
+        if "student" in cfg.stages:
+            stage_started = time.perf_counter()
+            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, teacher_source))
+            metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
+        if "evaluate" in cfg.stages:
+            stage_started = time.perf_counter()
+            teacher = load_teacher_model(cfg, teacher_dir)
+            metrics.update(run_evaluate_stage(cfg, run_dir, teacher, world))
+            metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
+        metrics["time/total_s"] = round(time.perf_counter() - started, 1)
+        if logger:
+            logger.log_metrics(metrics)
+            if isinstance(logger, WandbLogger):
+                test_rationales = read_split(run_dir / "rationales", "test")
+                log_rationale_samples(logger.experiment, {cfg.decoding.name: test_rationales}, n=20)
+    finally:
+        # A sweep runs its jobs in one process: close each job's W&B run so the next job gets its own.
+        if isinstance(logger, WandbLogger):
+            wandb.finish()
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    print_summary(cfg, run_dir, metrics)
     return metrics
+
+
+def print_summary(cfg: Config, run_dir: Path, metrics: dict[str, float]) -> None:
+    lines = [f"scd: {cfg.dataset.name} | decoding={cfg.decoding.name} training={cfg.training.mode} -> {run_dir}"]
+    for key in sorted(metrics):
+        value = metrics[key]
+        lines.append(f"  {key:<40} {value:.4f}" if isinstance(value, float) else f"  {key:<40} {value}")
+    print("\n".join(lines))
 
 
 def is_multirun() -> bool:
@@ -84,7 +132,7 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     try:
         cfg = validate(raw)
         log.info("Config:\n%s", OmegaConf.to_yaml(raw))
-        metrics = run(cfg, run_dir)
+        metrics = run(cfg, raw, run_dir)
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
         write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         if is_multirun():

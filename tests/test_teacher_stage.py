@@ -29,12 +29,12 @@ def test_writes_every_split_with_gold_and_perturbed_rationales(make_config, tmp_
     cfg, splits, out = generate(make_config("decoding=contrast_wrong"), tmp_path / "run")
     for split in RATIONALE_SPLITS:
         records = read_split(out, split)
-        source = splits["train" if split == "train_counterfactual" else split]
+        source = splits[split.removesuffix("_counterfactual")]
         assert [r["id"] for r in records] == [ex.id for ex in source]
         for record in records:
             assert record["decoding"] == "contrast_wrong"
             assert record["perturbed_answer"] != record["answer"]
-            target = record["perturbed_answer"] if split == "train_counterfactual" else record["answer"]
+            target = record["perturbed_answer"] if split.endswith("_counterfactual") else record["answer"]
             assert record["rationale_for"] == target
 
 

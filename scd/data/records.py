@@ -7,8 +7,9 @@ from typing import Any
 
 from scd.data.example import Example
 
-# Splits the teacher writes. ``train_counterfactual`` holds rationales written for the perturbed answer.
-RATIONALE_SPLITS = ("train", "train_counterfactual", "dev", "test")
+# Splits the teacher writes. The ``*_counterfactual`` ones hold rationales written for the perturbed answer: the
+# student's counterfactual training set, and the test set of its counterfactual consistency.
+RATIONALE_SPLITS = ("train", "train_counterfactual", "dev", "test", "test_counterfactual")
 
 
 @dataclass

@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.config import Config, DecodingConfig, TeacherConfig
 from scd.data.example import Example
@@ -37,14 +38,15 @@ def teacher_key(cfg: Config) -> str:
 
 
 def build_jobs(splits: dict[str, list[Example]], seed: int) -> list[RationaleJob]:
-    """Rationales for the gold answer of every example, and for the perturbed answer of every training example."""
+    """Rationales for the gold answer of every example, and for the perturbed answer of every train and test example."""
     jobs = []
     for split in ("test", "dev", "train"):
         for ex in splits[split]:
             jobs.append(RationaleJob(split, ex, perturbed_answer(ex, seed), ex.answer))
-    for ex in splits["train"]:
-        wrong = perturbed_answer(ex, seed)
-        jobs.append(RationaleJob("train_counterfactual", ex, wrong, wrong))
+    for split in ("test", "train"):
+        for ex in splits[split]:
+            wrong = perturbed_answer(ex, seed)
+            jobs.append(RationaleJob(f"{split}_counterfactual", ex, wrong, wrong))
     return jobs
 
 
@@ -77,7 +79,8 @@ def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: 
             )
 
 
-def load_teacher_module(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None) -> TeacherModule:
+def load_teacher_model(cfg: Config, teacher_dir: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The frozen teacher and its tokenizer: a checkpoint, a random init, or the trained ToyWorld teacher's directory."""
     t = cfg.teacher
     source = teacher_dir or t.name_or_path
     tokenizer = load_tokenizer(t.tokenizer or source, trust_remote_code=t.trust_remote_code)
@@ -85,6 +88,12 @@ def load_teacher_module(cfg: Config, splits: dict[str, list[Example]], teacher_d
         "causal", tokenizer, name_or_path=source, random_init=t.random_init, dtype=t.dtype,
         device_map=t.device_map, trust_remote_code=t.trust_remote_code, seed=t.seed,
     )
+    return model.eval().requires_grad_(False), tokenizer
+
+
+def load_teacher_module(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None) -> TeacherModule:
+    t = cfg.teacher
+    model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = PromptTemplate(t.template, t.separator, t.instruction)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
     return TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,

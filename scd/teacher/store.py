@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from scd.data.records import RationaleRecord
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -72,13 +70,3 @@ def merge_shards(shard_dir: Path, order: dict[str, Sequence[str]]) -> None:
 
 def is_complete(directory: Path) -> bool:
     return (directory / COMPLETE_MARKER).exists()
-
-
-def read_rationales(path: Path) -> list[RationaleRecord]:
-    """Read one ``rationales/<split>.jsonl`` file."""
-    with open(path, encoding="utf-8") as handle:
-        return [RationaleRecord.from_dict(json.loads(line)) for line in handle if line.strip()]
-
-
-def write_rationales(path: Path, records: Iterable[RationaleRecord]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r.to_dict()) + "\n" for r in records))
