@@ -184,3 +184,4 @@ def test_extract_rationale_strips_tag_and_answer() -> None:
     assert extract_rationale("[factual] every wug can fly . So the answer is yes.") == "every wug can fly ."
     assert extract_rationale("[counterfactual] no wug can fly") == "no wug can fly"
     assert extract_rationale("So the answer is yes.") == ""
+    assert extract_rationale("[ factual ] every wug can fly . So the answer is yes .") == "every wug can fly ."

@@ -9,6 +9,7 @@ both the factual tag (so the tag cannot tell the model which task it is doing), 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Literal
 
@@ -61,13 +62,13 @@ def format_target(rationale: str, answer: str, tag: str) -> str:
     return format_rationale_prefix(rationale, tag) + format_answer(answer)
 
 
+# A tag as decoded, also by word-level tokenizers that join "[", "factual", "]" with spaces.
+_LEADING_TAG = re.compile(r"^\[\s*(?:counter)?factual\s*\]")
+
+
 def extract_rationale(output: str) -> str:
     """The rationale a model wrote: its output without a leading task tag and without the final answer sentence."""
-    text = output.strip()
-    for tag in (FACTUAL_TAG, COUNTERFACTUAL_TAG):
-        if text.startswith(tag):
-            text = text[len(tag) :]
-            break
+    text = _LEADING_TAG.sub("", output.strip())
     cue = text.rfind(ANSWER_CUE)
     if cue >= 0:
         text = text[:cue]
