@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from scd.evaluation.simulator import SimulatorRow, score_choices, simulate, simulator_input, train_simulator
+from scd.evaluation.las import leakage_adjusted_simulatability
+from scd.evaluation.simulator import (
+    SimulatorRow,
+    score_choices,
+    simulate,
+    simulator_input,
+    simulator_las,
+    train_simulator,
+)
 from scd.models import load_model, load_tokenizer
 
 TINY_T5 = {
@@ -90,8 +98,19 @@ def test_simulator_learns_the_answer_stated_in_the_rationale(tokenizer):
         trainer_kwargs={"max_epochs": 3, "accelerator": "cpu", "enable_progress_bar": False},
         batch_size=16, lr=3e-3,
     )
-    trained = {view: (simulate(model, tokenizer, test_rows, view) == student).mean() for view in ("xe", "x", "e")}
+    predictions = {view: simulate(model, tokenizer, test_rows, view) for view in ("xe", "x", "e")}
+    trained = {view: (predicted == student).mean() for view, predicted in predictions.items()}
     assert trained["e"] >= 0.95 and trained["e"] > untrained["e"] + 0.3
     assert trained["xe"] >= 0.95 and trained["xe"] > untrained["xe"] + 0.3
     # The question alone carries no signal: the best the simulator can do is the majority answer.
     assert trained["x"] <= max(student.mean(), 1 - student.mean()) + 1e-9
+
+    # Every rationale states the answer: (nearly) all leak, and the leaked gain is the rationale's gain over x alone.
+    las = simulator_las(model, tokenizer, test_rows, bootstrap_samples=200, seed=1)
+    assert las == leakage_adjusted_simulatability(
+        student, predictions["xe"], predictions["x"], predictions["e"], bootstrap_samples=200, seed=1
+    )
+    leaked = predictions["e"] == student
+    gain = (predictions["xe"] == student).astype(int) - (predictions["x"] == student)
+    assert las.n_leaked == leaked.sum() >= 38
+    assert las.las_leaked == pytest.approx(gain[leaked].mean()) and las.las_leaked > 0.3

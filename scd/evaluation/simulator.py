@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
+from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
+
 View = Literal["xe", "x", "e"]
 VIEWS: tuple[View, ...] = ("xe", "x", "e")
 
@@ -187,3 +189,24 @@ def simulate(
     """The simulator's predicted answer index for every row under ``view`` (argmax of the choice log-likelihoods)."""
     scores = score_choices(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
     return np.array([int(np.argmax(row_scores)) for row_scores in scores], dtype=np.int64)
+
+
+def simulator_las(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[SimulatorRow],
+    *,
+    batch_size: int = 16,
+    max_source_length: int = 512,
+    bootstrap_samples: int = 1000,
+    seed: int = 0,
+) -> LASResult:
+    """LAS of the rationales in ``rows`` (test split; ``target`` = the student's prediction) under a trained simulator."""
+    predictions = {
+        view: simulate(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
+        for view in VIEWS
+    }
+    return leakage_adjusted_simulatability(
+        [row.target for row in rows], predictions["xe"], predictions["x"], predictions["e"],
+        bootstrap_samples=bootstrap_samples, seed=seed,
+    )
