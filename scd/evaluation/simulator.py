@@ -91,8 +91,11 @@ class _Collator:
         batch = self.tokenizer(
             list(sources), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
         )
-        batch["labels"] = _answer_labels(self.tokenizer, list(targets))
-        return dict(batch)
+        return {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": _answer_labels(self.tokenizer, list(targets)),
+        }
 
 
 def _answer_labels(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> torch.Tensor:
@@ -117,7 +120,8 @@ def train_simulator(
 
     ``trainer_kwargs`` go to ``pl.Trainer`` (``max_steps``, ``max_epochs``, ``accelerator``, ``logger``, ...); without a
     step or epoch limit the fit runs one epoch; by default it has no logger and writes no checkpoint. ``seed`` fixes
-    the shuffling order.
+    the shuffling order. After a GPU fit Lightning hands the model back on the CPU: move it (``model.to("cuda")``)
+    before ``simulate``, which runs on the model's current device.
     """
     if not train_rows:
         raise ValueError("train_simulator: no training rows")
@@ -163,7 +167,9 @@ def score_choices(
             max_length=max_source_length,
             return_tensors="pt",
         ).to(model.device)
-        encoder_states = model.get_encoder()(**encoded).last_hidden_state
+        encoder_states = model.get_encoder()(
+            input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]
+        ).last_hidden_state
         # Each row's encoding is shared by its choices instead of re-encoding the input once per choice.
         counts = torch.tensor([len(row.choices) for row in batch], device=model.device)
         labels = _answer_labels(tokenizer, [choice for row in batch for choice in row.choices]).to(model.device)
