@@ -1,0 +1,320 @@
+"""Train ToyWorld's teacher: a small causal LM, from scratch, on the world's corpus; cache it on disk.
+
+The teacher is a randomly initialized GPT-NeoX (rotary positions, so prompts a little longer than the training
+blocks still work) trained with a Lightning Trainer on random windows of the shuffled corpus lines joined by "\\n".
+A readiness probe then reads held-out questions with their gold rationale, teacher-forced, and measures whether
+the teacher puts the right category (retrieved through the entity: a two-hop fact it has never seen asked) and the
+right property (copied from the question) at their places in the rationale. A teacher that fails the probe writes
+fluent rationales about the wrong things, so generation should not start from it.
+
+``ensure_teacher`` trains once per (world, corpus, training, vocabulary) configuration and reuses the directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, IterableDataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import get_cosine_schedule_with_warmup
+
+from scd.data.example import Example
+from scd.models import load_model
+from scd.toyworld import grammar
+from scd.toyworld.corpus import CorpusConfig, build_corpus
+from scd.toyworld.tokenizer import build_tokenizer
+from scd.toyworld.world import World, WorldConfig, load_toyworld
+
+CACHE_VERSION = 1  # bump when training or corpus code changes what a given configuration produces
+REPORT_FILE = "teacher.json"
+
+
+class TeacherConfigError(ValueError):
+    """A TeacherConfig field is out of range."""
+
+
+class TeacherNotReadyError(RuntimeError):
+    """The trained teacher failed its readiness probe."""
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Size and training of the ToyWorld teacher. Defaults: the run.py default (about 3 minutes on 2 CPU cores)."""
+
+    seed: int = 0  # seeds initialization and the order of training text
+    n_layers: int = 4  # transformer layers
+    d_model: int = 128  # hidden size
+    n_heads: int = 4  # attention heads
+    block_size: int = 128  # tokens per training window
+    batch_size: int = 32  # windows per step
+    max_steps: int = 1000  # optimizer steps
+    learning_rate: float = 2e-3  # AdamW peak learning rate (cosine decay after warm-up)
+    warmup_steps: int = 50  # linear warm-up steps
+    weight_decay: float = 0.01  # AdamW weight decay
+    probe_threshold: float = 0.95  # minimum probe accuracy (category and property) for a ready teacher
+    probe_size: int = 200  # held-out questions the probe reads
+    probe_demonstrations: int = 2  # training demonstrations before each probe question, as in a teacher prompt
+
+    def __post_init__(self) -> None:
+        positive = ("n_layers", "d_model", "n_heads", "block_size", "batch_size", "max_steps", "probe_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TeacherConfigError(f"TeacherConfig.{name} = {getattr(self, name)!r}: must be >= 1")
+        if self.d_model % self.n_heads:
+            raise TeacherConfigError(
+                f"TeacherConfig.d_model = {self.d_model}: must be a multiple of n_heads = {self.n_heads}"
+            )
+        if self.learning_rate <= 0:
+            raise TeacherConfigError(f"TeacherConfig.learning_rate = {self.learning_rate!r}: must be > 0")
+        for name in ("warmup_steps", "probe_demonstrations"):
+            if getattr(self, name) < 0:
+                raise TeacherConfigError(f"TeacherConfig.{name} = {getattr(self, name)!r}: must be >= 0")
+        if self.weight_decay < 0:
+            raise TeacherConfigError(f"TeacherConfig.weight_decay = {self.weight_decay!r}: must be >= 0")
+        if not 0.0 <= self.probe_threshold <= 1.0:
+            raise TeacherConfigError(f"TeacherConfig.probe_threshold = {self.probe_threshold!r}: must be in [0, 1]")
+
+    def model_init(self) -> dict[str, Any]:
+        """The ``random_init`` dict for ``scd.models.load_model``."""
+        return {
+            "model_type": "gpt_neox",
+            "hidden_size": self.d_model,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "intermediate_size": 4 * self.d_model,
+            "max_position_embeddings": 4 * self.block_size,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 1.0},
+        }
+
+
+class CorpusWindows(IterableDataset):
+    """Endless ``block_size`` windows of the corpus: lines reshuffled every pass, joined by the separator token."""
+
+    def __init__(self, lines: Sequence[list[int]], separator_id: int, block_size: int, seed: int) -> None:
+        self.lines = lines
+        self.separator_id = separator_id
+        self.block_size = block_size
+        self.seed = seed
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        rng = random.Random(self.seed)
+        buffer: list[int] = []
+        while True:
+            order = list(range(len(self.lines)))
+            rng.shuffle(order)
+            for i in order:
+                buffer += self.lines[i] + [self.separator_id]
+                while len(buffer) >= self.block_size:
+                    yield torch.tensor(buffer[: self.block_size])
+                    buffer = buffer[self.block_size :]
+
+
+class CausalLMModule(pl.LightningModule):
+    """Next-token training of a Hugging Face causal LM."""
+
+    def __init__(self, model: PreTrainedModel, learning_rate: float, warmup_steps: int, max_steps: int,
+                 weight_decay: float) -> None:  # fmt: skip
+        super().__init__()
+        self.model = model
+        self.learning_rate = learning_rate
+        self.warmup_steps = warmup_steps
+        self.max_steps = max_steps
+        self.weight_decay = weight_decay
+
+    def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
+        loss = self.model(input_ids=batch, labels=batch).loss
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        schedule = get_cosine_schedule_with_warmup(optimizer, self.warmup_steps, self.max_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    category_accuracy: float  # the category after the entity was retrieved correctly (two-hop recall)
+    property_accuracy: float  # the property was copied correctly
+    n: int  # questions probed
+
+    @property
+    def accuracy(self) -> float:
+        return min(self.category_accuracy, self.property_accuracy)
+
+
+def probe_teacher(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[Example],
+    demonstrations: Sequence[Example],
+    batch_size: int = 64,
+) -> ProbeResult:
+    """Teacher-forced accuracy at the first category and property token of each question's gold rationale.
+
+    Each input is ``demonstrations`` and the question, rendered with the prompt template and joined by the
+    separator, as in a teacher prompt, with the gold rationale in place of generation.
+    """
+    prefix = "".join(grammar.render_demonstration(d.question, d.answer_text, d.rationale) + grammar.SEPARATOR
+                     for d in demonstrations)  # fmt: skip
+    inputs, targets = [], []
+    for example in questions:
+        head = prefix + grammar.render_demonstration(example.question, example.answer_text, "")
+        head_ids = tokenizer(head.rstrip(), add_special_tokens=False)["input_ids"]
+        rationale_ids = tokenizer(example.rationale, add_special_tokens=False)["input_ids"]
+        wanted = [tokenizer.convert_tokens_to_ids(example.meta[key]) for key in ("category", "property")]
+        inputs.append(head_ids + rationale_ids)
+        targets.append([len(head_ids) + rationale_ids.index(token) for token in wanted])
+    hits = torch.zeros(2)
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            width = max(map(len, chunk))
+            ids = torch.tensor([row + [tokenizer.pad_token_id] * (width - len(row)) for row in chunk])
+            mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in chunk])
+            predicted = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+            for row, positions in enumerate(targets[start : start + batch_size]):
+                for slot, position in enumerate(positions):
+                    hits[slot] += int(predicted[row, position - 1] == ids[row, position])
+    category, prop = (hits / max(len(inputs), 1)).tolist()
+    return ProbeResult(category, prop, len(inputs))
+
+
+def train_teacher(
+    world: World,
+    splits: dict[str, list[Example]],
+    corpus_config: CorpusConfig,
+    teacher_config: TeacherConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    log_dir: Path,
+    progress: bool = True,
+) -> PreTrainedModel:
+    """A randomly initialized causal LM trained on the world's corpus for ``teacher_config.max_steps`` steps."""
+    corpus = build_corpus(world, splits, corpus_config)
+    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines()]
+    separator_id = tokenizer.convert_tokens_to_ids(grammar.SEPARATOR)
+    windows = CorpusWindows(lines, separator_id, teacher_config.block_size, teacher_config.seed)
+    model = load_model("causal", tokenizer, random_init=teacher_config.model_init(), seed=teacher_config.seed)
+    module = CausalLMModule(model, teacher_config.learning_rate, teacher_config.warmup_steps,
+                            teacher_config.max_steps, teacher_config.weight_decay)  # fmt: skip
+    trainer = pl.Trainer(
+        max_steps=teacher_config.max_steps,
+        accelerator="cpu",
+        devices=1,
+        logger=CSVLogger(str(log_dir), name="teacher"),
+        log_every_n_steps=max(1, min(50, teacher_config.max_steps // 10)),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        gradient_clip_val=1.0,
+    )
+    with warnings.catch_warnings():
+        # One CPU process reads an in-memory corpus: extra data-loader workers would only compete for the cores.
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, DataLoader(windows, batch_size=teacher_config.batch_size))
+    return model
+
+
+def cache_key(world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
+              extra_texts: Sequence[str]) -> str:  # fmt: skip
+    """A hash of everything that determines the trained teacher."""
+    payload = {
+        "version": CACHE_VERSION,
+        "world": asdict(world_config),
+        "corpus": asdict(corpus_config),
+        "teacher": asdict(teacher_config),
+        "extra_texts": list(extra_texts),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _check_ready(report: dict[str, Any], threshold: float, path: Path, require_ready: bool) -> None:
+    probe = report["probe"]
+    if min(probe["category_accuracy"], probe["property_accuracy"]) >= threshold:
+        return
+    message = (
+        f"ToyWorld teacher at {path} failed its readiness probe: category accuracy {probe['category_accuracy']:.3f}, "
+        f"property accuracy {probe['property_accuracy']:.3f} on {probe['n']} held-out questions, threshold "
+        f"{threshold}. Its rationales would name wrong categories or properties; train longer (max_steps) or use "
+        "a smaller world."
+    )
+    if require_ready:
+        raise TeacherNotReadyError(message)
+    warnings.warn(message, stacklevel=3)
+
+
+def ensure_teacher(
+    world_config: WorldConfig,
+    corpus_config: CorpusConfig,
+    teacher_config: TeacherConfig,
+    cache_dir: str | os.PathLike[str],
+    extra_texts: Sequence[str] = (),
+    require_ready: bool = True,
+    progress: bool = True,
+) -> Path:
+    """The directory of a trained teacher (model and tokenizer, loadable with the Auto classes), training it if needed.
+
+    The directory is ``cache_dir/toyworld-teacher-<hash>``; ``teacher.json`` in it records the configuration, the
+    training time and the probe result. The tokenizer covers the world and every word of ``extra_texts``. A teacher
+    below ``teacher_config.probe_threshold`` raises ``TeacherNotReadyError`` (or warns, with ``require_ready=False``).
+    """
+    cache_dir = Path(cache_dir)
+    key = cache_key(world_config, corpus_config, teacher_config, extra_texts)
+    path = cache_dir / f"toyworld-teacher-{key}"
+    if not (path / REPORT_FILE).exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        world, splits = load_toyworld(world_config)
+        tokenizer = build_tokenizer(world, extra_texts)
+        # Build in a scratch directory and rename, so an interrupted run never leaves a half-written teacher.
+        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=cache_dir))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(teacher_config.seed)
+                started = time.perf_counter()
+                model = train_teacher(world, splits, corpus_config, teacher_config, tokenizer, scratch, progress)
+                train_seconds = time.perf_counter() - started
+            held_out = (splits["dev"] + splits["test"])[: teacher_config.probe_size]
+            probe = probe_teacher(model, tokenizer, held_out, splits["train"][: teacher_config.probe_demonstrations])
+            model.save_pretrained(scratch)
+            tokenizer.save_pretrained(scratch)
+            report = {
+                "world_config": asdict(world_config),
+                "corpus_config": asdict(corpus_config),
+                "teacher_config": asdict(teacher_config),
+                "extra_texts": list(extra_texts),
+                "train_seconds": round(train_seconds, 1),
+                "probe": asdict(probe),
+            }
+            (scratch / REPORT_FILE).write_text(json.dumps(report, indent=2))
+            scratch.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any output
+            os.replace(scratch, path)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    report = teacher_report(path)
+    _check_ready(report, teacher_config.probe_threshold, path, require_ready)
+    return path
+
+
+def teacher_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``teacher.json`` of a teacher directory: configuration, ``train_seconds`` and ``probe``."""
+    return json.loads((Path(path) / REPORT_FILE).read_text())
+
+
+def load_teacher(path: str | os.PathLike[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and tokenizer saved by ``ensure_teacher``."""
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
