@@ -3,10 +3,13 @@ import random
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from scd.evaluation.las import leakage_adjusted_simulatability
 from scd.evaluation.simulator import (
     SimulatorRow,
+    answer_labels,
     score_choices,
     simulate,
     simulator_input,
@@ -63,6 +66,15 @@ def test_views_show_only_their_parts():
 def test_row_target_must_be_a_choice():
     with pytest.raises(ValueError, match="target 2 is not among 2 choices"):
         SimulatorRow("q", ("a", "b"), "r", 2)
+
+
+def test_answer_labels_end_with_eos_and_pad_with_ignore(tokenizer):
+    labels = answer_labels(tokenizer, ["ab", "c"])  # ByT5 appends </s> itself
+    assert labels.tolist() == [[100, 101, 1], [102, 1, -100]]
+    backend = Tokenizer(models.WordLevel({"<pad>": 0, "</s>": 1, "red": 2, "car": 3}, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    words = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>")
+    assert answer_labels(words, ["red car", "red"]).tolist() == [[2, 3, 1], [2, 1, -100]]
 
 
 def test_batched_scores_equal_one_at_a_time(tokenizer):

@@ -94,14 +94,26 @@ class _Collator:
         return {
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
-            "labels": _answer_labels(self.tokenizer, list(targets)),
+            "labels": answer_labels(self.tokenizer, list(targets)),
         }
 
 
-def _answer_labels(tokenizer: PreTrainedTokenizerBase, answers: list[str]) -> torch.Tensor:
-    encoded = tokenizer(text_target=answers, padding=True, return_tensors="pt")
-    # Mask by the attention mask, not the pad id: some tokenizers pad with a token that also ends the answer.
-    return encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+def answer_labels(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> torch.Tensor:
+    """Token ids of each answer ending in the end-of-sequence token, right-padded with -100 (ignored by the loss).
+
+    The end token makes an answer's score count stopping after it, so "red" cannot win by being a prefix of
+    "red car"; tokenizers that add no special tokens (word-level ones) get it appended here.
+    """
+    rows = []
+    for answer in answers:
+        ids = list(tokenizer(answer)["input_ids"])
+        if tokenizer.eos_token_id is not None and (not ids or ids[-1] != tokenizer.eos_token_id):
+            ids.append(tokenizer.eos_token_id)
+        rows.append(ids)
+    labels = torch.full((len(rows), max(len(ids) for ids in rows)), -100, dtype=torch.long)
+    for row, ids in enumerate(rows):
+        labels[row, : len(ids)] = torch.tensor(ids)
+    return labels
 
 
 def train_simulator(
@@ -172,7 +184,7 @@ def score_choices(
         ).last_hidden_state
         # Each row's encoding is shared by its choices instead of re-encoding the input once per choice.
         counts = torch.tensor([len(row.choices) for row in batch], device=model.device)
-        labels = _answer_labels(tokenizer, [choice for row in batch for choice in row.choices]).to(model.device)
+        labels = answer_labels(tokenizer, [choice for row in batch for choice in row.choices]).to(model.device)
         logits = model(
             encoder_outputs=BaseModelOutput(last_hidden_state=encoder_states.repeat_interleave(counts, dim=0)),
             attention_mask=encoded["attention_mask"].repeat_interleave(counts, dim=0),
