@@ -2,8 +2,8 @@
 
 Every directory under the sweep holding ``.hydra/config.yaml`` is a run. A run is completed when it wrote a readable
 ``metrics.json`` and its ``status.json`` (if any) says ``completed``; any other run is shown as failed. Rows are
-decoding x training (from ``decoding.name`` and ``training.mode``), in sweep order; seeds of a cell are summarized as mean ± sample
-std. The sweep directory receives ``table.md``, ``table.csv``, ``las_vs_accuracy.png`` and ``teacher_metrics.png``.
+decoding x training (from ``decoding.name`` and ``training.mode``), in sweep order; the seeds of a cell are
+summarized as mean ± sample std. The sweep directory receives ``table.md``, ``table.csv``, ``las_vs_accuracy.png`` and ``teacher_metrics.png``.
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def _job_order(path: Path) -> list[tuple[int, Any]]:
 
 def collect_runs(sweep_dir: Path) -> list[Run]:
     """All runs under ``sweep_dir`` (Hydra multirun layout ``<sweep>/<job>/.hydra``), in job order."""
-    run_dirs = sorted((config.parent.parent for config in Path(sweep_dir).glob("**/.hydra/config.yaml")), key=_job_order)
+    configs = Path(sweep_dir).glob("**/.hydra/config.yaml")
+    run_dirs = sorted((config.parent.parent for config in configs), key=_job_order)
     return [load_run(run_dir) for run_dir in run_dirs]
 
 
@@ -200,11 +201,15 @@ def markdown_table(cells: Sequence[Cell], columns: Sequence[str]) -> str:
         row = [cell.decoding, cell.training, seeds, *(_markdown_cell(cell, metric) for metric in columns)]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
-    lines.append("Values are mean ± sample std over seeds; LAS shows its bootstrap 95% interval (mean of the runs' bounds).")
+    lines.append(
+        "Values are mean ± sample std over seeds; LAS shows its bootstrap 95% interval (mean of the runs' bounds)."
+    )
     failed = [run for cell in cells for run in cell.failed]
     if failed:
         lines += ["", "Failed runs:"]
-        lines += [f"- job `{run.path.name}` ({run.decoding}/{run.training}, seed {run.seed}): {run.error}" for run in failed]
+        lines += [
+            f"- job `{run.path.name}` ({run.decoding}/{run.training}, seed {run.seed}): {run.error}" for run in failed
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -241,7 +246,8 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 def plot_las_vs_accuracy(runs: Sequence[Run], path: Path) -> bool:
     """Scatter of each completed run's LAS (with its interval) against accuracy, labeled by cell; False if no data."""
-    points = [run for run in runs if run.status == "completed" and {"student/accuracy", "student/las"} <= run.metrics.keys()]
+    wanted = {"student/accuracy", "student/las"}
+    points = [run for run in runs if run.status == "completed" and wanted <= run.metrics.keys()]
     if not points:
         return False
     figure = Figure(figsize=(6, 4.5), layout="constrained")
@@ -274,7 +280,8 @@ def plot_teacher_metrics(cells: Sequence[Cell], path: Path) -> bool:
         axes = figure.add_subplot(1, len(teacher), index + 1)
         means = []
         for decoding in decodings:
-            values = [r.metrics[metric] for c in cells if c.decoding == decoding for r in c.completed if metric in r.metrics]
+            runs = [run for cell in cells if cell.decoding == decoding for run in cell.completed]
+            values = [run.metrics[metric] for run in runs if metric in run.metrics]
             means.append(float(np.mean(values)) if values else 0.0)
         axes.bar(decodings, means, color=[f"C{i}" for i in range(len(decodings))])
         name = metric.removeprefix("teacher/")

@@ -130,7 +130,9 @@ def test_cli_prints_the_table(sweep):
         [sys.executable, "-m", "scd.report", str(sweep)], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "| greedy | standard | 2 | 0.720 ± 0.028 |" in result.stdout
-    failed = subprocess.run([sys.executable, "-m", "scd.report", str(sweep / "nope")], cwd=ROOT, capture_output=True, text=True)
+    failed = subprocess.run(
+        [sys.executable, "-m", "scd.report", str(sweep / "nope")], cwd=ROOT, capture_output=True, text=True
+    )
     assert failed.returncode != 0 and failed.stderr.strip().endswith("is not a directory")
 
 

@@ -19,7 +19,8 @@ from scd.evaluation.simulator import (
 from scd.models import load_model, load_tokenizer
 
 TINY_T5 = {
-    "model_type": "t5", "d_model": 64, "d_ff": 128, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2, "d_kv": 32,
+    "model_type": "t5", "d_model": 64, "d_ff": 128, "num_layers": 1, "num_decoder_layers": 1, "num_heads": 2,
+    "d_kv": 32,
 }
 
 

@@ -101,7 +101,7 @@ def leakage_adjusted_simulatability(
     the student, not with the gold label. Examples are resampled with replacement (numpy ``Generator`` seeded with
     ``seed``); a resample in which a group is empty skips that group, as the point estimate does.
 
-    >>> r = leakage_adjusted_simulatability([0, 1, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 1, 0], bootstrap_samples=10)
+    >>> r = leakage_adjusted_simulatability([0, 1, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 1, 1, 0], seed=1)
     >>> r.las, r.n_leaked, r.n_nonleaked
     (0.5, 2, 2)
     """

@@ -219,7 +219,7 @@ def simulator_las(
     bootstrap_samples: int = 1000,
     seed: int = 0,
 ) -> LASResult:
-    """LAS of the rationales in ``rows`` (test split; ``target`` = the student's prediction) under a trained simulator."""
+    """LAS of the rationales in ``rows`` (test split, ``target`` = the student's answer) under a trained simulator."""
     predictions = {
         view: simulate(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
         for view in VIEWS

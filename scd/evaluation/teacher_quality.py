@@ -68,7 +68,8 @@ def supports_answer(choice_scores: Sequence[ArrayLike], supported: ArrayLike, ot
     supported, other = np.asarray(supported), np.asarray(other)
     if not len(choice_scores) == len(supported) == len(other):
         raise ValueError(
-            f"supports_answer: {len(choice_scores)} score rows, {len(supported)} supported and {len(other)} other answers"
+            f"supports_answer: {len(choice_scores)} score rows, {len(supported)} supported answers and "
+            f"{len(other)} other answers"
         )
     if not len(choice_scores):
         raise ValueError("supports_answer: no rows")
@@ -96,7 +97,7 @@ def supports_answer_with_simulator(
     return supports_answer(scores, [r.rationale_for for r in records], [_other_answer(r) for r in records])
 
 
-# --- new_info ----------------------------------------------------------------------------------------------------------
+# --- new_info --------------------------------------------------------------------------------------------------------
 
 
 def new_info_share(rationale: str, question: str, choices: Sequence[str]) -> float:
@@ -119,7 +120,7 @@ def new_info(records: Sequence[RationaleRecord]) -> float:
     return float(np.mean([new_info_share(r.rationale, r.question, r.choices) for r in records]))
 
 
-# --- fluency -----------------------------------------------------------------------------------------------------------
+# --- fluency ---------------------------------------------------------------------------------------------------------
 
 
 def split_context_rationale(
@@ -167,7 +168,9 @@ def fluency(
             ids, start = lead + ids, len(lead) + start
             start = max(start, 1)  # the first token of a sequence has no prediction to score
             if start >= len(ids):
-                raise ValueError(f"fluency: rationale {rationale!r} after context {context[-40:]!r} has no token to score")
+                raise ValueError(
+                    f"fluency: rationale {rationale!r} after context {context[-40:]!r} has no token to score"
+                )
             sequences.append(ids)
             starts.append(start)
         width = max(len(ids) for ids in sequences)
@@ -187,7 +190,7 @@ def fluency(
     return float(np.mean(perplexities))
 
 
-# --- vacuity -----------------------------------------------------------------------------------------------------------
+# --- vacuity ---------------------------------------------------------------------------------------------------------
 
 
 def restates_answer(rationale: str, answer_text: str, min_content_words: int = 2) -> bool:
@@ -241,11 +244,10 @@ def vacuity(
     def is_vacuous(record: RationaleRecord) -> bool:
         if restates_answer(record.rationale, record.rationale_for_text, min_content_words):
             return True
-        twins = [other for other in by_id[record.id] if other.rationale_for != record.rationale_for]
+        twins = [twin for twin in by_id[record.id] if twin.rationale_for != record.rationale_for]
         return any(
-            near_identical(
-                record.rationale, twin.rationale, [record.rationale_for_text, twin.rationale_for_text], jaccard_threshold
-            )
+            near_identical(record.rationale, twin.rationale, [record.rationale_for_text, twin.rationale_for_text],
+                           jaccard_threshold)
             for twin in twins
         )
 

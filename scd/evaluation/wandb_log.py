@@ -77,7 +77,10 @@ def rationale_samples_table(records_by_decoding: Mapping[str, Sequence[Rationale
 
 
 def log_rationale_samples(
-    run: Any, records_by_decoding: Mapping[str, Sequence[RationaleRecord]], n: int, key: str = "teacher/rationale_samples"
+    run: Any,
+    records_by_decoding: Mapping[str, Sequence[RationaleRecord]],
+    n: int,
+    key: str = "teacher/rationale_samples",
 ) -> wandb.Table:
     """Log ``rationale_samples_table`` to ``run`` under ``key``; returns the table."""
     table = rationale_samples_table(records_by_decoding, n)
