@@ -78,3 +78,10 @@ def load_model(
         torch.manual_seed(seed)
         model = auto_class.from_config(config, dtype=torch_dtype(dtype))
     return model
+
+
+def inference_device(accelerator: str) -> torch.device:
+    """Where evaluation runs outside a Trainer: the GPU when the Trainer would use one, else the CPU."""
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")

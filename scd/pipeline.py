@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -33,6 +33,7 @@ from scd.teacher.stage import load_teacher_model, run_teacher_stage
 from scd.teacher.store import atomic_write_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_data(cfg: Config) -> tuple[dict[str, list[Example]], Any]:
@@ -41,7 +42,7 @@ def load_data(cfg: Config) -> tuple[dict[str, list[Example]], Any]:
     if d.format == "toyworld":
         from scd.toyworld.world import WorldConfig, load_toyworld
 
-        world, splits = load_toyworld(WorldConfig(**(d.world or {})))
+        world, splits = load_toyworld(settings(WorldConfig, d.world, "dataset.world"))
         if d.limit is not None:
             splits = {name: examples[: d.limit] for name, examples in splits.items()}
         return splits, world
@@ -54,6 +55,49 @@ def load_data(cfg: Config) -> tuple[dict[str, list[Example]], Any]:
         test_size=d.test_size, hub_config=d.hub_config,
     )
     return splits, None
+
+
+def settings(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
+    """Build a module's settings dataclass from a config dict, naming the config key on an unknown field."""
+    try:
+        return cls(**(values or {}))
+    except TypeError as err:
+        raise ValueError(f"{key}: {err}") from err
+
+
+def pipeline_texts() -> list[str]:
+    """The fixed words the student and simulator put around ToyWorld text; its word-level vocabulary must cover them."""
+    from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
+    from scd.student.formatting import format_input, format_target, task_tag
+
+    tags = [task_tag(mode, counterfactual) for mode in ("distinct", "shared") for counterfactual in (False, True)]
+    row = SimulatorRow("q", ("a", "b"), "r", 0)
+    return [format_input("q", ["a", "b"], tag) + " " + format_target("r", "a", tag) for tag in tags] + [
+        simulator_input(row, view) for view in VIEWS
+    ]
+
+
+def toyworld_teacher(cfg: Config) -> str:
+    """The directory of the trained ToyWorld teacher (trained on first use, then read from the cache)."""
+    from scd.toyworld.corpus import CorpusConfig
+    from scd.toyworld.teacher import TeacherConfig, ensure_teacher
+    from scd.toyworld.world import WorldConfig
+
+    if cfg.dataset.format != "toyworld":
+        raise ValueError("teacher=toyworld is trained on ToyWorld's text: use it with dataset=toyworld")
+    toyworld = cfg.teacher.toyworld or {}
+    unknown = set(toyworld) - {"corpus", "training"}
+    if unknown:
+        raise ValueError(f"teacher.toyworld: unknown keys {sorted(unknown)}; use corpus and training")
+    path = ensure_teacher(
+        settings(WorldConfig, cfg.dataset.world, "dataset.world"),
+        settings(CorpusConfig, toyworld.get("corpus"), "teacher.toyworld.corpus"),
+        settings(TeacherConfig, toyworld.get("training"), "teacher.toyworld.training"),
+        Path(cfg.paths.cache_dir),
+        extra_texts=pipeline_texts(),
+        progress=cfg.trainer.enable_progress_bar,
+    )
+    return str(path)
 
 
 def write_status(run_dir: Path, status: str, **extra: Any) -> None:
@@ -73,11 +117,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     started = time.perf_counter()
     splits, world = load_data(cfg)
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
-    teacher_dir = None
-    if cfg.teacher.toyworld is not None:
-        from scd.toyworld.teacher import ensure_teacher
-
-        teacher_dir = str(ensure_teacher(world, cfg.teacher.toyworld, Path(cfg.paths.cache_dir)))
+    teacher_dir = toyworld_teacher(cfg) if cfg.teacher.toyworld is not None else None
     teacher_source = teacher_dir or cfg.teacher.tokenizer or cfg.teacher.name_or_path
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
@@ -94,7 +134,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         if "evaluate" in cfg.stages:
             stage_started = time.perf_counter()
             teacher = load_teacher_model(cfg, teacher_dir)
-            metrics.update(run_evaluate_stage(cfg, run_dir, teacher, world))
+            metrics.update(run_evaluate_stage(cfg, run_dir, teacher, teacher_source, world))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
         metrics["time/total_s"] = round(time.perf_counter() - started, 1)
         if logger:

@@ -151,8 +151,10 @@ def train_simulator(
         settings["max_epochs"] = 1
     # Lightning keeps each submodule's train/eval flag as it finds it, and loaded HF models start in eval mode.
     model.train()
-    pl.Trainer(**settings).fit(SimulatorModule(model, lr=lr, weight_decay=weight_decay), train_dataloaders=loader)
-    return model.eval()
+    trainer = pl.Trainer(**settings)
+    trainer.fit(SimulatorModule(model, lr=lr, weight_decay=weight_decay), train_dataloaders=loader)
+    # Lightning's teardown moves the model back to the CPU; scoring belongs on the device it trained on.
+    return model.to(trainer.strategy.root_device).eval()
 
 
 @torch.no_grad()

@@ -23,9 +23,12 @@ from scd.models import load_model, load_tokenizer
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
-from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
+from scd.teacher.store import atomic_write_text, config_key, is_complete, merge_shards, read_shards
 
 log = logging.getLogger(__name__)
+
+# The instruction and demonstrations the teacher saw before every question, saved beside the rationales.
+PROMPT_PREFIX_FILE = "prompt_prefix.txt"
 
 # Knobs that change speed, not output: they do not enter the cache key.
 SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
@@ -91,12 +94,15 @@ def load_teacher_model(cfg: Config, teacher_dir: str | None) -> tuple[PreTrained
     return model.eval().requires_grad_(False), tokenizer
 
 
-def load_teacher_module(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None) -> TeacherModule:
+def load_teacher_module(
+    cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None
+) -> tuple[str, TeacherModule]:
+    """The prompt prefix (instruction and demonstrations) and the teacher module that decodes after it."""
     t = cfg.teacher
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = PromptTemplate(t.template, t.separator, t.instruction)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
-    return TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
                          decoding_settings(cfg.decoding, t))
 
 
@@ -114,7 +120,8 @@ def run_teacher_stage(
         pending = [job for job in jobs if job.key not in done]
         log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
         if pending:
-            module = load_teacher_module(cfg, splits, teacher_dir)
+            prefix, module = load_teacher_module(cfg, splits, teacher_dir)
+            atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
             context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
             if context:
                 check_context(module, pending, context)
@@ -131,6 +138,6 @@ def run_teacher_stage(
         merge_shards(store, order)
     out = run_dir / "rationales"
     out.mkdir(parents=True, exist_ok=True)
-    for split in RATIONALE_SPLITS:
-        shutil.copyfile(store / f"{split}.jsonl", out / f"{split}.jsonl")
+    for name in [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]:
+        shutil.copyfile(store / name, out / name)
     return out

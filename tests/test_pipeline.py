@@ -1,0 +1,98 @@
+"""The config tree and the pipeline end to end: every option composes, a smoke run writes every artifact, the
+six-cell sweep runs (rationales generated once per decoding), bad config fails with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from scd.config import validate
+from scd.data.records import RATIONALE_SPLITS
+from scd.pipeline import run
+from tests.conftest import CONF, ROOT, compose_config
+
+GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]
+
+
+@pytest.mark.parametrize(
+    "group,option",
+    [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))],
+)
+def test_every_group_option_composes_and_validates(group, option, tmp_path):
+    cfg = compose_config([f"{group}={option}"], tmp_path / "run", tmp_path / "cache")
+    typed = validate(cfg)
+    if group in ("dataset", "teacher", "decoding", "student", "simulator"):
+        assert getattr(typed, group).name == option
+
+
+def test_decoding_options_set_the_contrast(tmp_path):
+    contrasts = {}
+    for option in ("greedy", "contrast_empty", "contrast_wrong"):
+        cfg = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path))
+        contrasts[option] = (cfg.decoding.contrast, cfg.decoding.lam)
+    assert contrasts == {"greedy": (None, 0.0), "contrast_empty": ("empty", 0.5), "contrast_wrong": ("wrong", 0.5)}
+
+
+@pytest.mark.slow
+def test_smoke_run_writes_every_artifact(make_config, tmp_path):
+    raw = make_config("training=counterfactual", "decoding=contrast_empty")
+    run_dir = Path(raw.paths.output_dir)
+    run_dir.mkdir(parents=True)
+    metrics = run(validate(raw), raw, run_dir)
+    for split in RATIONALE_SPLITS:
+        assert (run_dir / "rationales" / f"{split}.jsonl").stat().st_size > 0
+    test_ids = [json.loads(line)["id"] for line in (run_dir / "rationales" / "test.jsonl").read_text().splitlines()]
+    predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
+    assert [p["id"] for p in predictions] == test_ids
+    assert (run_dir / "student" / "config.json").exists()
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    for key in ("student/accuracy", "student/unparsable", "student/oracle_accuracy", "student/perturbed_consistency",
+                "student/counterfactual_consistency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["teacher/fluency"] > 1.0
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "SCD_CACHE_DIR": str(cwd / "cache")}
+    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_six_cell_sweep(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "experiment=smoke", "decoding=greedy,contrast_empty,contrast_wrong",
+                     "training=standard,counterfactual", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    cells = set()
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()):
+        assert json.loads((job / "status.json").read_text())["status"] == "completed"
+        cfg = OmegaConf.load(job / ".hydra" / "config.yaml")
+        cells.add((cfg.decoding.name, cfg.training.mode))
+        assert "student/accuracy" in json.loads((job / "metrics.json").read_text())
+    assert len(cells) == 6
+    # Training modes share the teacher's rationales: one generation per decoding.
+    assert len(list((tmp_path / "cache" / "rationales").iterdir())) == 3
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("decoding.lamda=0.5", "lamda"),
+        ("decoding=beam", "beam"),
+        ("decoding.lam=1.5", "decoding.lam must be in [0, 1]"),
+        ("training.alpha=2", "training.alpha must be in [0, 1]"),
+        ("dataset.limit=many", "limit"),
+    ],
+)
+def test_bad_config_fails_at_start_with_one_line(tmp_path, override, message):
+    result = run_cli("experiment=smoke", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if message in line]
+    assert errors, result.stderr[-2000:]
