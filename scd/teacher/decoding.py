@@ -1,4 +1,4 @@
-"""Greedy and contrastive decoding for the teacher, batched, with a shared-prefix KV cache.
+"""Greedy and contrastive decoding for the teacher, batched, with the few-shot prefix cached once for all rows.
 
 Contrastive decoding (SCOTT, eq. 2) picks, at each step, the token that maximizes
 
@@ -7,21 +7,33 @@ Contrastive decoding (SCOTT, eq. 2) picks, at each step, the token that maximize
 where the perturbed prompt carries a wrong answer (``contrast_wrong``) or none (``contrast_empty``). Greedy decoding is the
 same loop without the perturbed branch. Both branches advance with the chosen token.
 
-Speed comes from three choices (see ``benchmarks/``):
-- the few-shot demonstrations are identical for every row and both branches, so they are encoded once and their KV
-  cache is copied into every row, instead of being re-encoded per example and branch;
-- the KV cache is pre-allocated (``StaticCache``), since a growing cache re-concatenates every step;
-- the two branches run as one batch of 2B rows or as two forwards of B rows (``merge_branches``).
+Speed comes from these choices (measured in ``benchmarks/``):
+- the few-shot demonstrations are identical for every row and both branches, so they are encoded once, and their keys
+  and values stay a single batch-1 copy: a custom attention function (``shared_prefix_attention``) attends every row's
+  queries to that one copy and to the row's own keys, and merges the two softmax parts. Rows neither re-encode nor
+  store nor re-read the prefix, which is most of the prompt and, in a decode step, most of the memory traffic;
+- each row's own tokens (question and continuation) live in a pre-allocated ``StaticCache``, since a growing cache
+  re-concatenates every step;
+- the two branches run as one batch of 2B rows or as two forwards of B rows (``merge_branches``);
+- rows that have stopped are dropped from the batch once they are a quarter of it;
+- stop checks decode a row's text only when the candidate token could end the separator.
 Rows are left-padded between the shared prefix and their own suffix; position ids come from the attention mask, so a
-padded row sees the same positions as it would alone.
+padded row sees the same positions as it would alone. With ``shared_prefix=False`` every row carries its full prompt
+through the model's own attention: the reference the shared-prefix path is tested against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StaticCache
+from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
+
+PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
+SHARED_PREFIX_ATTENTION = "scd_shared_prefix"
 
 
 def contrastive_scores(
@@ -70,45 +82,104 @@ class DecodingSettings:
             raise ValueError(f"decoding.stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
 
 
-class _Branch:
-    """Rows that share one pre-allocated KV cache and one forward pass per step."""
+def shared_prefix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor,
+    scaling: float,
+    dropout: float = 0.0,
+    shared_prefix: PrefixKV | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """Attention over a prefix stored once (batch 1) followed by each row's own keys; a transformers attention function.
+
+    ``query`` is ``[rows, heads, q, dim]``; ``key``/``value`` ``[rows, kv_heads, cache_len, dim]`` hold the rows' own
+    tokens; ``attention_mask`` is a boolean ``[rows, 1, q, own_len]`` (True: visible) over the first ``own_len`` of
+    them; every query sees the whole prefix ``shared_prefix[layer]`` (``[1, kv_heads, prefix_len, dim]``). The result
+    is softmax attention over the concatenation, computed as two parts sharing one normalizer.
+    """
+    if shared_prefix is None:
+        raise ValueError(f"the {SHARED_PREFIX_ATTENTION} attention needs the shared_prefix keys and values")
+    if kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
+        raise ValueError("shared-prefix attention does not support sliding windows, soft-capping or attention sinks: "
+                         "set decoding.shared_prefix=false for this model")
+    prefix_keys, prefix_values = shared_prefix[module.layer_idx]
+    rows, heads, q_len, dim = query.shape
+    kv_heads, own_len = key.shape[1], attention_mask.shape[-1]
+    group = heads // kv_heads
+    # Query heads that share a key/value head (grouped-query attention) are folded into the query axis.
+    q = query.reshape(rows, kv_heads, group * q_len, dim) * scaling
+    own = torch.matmul(q, key[:, :, :own_len].transpose(-1, -2)).float()
+    own.view(rows, kv_heads, group, q_len, own_len).masked_fill_(~attention_mask[:, :, None], float("-inf"))
+    # All rows' queries against the one prefix copy: a [kv_heads, rows·group·q, prefix_len] product reads it once.
+    flat = q.transpose(0, 1).reshape(kv_heads, rows * group * q_len, dim)
+    shared = torch.matmul(flat, prefix_keys[0].transpose(-1, -2)).float()
+    shared_by_row = shared.view(kv_heads, rows, group * q_len, -1).transpose(0, 1)
+    # Softmax over both parts with one maximum and one normalizer, in place (these are large in the prefill).
+    peak = torch.maximum(shared_by_row.amax(-1, keepdim=True), own.amax(-1, keepdim=True))
+    shared_by_row.sub_(peak).exp_()
+    own.sub_(peak).exp_()
+    total = shared_by_row.sum(-1, keepdim=True) + own.sum(-1, keepdim=True)
+    shared_by_row.div_(total)
+    own.div_(total)
+    out = torch.matmul(own.to(value.dtype), value[:, :, :own_len])
+    from_prefix = torch.matmul(shared.to(value.dtype), prefix_values[0])
+    out += from_prefix.view(kv_heads, rows, group * q_len, dim).transpose(0, 1)
+    return out.view(rows, heads, q_len, dim).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
+
+
+@contextmanager
+def _attention_implementation(model: PreTrainedModel, name: str) -> Iterator[None]:
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(name)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+class _Rows:
+    """Rows that share one forward pass per step, their own tokens in one pre-allocated KV cache.
+
+    With ``prefix_kv`` the rows' positions start after the shared prefix and attention goes through
+    ``shared_prefix_attention``; without it each row's tokens are its whole prompt.
+    """
 
     def __init__(
-        self,
-        model: PreTrainedModel,
-        prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None,
-        suffixes: list[list[int]],
-        pad_id: int,
+        self, model: PreTrainedModel, prefix_kv: PrefixKV | None, suffixes: list[list[int]], pad_id: int,
         max_new_tokens: int,
     ) -> None:
         device = model.device
-        rows = len(suffixes)
-        prefix_len = 0 if prefix_kv is None else prefix_kv[0][0].shape[-2]
-        width = max(len(s) for s in suffixes)
+        rows, width = len(suffixes), max(len(s) for s in suffixes)
         ids = torch.full((rows, width), pad_id, dtype=torch.long, device=device)
-        self.mask = torch.zeros((rows, prefix_len + width + max_new_tokens), dtype=torch.long, device=device)
-        self.mask[:, :prefix_len] = 1
+        self.mask = torch.zeros((rows, width + max_new_tokens), dtype=torch.bool, device=device)
         for row, suffix in enumerate(suffixes):
             ids[row, width - len(suffix) :] = torch.tensor(suffix, device=device)
-            self.mask[row, prefix_len + width - len(suffix) : prefix_len + width] = 1
-        self.length = prefix_len + width
-        self.model = model
+            self.mask[row, width - len(suffix) : width] = True
+        self.model, self.prefix_kv, self.length = model, prefix_kv, width
         self.cache = StaticCache(config=model.config, max_cache_len=self.mask.shape[1])
-        if prefix_kv is not None:
-            for layer, (keys, values) in zip(self.cache.layers, prefix_kv):
-                layer.update(keys.expand(rows, -1, -1, -1).contiguous(), values.expand(rows, -1, -1, -1).contiguous())
-        positions = (self.mask[:, : self.length].cumsum(-1) - 1).clamp(min=0)
+        offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[-2]
+        positions = offset + (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)
         self.next_position = positions[:, -1] + 1
-        self.logits = self._forward(ids, positions[:, prefix_len:])
+        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+        self.logits = self._forward(ids, positions, causal)
 
-    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, causal: torch.Tensor | None) -> torch.Tensor:
+        visible = self.mask[:, : self.length]
+        if self.prefix_kv is None:
+            # The model builds the causal mask from the 2D padding mask.
+            extra: dict[str, Any] = {"attention_mask": visible.long()}
+        else:
+            # A 4D mask is passed through as is: [rows, 1, new tokens, own tokens so far].
+            mask = visible[:, None, None, :] if causal is None else visible[:, None, None, :] & causal
+            extra = {"attention_mask": mask, "shared_prefix": self.prefix_kv}
         out = self.model(
-            input_ids=ids,
-            attention_mask=self.mask[:, : self.length],
-            position_ids=positions,
-            cache=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
+            input_ids=ids, position_ids=positions, cache=self.cache, use_cache=True, logits_to_keep=1, **extra
         )
         return out.logits[:, -1].float()
 
@@ -116,13 +187,18 @@ class _Branch:
         return torch.log_softmax(self.logits, dim=-1)
 
     def advance(self, tokens: torch.Tensor) -> None:
+        self.mask[:, self.length] = True
         self.length += 1
-        self.mask[:, self.length - 1] = 1
-        self.logits = self._forward(tokens[:, None], self.next_position[:, None])
+        self.logits = self._forward(tokens[:, None], self.next_position[:, None], None)
         self.next_position = self.next_position + 1
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop every row not in ``rows`` (indices, in order)."""
+        self.cache.reorder_cache(rows)
+        self.mask, self.next_position, self.logits = self.mask[rows], self.next_position[rows], self.logits[rows]
 
-def encode_prefix(model: PreTrainedModel, prefix_ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+
+def encode_prefix(model: PreTrainedModel, prefix_ids: list[int]) -> PrefixKV:
     """Run the shared prompt prefix once; return its per-layer (keys, values), batch size 1."""
     ids = torch.tensor([prefix_ids], dtype=torch.long, device=model.device)
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
@@ -130,7 +206,14 @@ def encode_prefix(model: PreTrainedModel, prefix_ids: list[int]) -> list[tuple[t
 
 
 class StopChecker:
-    """Per-row stopping: eos, or the separator text appearing in the decoded continuation."""
+    """Per-row stopping: eos, or the separator text appearing in the decoded continuation.
+
+    Decoding a row's text every step is the costly part, so each token is classified once: the separator's last
+    character is part of the text of the token that completes it, and a token whose own text lacks that character
+    cannot complete it. Tokens without text of their own (partial UTF-8 bytes, special tokens) are always checked in
+    full, and so is every token when the separator ends in a space, which SentencePiece-style tokenizers only add
+    in context.
+    """
 
     TAIL_TOKENS = 16
 
@@ -138,10 +221,22 @@ class StopChecker:
         self.tokenizer = tokenizer
         self.separator = separator
         self.eos_id = tokenizer.eos_token_id
+        self._check_every_token = separator[-1] == " "
+        self._may_complete: dict[int, bool] = {}
+
+    def _could_complete(self, token: int) -> bool:
+        known = self._may_complete.get(token)
+        if known is None:
+            text = self.tokenizer.decode([token], skip_special_tokens=True)
+            known = self._check_every_token or not text or "\ufffd" in text or self.separator[-1] in text
+            self._may_complete[token] = known
+        return known
 
     def hits(self, generated: list[int], candidate: int) -> bool:
         if candidate == self.eos_id:
             return True
+        if not self._could_complete(candidate):
+            return False
         # The separator spans a few tokens at most, so only the tail of the continuation needs decoding.
         tail = generated[-self.TAIL_TOKENS :] + [candidate]
         return self.separator in self.tokenizer.decode(tail, skip_special_tokens=True)
@@ -156,7 +251,7 @@ def decode(
     contrast_suffixes: list[list[int]] | None,
     settings: DecodingSettings,
     separator: str,
-    prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    prefix_kv: PrefixKV | None = None,
 ) -> list[list[int]]:
     """Decode one batch; returns each row's generated token ids, up to (not including) the stop.
 
@@ -164,46 +259,63 @@ def decode(
     contrast_suffixes[i]`` (``None`` or λ = 0: plain greedy). ``prefix_kv`` may pass a precomputed
     ``encode_prefix(model, prefix_ids)`` so callers decoding many batches encode the demonstrations only once.
     """
-    rows = len(gold_suffixes)
     contrast = contrast_suffixes is not None and settings.lam > 0
-    if settings.shared_prefix and prefix_ids:
+    shared = settings.shared_prefix and bool(prefix_ids)
+    if shared and not model._supports_attention_backend:
+        raise ValueError(f"{type(model).__name__} does not take custom attention functions, which decoding's shared "
+                         "prefix needs: set decoding.shared_prefix=false")
+    if shared:
         prefix_kv = prefix_kv if prefix_kv is not None else encode_prefix(model, prefix_ids)
-        prefix = []
+        gold, negative = gold_suffixes, contrast_suffixes
     else:
-        prefix_kv, prefix = None, prefix_ids
-    pad_id = tokenizer.pad_token_id
-    gold = [prefix + s for s in gold_suffixes]
-    if not contrast:
-        branches = [_Branch(model, prefix_kv, gold, pad_id, settings.max_new_tokens)]
+        prefix_kv = None
+        gold = [prefix_ids + s for s in gold_suffixes]
+        negative = [prefix_ids + s for s in contrast_suffixes] if contrast else None
+    with _attention_implementation(model, SHARED_PREFIX_ATTENTION) if shared else nullcontext():
+        return _decode_rows(model, tokenizer, prefix_kv, gold, negative if contrast else None, settings, separator)
+
+
+def _decode_rows(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix_kv: PrefixKV | None, gold: list[list[int]],
+    negative: list[list[int]] | None, settings: DecodingSettings, separator: str,
+) -> list[list[int]]:
+    pad_id, steps = tokenizer.pad_token_id, settings.max_new_tokens
+    if negative is None:
+        branches = [_Rows(model, prefix_kv, gold, pad_id, steps)]
+    elif settings.merge_branches:
+        branches = [_Rows(model, prefix_kv, gold + negative, pad_id, steps)]
     else:
-        negative = [prefix + s for s in contrast_suffixes]
-        if settings.merge_branches:
-            branches = [_Branch(model, prefix_kv, gold + negative, pad_id, settings.max_new_tokens)]
-        else:
-            branches = [
-                _Branch(model, prefix_kv, gold, pad_id, settings.max_new_tokens),
-                _Branch(model, prefix_kv, negative, pad_id, settings.max_new_tokens),
-            ]
+        branches = [_Rows(model, prefix_kv, gold, pad_id, steps), _Rows(model, prefix_kv, negative, pad_id, steps)]
+    merged = negative is not None and len(branches) == 1
 
     stop = StopChecker(tokenizer, separator)
-    generated: list[list[int]] = [[] for _ in range(rows)]
-    done = [False] * rows
-    for _ in range(settings.max_new_tokens):
+    generated: list[list[int]] = [[] for _ in gold]
+    active = list(range(len(gold)))  # the original row of each row still in the batch
+    done = [False] * len(active)
+    for _ in range(steps):
         logp = torch.cat([branch.log_probs() for branch in branches])
-        logp_pos = logp[:rows]
-        logp_neg = logp[rows:] if contrast else None
+        logp_pos = logp[: len(active)]
+        logp_neg = logp[len(active) :] if negative is not None else None
         chosen = contrastive_scores(logp_pos, logp_neg, settings.lam, settings.plausibility).argmax(-1)
-        stop_candidates = chosen if settings.stop_rule == "chosen" else logp_pos.argmax(-1)
-        for row in range(rows):
-            if not done[row] and stop.hits(generated[row], int(stop_candidates[row])):
-                done[row] = True
-            if not done[row]:
-                generated[row].append(int(chosen[row]))
+        candidates = chosen if settings.stop_rule == "chosen" else logp_pos.argmax(-1)
+        for i, (row, token, candidate) in enumerate(zip(active, chosen.tolist(), candidates.tolist())):
+            if done[i]:
+                continue
+            if stop.hits(generated[row], candidate):
+                done[i] = True
+            else:
+                generated[row].append(token)
         if all(done):
             break
-        # Finished rows keep being fed a pad token: their output is already fixed and the batch stays rectangular.
+        if sum(done) * 4 >= len(done):
+            # Stopped rows are a quarter of the batch: copying the caches without them costs less than carrying them.
+            keep = [i for i, finished in enumerate(done) if not finished]
+            rows = torch.tensor(keep, device=chosen.device)
+            for branch in branches:
+                branch.keep(torch.cat([rows, rows + len(active)]) if merged else rows)
+            active, done, chosen = [active[i] for i in keep], [False] * len(keep), chosen[rows]
+        # Stopped rows still in the batch are fed a pad token: their output is fixed and the batch stays rectangular.
         chosen = chosen.masked_fill(torch.tensor(done, device=chosen.device), pad_id)
-        step_tokens = torch.cat([chosen, chosen]) if contrast and settings.merge_branches else chosen
         for branch in branches:
-            branch.advance(step_tokens if len(branches) == 1 else chosen)
+            branch.advance(torch.cat([chosen, chosen]) if merged else chosen)
     return generated

@@ -1,0 +1,137 @@
+"""Benchmarks: the teacher's contrastive decoding against its baselines, and the student's training step.
+
+    python benchmarks/run.py                 # CPU: tiny and small (58M) models, N=64, 64 new tokens, 2 runs each
+    python benchmarks/run.py --quick         # a fast sanity run (tiny model, 8 examples, 16 new tokens)
+    python benchmarks/run.py --device cuda --dtype bfloat16 --size 1b
+
+Prints a Markdown table per model size, then, as its last line, one JSON object of ratios taken on ``--size``:
+``cd_vs_loop`` and ``cd_vs_hf_cfg`` (speed-ups of the project's contrastive decoding over the per-example loop and
+over HF guidance), ``cd_cost_vs_greedy`` (its time over plain batched greedy ``generate``), ``train_vs_ref`` (the
+student step's speed-up, ``benchmarks/student_step.py``). Times are the best of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+from typing import Any
+
+import torch
+
+from student_step import measure_train_vs_ref
+from teacher_decoding import METHODS, Job, compare_tokens, in_subprocess, measure
+from workload import build_tokenizer, few_shot_workload
+
+LAM = 0.5
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny model, 8 examples, 16 new tokens, one run each")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--size", default="small", choices=["tiny", "small", "1b"], help="model the ratios use")
+    parser.add_argument("--examples", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2, help="runs per measurement; the best is reported")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["loop", "hf_cfg", "hf_greedy", "uncached", "train"],
+                        help="leave measurements out (their ratios come out as null)")
+    args = parser.parse_args()
+    if args.quick:
+        args.size, args.examples, args.max_new_tokens, args.repeats = "tiny", 8, 16, 1
+    return args
+
+
+def measure_size(args: argparse.Namespace, size: str, tokenizer_json: str, workload: Any) -> dict[str, dict[str, Any]]:
+    results = {}
+    for method in METHODS:
+        if method.kind in args.skip or (method.kind == "scd" and not method.settings["shared_prefix"] and
+                                        "uncached" in args.skip):
+            continue
+        job = Job(method, size, args.device, args.dtype, args.threads, tokenizer_json, workload, LAM,
+                  args.max_new_tokens, args.repeats)
+        results[method.label] = measure(job)
+        times = results[method.label]["times"]
+        print(f"  [{size}] {method.label}: " + ", ".join(f"{t:.2f}s" for t in times), flush=True)
+    return results
+
+
+def table(results: dict[str, dict[str, Any]], max_new_tokens: int, on_gpu: bool) -> str:
+    reference = results[METHODS[0].label]["tokens"]
+    head = "| method | best s | median s | tokens/s | peak RSS MB | RSS over loaded MB |"
+    head += " GPU peak MB |" if on_gpu else ""
+    head += " rows at max length | rows differing from scd | flip rate |"
+    lines = [head, "|" + " --- |" * (head.count("|") - 1)]
+    for label, r in results.items():
+        best = min(r["times"])
+        generated = sum(map(len, r["tokens"]))
+        full = sum(len(t) == max_new_tokens for t in r["tokens"]) / len(r["tokens"])
+        row = (f"| {label} | {best:.2f} | {statistics.median(r['times']):.2f} | {generated / best:.0f} | "
+               f"{r['rss_peak_mb']:.0f} | {r['rss_peak_mb'] - r['rss_loaded_mb']:.0f} |")
+        row += f" {r['gpu_peak_mb']:.0f} |" if on_gpu else ""
+        if "greedy" in label or label == METHODS[0].label:
+            row += f" {full:.0%} | - | - |"
+        else:
+            diff = compare_tokens(reference, r["tokens"])
+            row += f" {full:.0%} | {diff['rows_differing']:.1%} | {diff['flip_rate']:.2%} |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+def ratios(results: dict[str, dict[str, Any]], train: dict[str, float] | None) -> dict[str, float | None]:
+    best = {label: min(r["times"]) for label, r in results.items()}
+    ours = best[METHODS[0].label]
+
+    def over(label: str) -> float | None:
+        return round(best[label] / ours, 3) if label in best else None
+
+    greedy = best.get(METHODS[6].label)
+    out = {
+        "cd_vs_loop": over(METHODS[4].label),
+        "cd_vs_hf_cfg": over(METHODS[5].label),
+        "cd_cost_vs_greedy": round(ours / greedy, 3) if greedy else None,
+        "train_vs_ref": round(train["speedup"], 3) if train else None,
+        # What each of the project's two choices buys on this machine (> 1: the default is faster).
+        "shared_prefix_speedup": over(METHODS[2].label),
+        "merged_vs_separate": over(METHODS[1].label),
+    }
+    for name, method in (("loop", METHODS[4]), ("hf_cfg", METHODS[5]), ("no_shared_prefix", METHODS[2])):
+        if method.label in results:
+            out[f"flip_rate_vs_{name}"] = round(compare_tokens(results[METHODS[0].label]["tokens"],
+                                                               results[method.label]["tokens"])["flip_rate"], 5)
+    return out
+
+
+def main() -> None:
+    args = parse_args()
+    tokenizer = build_tokenizer()
+    workload = few_shot_workload(tokenizer, args.examples)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+          f"threads {args.threads}, device {args.device} {args.dtype}"
+          + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    print(f"workload: N={args.examples}, 7 demonstrations, prompt {workload.mean_prompt_tokens:.0f} tokens on average "
+          f"({len(workload.prefix_ids)} shared), vocabulary {len(tokenizer)}, up to {args.max_new_tokens} new tokens, "
+          f"lam={LAM}, separator {workload.separator!r} (random models never produce it), best of {args.repeats} runs",
+          flush=True)
+    sizes = list(dict.fromkeys(["tiny", args.size]))
+    by_size = {}
+    for size in sizes:
+        by_size[size] = measure_size(args, size, tokenizer.backend_tokenizer.to_str(), workload)
+    for size, results in by_size.items():
+        params = next(iter(results.values()))["parameters"]
+        print(f"\n### {size} model ({params / 1e6:.1f}M parameters)\n")
+        print(table(results, args.max_new_tokens, args.device.startswith("cuda")))
+    train = None
+    if "train" not in args.skip:
+        quick = dict(n_questions=16, steps=5, warmup=1) if args.quick else {}
+        train = in_subprocess(measure_train_vs_ref, device=args.device, **quick)
+        print(f"\nstudent step: {json.dumps(train)}")
+    print(json.dumps(ratios(by_size[args.size], train)))
+
+
+if __name__ == "__main__":
+    main()
