@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
-from scd.pipeline import run
+from scd.pipeline import main_task, run
 from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]
@@ -81,18 +81,26 @@ def test_six_cell_sweep(tmp_path):
     assert len(list((tmp_path / "cache" / "rationales").iterdir())) == 3
 
 
+@pytest.mark.parametrize("override,message", [("decoding.lamda=0.5", "lamda"), ("decoding=beam", "beam")])
+def test_unknown_key_or_option_fails_at_start_with_one_line(tmp_path, override, message):
+    result = run_cli("experiment=smoke", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if message in line], result.stderr[-2000:]
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("decoding.lamda=0.5", "lamda"),
-        ("decoding=beam", "beam"),
-        ("decoding.lam=1.5", "decoding.lam must be in [0, 1]"),
-        ("training.alpha=2", "training.alpha must be in [0, 1]"),
-        ("dataset.limit=many", "limit"),
+        ("decoding.lam=1.5", "decoding.lam must be in [0, 1], got 1.5"),
+        ("training.alpha=2", "training.alpha must be in [0, 1], got 2.0"),
+        ("student.perturb_share=-0.1", "student.perturb_share must be in [0, 1], got -0.1"),
     ],
 )
-def test_bad_config_fails_at_start_with_one_line(tmp_path, override, message):
-    result = run_cli("experiment=smoke", override, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if message in line]
-    assert errors, result.stderr[-2000:]
+def test_out_of_range_value_exits_with_one_error_line(make_config, capsys, override, message):
+    raw = make_config(override)
+    with pytest.raises(SystemExit) as exit_info:
+        main_task(raw)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"scd: error: {message}"]
+    status = json.loads((Path(raw.paths.output_dir) / "status.json").read_text())
+    assert status["status"] == "failed" and message in status["error"]
