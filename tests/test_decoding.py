@@ -160,3 +160,102 @@ def test_teacher_stop_rule_uses_the_plain_top_token(letters):
     assert decode(model, tok, prefix, gold, wrong, teacher_rule, separator) == [[]]
     chosen_rule = decode(model, tok, prefix, gold, wrong, DecodingSettings(lam=0.9, max_new_tokens=4), separator)
     assert chosen_rule == [[]] if contrasted[0] == plain[0] else chosen_rule[0][:1] == contrasted[:1]
+
+
+def test_shared_prefix_attention_equals_attention_over_the_whole_prompt():
+    """Two softmax parts (the one prefix copy, each row's own keys) equal one softmax over prefix + own keys."""
+    from types import SimpleNamespace
+
+    from scd.teacher.decoding import shared_prefix_attention
+
+    gen = torch.Generator().manual_seed(0)
+    rows, heads, kv_heads, q_len, dim, prefix_len, own_len = 3, 4, 2, 2, 8, 5, 6
+    query = torch.randn(rows, heads, q_len, dim, generator=gen)
+    key, value = (torch.randn(rows, kv_heads, own_len + 3, dim, generator=gen) for _ in range(2))  # 3 unused slots
+    prefix = [(torch.randn(1, kv_heads, prefix_len, dim, generator=gen), torch.randn(1, kv_heads, prefix_len, dim,
+                                                                                      generator=gen))]
+    visible = torch.rand(rows, 1, q_len, own_len, generator=gen) > 0.4
+    out, _ = shared_prefix_attention(SimpleNamespace(layer_idx=0), query, key, value, visible, 0.3, shared_prefix=prefix)
+
+    keys = torch.cat([prefix[0][0].expand(rows, -1, -1, -1), key[:, :, :own_len]], 2).repeat_interleave(2, dim=1)
+    values = torch.cat([prefix[0][1].expand(rows, -1, -1, -1), value[:, :, :own_len]], 2).repeat_interleave(2, dim=1)
+    mask = torch.cat([torch.ones(rows, 1, q_len, prefix_len, dtype=torch.bool), visible], -1)
+    scores = (query @ keys.transpose(-1, -2) * 0.3).masked_fill(~mask, float("-inf"))
+    expected = (scores.softmax(-1) @ values).transpose(1, 2)
+    assert out.shape == (rows, q_len, heads, dim)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_grouped_query_model_gives_the_same_tokens_with_and_without_the_shared_prefix(tokenizer, prompts):
+    llama = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, max_position_embeddings=1024)
+    model = load_model("causal", tokenizer, random_init=llama, seed=4).eval()
+    prefix, gold, wrong, _ = prompts
+    shared = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=12), NEVER)
+    full = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=12,
+                                                                          shared_prefix=False), NEVER)
+    assert shared == full
+    assert model.config._attn_implementation == "sdpa"  # decode switches the attention function back
+
+
+@pytest.mark.parametrize("merge_branches", [True, False])
+def test_stopped_rows_leave_the_batch_without_changing_the_others(letters, monkeypatch, merge_branches):
+    from scd.teacher import decoding
+
+    tok, model = letters
+    enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
+    prefix = enc("abcab")
+    gold = [enc(w) for w in ("q", "rst", "uv", "mn", "opq", "hij", "kl", "efg")]
+    wrong = [enc(w) for w in ("w", "xy", "z", "nm", "qpo", "jih", "lk", "gfe")]
+    settings = DecodingSettings(lam=0.5, max_new_tokens=12, merge_branches=merge_branches)
+    texts = [[tok.decode([t]) for t in row] for row in decode(model, tok, prefix, gold, wrong, settings, NEVER)]
+    # The letter that ends the most rows within their first six tokens: rows stop at different steps.
+    separator = max("abcdefghijklmnopqrstuvwxyz", key=lambda c: sum(c in text[:6] for text in texts))
+    dropped = []
+    keep = decoding._Rows.keep
+    monkeypatch.setattr(decoding._Rows, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
+    stopped = decode(model, tok, prefix, gold, wrong, settings, separator)
+    expected = [text[: text.index(separator)] if separator in text else text for text in texts]
+    assert [[tok.decode([t]) for t in row] for row in stopped] == expected
+    assert dropped, "no row left the batch: the test needs rows that stop early"
+    assert len({len(row) for row in stopped}) > 2
+
+
+def test_stop_checker_agrees_with_decoding_every_tail(tokenizer):
+    """The per-token shortcut never misses a stop, also for a separator ending inside a multi-byte character."""
+    from itertools import product
+
+    from scd.teacher.decoding import StopChecker
+
+    alphabet = tokenizer("a \n.\u00e9", add_special_tokens=False).input_ids  # é is two byte tokens
+    for separator in ("\n\n", ".\u00e9", " "):
+        checker = StopChecker(tokenizer, separator)
+        stops = 0
+        for *history, candidate in product(alphabet, repeat=4):
+            if separator in tokenizer.decode(history, skip_special_tokens=True):
+                continue  # the row would have stopped earlier
+            naive = separator in tokenizer.decode(history + [candidate], skip_special_tokens=True)
+            assert checker.hits(history, candidate) == naive, (separator, history, candidate)
+            stops += naive
+        assert stops > 0
+    assert checker.hits([], tokenizer.eos_token_id)
+
+
+def test_stop_checker_decodes_rows_only_for_tokens_that_could_end_the_separator(tokenizer):
+    from scd.teacher.decoding import StopChecker
+
+    calls = []
+
+    class Counting:
+        eos_token_id = tokenizer.eos_token_id
+
+        def decode(self, ids, **kwargs):
+            calls.append(len(ids))
+            return tokenizer.decode(ids, **kwargs)
+
+    checker = StopChecker(Counting(), "\n\n")
+    text = tokenizer("the cat sat on the mat", add_special_tokens=False).input_ids
+    assert not any(checker.hits(text[:i], text[i]) for i in range(len(text)))
+    assert calls == [1] * len(set(text))  # each distinct token decoded once, alone; no row tail decoded
+    newline = tokenizer("\n", add_special_tokens=False).input_ids
+    assert checker.hits(text + newline, newline[0])
