@@ -1,0 +1,72 @@
+"""ToyWorld's exact metrics, judged by the checker against the world's facts (keys ``toyworld/<metric>``).
+
+Teacher: the share of its rationales that state a complete true chain for the answer they were written for, and the
+share of each checker label. Student: whether its answer follows from its own rationale, whether that rationale is
+a correct chain, its accuracy split by whether the question's wording cue (the shortcut) agrees with the gold answer,
+and whether it follows a forced counterfactual rationale when the cue argues against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scd.data.records import RationaleRecord
+from scd.student.data import read_split
+from scd.toyworld.checker import LABELS, judge
+from scd.toyworld.world import World
+
+
+def _mean(flags: Sequence[bool]) -> float:
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+def teacher_chain_metrics(world: World, records: Sequence[RationaleRecord], prefix: str) -> dict[str, float]:
+    """Share of rationales supporting the answer they were written for, and the share of each checker label."""
+    judgements = [judge(world, r.to_example(), r.rationale) for r in records]
+    metrics = {f"{prefix}_supports": _mean([j.supports(r.rationale_for) for j, r in zip(judgements, records)])}
+    for label in LABELS:
+        metrics[f"{prefix}_{label}"] = _mean([j.label == label for j in judgements])
+    return metrics
+
+
+def cue_agrees(record: RationaleRecord, answer: int) -> bool | None:
+    """Whether the yes/no wording cue points at ``answer``; None for multiple-choice questions (no cue)."""
+    cue_answer = record.meta.get("cue_answer")
+    return None if cue_answer is None else record.choices[answer] == cue_answer
+
+
+def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+    by_id = {p["id"]: p for p in predictions}
+    rows = [(r, by_id[r.id]) for r in test if r.id in by_id]
+    judged = [(r, p, judge(world, r.to_example(), p.get("rationale") or "")) for r, p in rows]
+    metrics = {
+        # The student's answer is the one its own rationale entails (unparsable or entailing nothing: inconsistent).
+        "student_consistency": _mean([p["predicted"] is not None and j.entailed == p["predicted"] for _, p, j in judged]),
+        "student_rationale_supports": _mean([j.supports(r.answer) for r, _, j in judged]),
+    }
+    aligned = [(p["predicted"] == r.answer) for r, p, _ in judged if cue_agrees(r, r.answer) is True]
+    opposed = [(p["predicted"] == r.answer) for r, p, _ in judged if cue_agrees(r, r.answer) is False]
+    metrics["accuracy_cue_agrees"] = _mean(aligned)
+    # Shortcut reliance shows as low accuracy where the cue points at the wrong answer.
+    metrics["accuracy_cue_opposes"] = _mean(opposed)
+    metrics["shortcut_gap"] = metrics["accuracy_cue_agrees"] - metrics["accuracy_cue_opposes"]
+    forced = [(r, p) for r, p, _ in judged if "counterfactual_predicted" in p]
+    against_cue = [p["counterfactual_predicted"] == p["counterfactual_rationale_for"] for r, p in forced
+                   if cue_agrees(r, p["counterfactual_rationale_for"]) is False]
+    metrics["counterfactual_consistency_cue_opposes"] = _mean(against_cue)
+    return metrics
+
+
+def toyworld_metrics(world: World, rationale_dir: Path, test_predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """All exact metrics of a run, from its rationales directory and the student's test predictions."""
+    metrics = teacher_chain_metrics(world, read_split(rationale_dir, "train"), "teacher")
+    metrics["teacher_cf_entails"] = _mean([
+        judge(world, r.to_example(), r.rationale).entailed == r.rationale_for
+        for r in read_split(rationale_dir, "train_counterfactual")
+    ])
+    metrics.update(student_metrics(world, read_split(rationale_dir, "test"), test_predictions))
+    return {f"toyworld/{key}": value for key, value in metrics.items()}
