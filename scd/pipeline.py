@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import wandb
 from pytorch_lightning.loggers import WandbLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from scd.config import Config, validate
 from scd.data.example import Example
@@ -131,6 +132,10 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             stage_started = time.perf_counter()
             run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, teacher_source))
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
+        if not is_global_zero():
+            # A rank that Lightning's DDP launcher started: it took its share of the teacher and student stages;
+            # evaluation and the run's files are rank 0's.
+            return {}
         if "evaluate" in cfg.stages:
             stage_started = time.perf_counter()
             teacher = load_teacher_model(cfg, teacher_dir)
@@ -159,6 +164,12 @@ def print_summary(cfg: Config, run_dir: Path, metrics: dict[str, float]) -> None
     print("\n".join(lines))
 
 
+def is_global_zero() -> bool:
+    """False in the processes Lightning's DDP launcher starts for ranks > 0 (they run this script again, with
+    ``LOCAL_RANK`` set) and, once a Trainer has set up, in every rank but global rank 0."""
+    return rank_zero_only.rank == 0
+
+
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -168,13 +179,16 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     job is marked failed in its status.json and the sweep goes on."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_status(run_dir, "running")
+    # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
+    if is_global_zero():
+        write_status(run_dir, "running")
     try:
         cfg = validate(raw)
         log.info("Config:\n%s", OmegaConf.to_yaml(raw))
         metrics = run(cfg, raw, run_dir)
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
-        write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+        if is_global_zero():
+            write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
         if is_multirun():
             log.error("job failed: %s\n%s", err, traceback.format_exc())
             return None
@@ -182,5 +196,6 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
             print(f"scd: error: {err}", file=sys.stderr)
             sys.exit(1)
         raise
-    write_status(run_dir, "completed")
+    if is_global_zero():
+        write_status(run_dir, "completed")
     return metrics

@@ -37,6 +37,7 @@ from scd.student.formatting import (
     rationale_prefix_span,
     task_tag,
 )
+from scd.teacher.store import atomic_write_text
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, arch: Arch, record: RationaleRecord, tag: str) -> list[int]:
@@ -274,7 +275,5 @@ def evaluate_student(
 
     predictions = Path(run_dir) / "predictions" / "test.jsonl"
     predictions.parent.mkdir(parents=True, exist_ok=True)
-    with predictions.open("w", encoding="utf-8") as out:
-        for row in rows:
-            out.write(json.dumps(row) + "\n")
+    atomic_write_text(predictions, "".join(json.dumps(row) + "\n" for row in rows))
     return metrics

@@ -12,6 +12,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 
 from scd.student.module import StudentModule
+from scd.teacher.store import publish_directory
 
 log = logging.getLogger(__name__)
 MONITOR = "val/loss"
@@ -30,10 +31,14 @@ def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | Non
 
 
 def export_student(module: StudentModule, export_dir: Path) -> Path:
-    """Write model and tokenizer with ``save_pretrained``, so the Auto classes load them."""
-    module.model.save_pretrained(export_dir)
-    module.tokenizer.save_pretrained(export_dir)
-    return export_dir
+    """Write model and tokenizer with ``save_pretrained``, so the Auto classes load them. The directory appears
+    whole or not at all (a killed export leaves no half-written ``student/``)."""
+
+    def save(directory: Path) -> None:
+        module.model.save_pretrained(directory)
+        module.tokenizer.save_pretrained(directory)
+
+    return publish_directory(save, export_dir)
 
 
 def fit_student(
@@ -70,10 +75,16 @@ def fit_student(
             EarlyStopping(monitor=MONITOR, mode="min", patience=early_stopping_patience, check_on_train_epoch_end=False)
         )
     trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, **trainer_kwargs)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir))
+    # weights_only: a checkpoint holds tensors and plain values only; nothing in it may run code when loaded.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir),
+                weights_only=True)
     # ModelCheckpoint writes last.ckpt only after validation; save the final state too, so a run that max_steps
-    # stopped between validations resumes exactly where it stopped.
-    trainer.save_checkpoint(checkpoint_dir / "last.ckpt")
+    # stopped between validations resumes exactly where it stopped. Every rank calls this (it synchronizes them).
+    trainer.save_checkpoint(checkpoint_dir / "last.ckpt", weights_only=False)
+    export_dir = run_dir / "student"
+    if not trainer.is_global_zero:
+        # With DDP every rank holds the same weights: rank 0 alone writes them.
+        return export_dir
 
     if checkpoint.best_model_path:
         log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, MONITOR,
@@ -82,4 +93,4 @@ def fit_student(
         module.load_state_dict(state)
     else:
         log.info("no validation ran, so there is no best checkpoint: exporting the final weights")
-    return export_student(module, run_dir / "student")
+    return export_student(module, export_dir)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import shutil
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.config import Config, DecodingConfig, TeacherConfig
@@ -23,7 +25,15 @@ from scd.models import load_model, load_tokenizer
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
-from scd.teacher.store import atomic_write_text, config_key, is_complete, merge_shards, read_shards
+from scd.teacher.store import (
+    atomic_write_text,
+    config_key,
+    exclusive,
+    is_complete,
+    merge_shards,
+    publish_directory,
+    read_shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,35 +119,66 @@ def load_teacher_module(
 def run_teacher_stage(
     cfg: Config, splits: dict[str, list[Example]], run_dir: Path, teacher_dir: str | None = None
 ) -> Path:
-    """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory."""
+    """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory.
+
+    With several ranks (``trainer.devices`` > 1), each decodes its share of the jobs; global rank 0 merges and copies.
+    """
     store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg)
     store.mkdir(parents=True, exist_ok=True)
-    if is_complete(store):
-        log.info("Reusing rationales from %s", store)
-    else:
-        jobs = build_jobs(splits, cfg.dataset.seed)
-        done = read_shards(store)
-        pending = [job for job in jobs if job.key not in done]
-        log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
-        if pending:
-            prefix, module = load_teacher_module(cfg, splits, teacher_dir)
-            atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
-            context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
-            if context:
-                check_context(module, pending, context)
-            trainer = pl.Trainer(
-                accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-                strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
-                use_distributed_sampler=False, callbacks=[ShardWriter(store)],
-                enable_progress_bar=cfg.trainer.enable_progress_bar,
-            )
-            trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)
-            if trainer.global_rank != 0:
-                return run_dir / "rationales"
+    jobs = build_jobs(splits, cfg.dataset.seed)
+    rank_zero = rank_zero_only.rank == 0
+    # Parallel sweep jobs with the same teacher config: one generates, the others wait here and reuse its files.
+    # Other ranks run only inside rank 0's predict loop, while rank 0 holds the lock.
+    with exclusive(store) if rank_zero else nullcontext():
+        trainer = None
+        if is_complete(store):
+            log.info("Reusing rationales from %s", store)
+        else:
+            trainer = generate(cfg, splits, store, jobs, teacher_dir)
+        if rank_zero:
+            publish(store, jobs, run_dir)
+        if trainer is not None:
+            # The student stage comes next on every rank and reads the published files.
+            trainer.strategy.barrier("teacher_rationales_published")
+    return run_dir / "rationales"
+
+
+def generate(
+    cfg: Config, splits: dict[str, list[Example]], store: Path, jobs: list[RationaleJob], teacher_dir: str | None
+) -> pl.Trainer | None:
+    """Decode the jobs that have no record in the store's shards yet, each rank its share, into the store's shards.
+    Returns the predict loop's Trainer, or None when nothing was pending."""
+    done = read_shards(store)
+    pending = [job for job in jobs if job.key not in done]
+    log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
+    if not pending:
+        return None
+    prefix, module = load_teacher_module(cfg, splits, teacher_dir)
+    atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
+    context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
+    if context:
+        check_context(module, pending, context)
+    trainer = pl.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
+        use_distributed_sampler=False, callbacks=[ShardWriter(store)],
+        enable_progress_bar=cfg.trainer.enable_progress_bar,
+    )
+    trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)
+    # Rank 0 merges every rank's shard: all must be flushed first.
+    trainer.strategy.barrier("teacher_shards_written")
+    return trainer
+
+
+def publish(store: Path, jobs: list[RationaleJob], run_dir: Path) -> Path:
+    """Merge the shards (unless the store is complete) and copy the rationales into ``run_dir/rationales`` as one
+    directory rename, so a run directory never holds a partial or mixed set."""
+    if not is_complete(store):
         order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
         merge_shards(store, order)
-    out = run_dir / "rationales"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]:
-        shutil.copyfile(store / name, out / name)
-    return out
+
+    def copy(directory: Path) -> None:
+        for name in [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]:
+            shutil.copyfile(store / name, directory / name)
+
+    return publish_directory(copy, run_dir / "rationales")
