@@ -109,7 +109,7 @@ def test_shortcut_statistics(strength):
         # Independent of the answer: within each answer the cue is split evenly.
         for answer in (0, 1):
             cues = [ex.meta["cue"] for ex in yes_no if ex.answer == answer]
-            assert cues.count("plain") / len(cues) == pytest.approx(0.5, abs=0.02)
+            assert cues.count("think") / len(cues) == pytest.approx(0.5, abs=0.02)
     assert all(ex.meta["cue"] is None for s in splits.values() for ex in s if ex.meta["kind"] == "mc")
 
 
@@ -126,8 +126,8 @@ def test_answers_are_balanced(toy):
 @pytest.fixture(scope="module")
 def cases(toy):
     world, splits = toy
-    yes = _first(splits["test"], kind="yesno", cue="plain", cue_aligned=True)
-    no = _first(splits["test"], kind="yesno", cue="plain", cue_aligned=False)
+    yes = _first(splits["test"], kind="yesno", cue="think", cue_aligned=True)
+    no = _first(splits["test"], kind="yesno", cue="think", cue_aligned=False)
     mc = _first(splits["test"], kind="mc")
     return world, yes, no, mc
 

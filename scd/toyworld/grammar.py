@@ -20,10 +20,14 @@ SEPARATOR = "\n"
 YES, NO = "yes", "no"
 YES_NO: tuple[str, str] = (YES, NO)
 
-# Question wordings for yes/no questions; the shortcut cue is which one is used. "plain" is the wording that the
-# training set pairs with "yes" (and "framed" with "no") at rate ``shortcut_strength``.
-CUE_WORDINGS: dict[str, str] = {"plain": "can {entity} {property} ?", "framed": "is it true that {entity} can {property} ?"}
-CUE_ANSWER: dict[str, str] = {"plain": YES, "framed": NO}
+# Question wordings for yes/no questions; the shortcut cue is which one is used. The training set pairs "think" with
+# "yes" and "true" with "no" at rate ``shortcut_strength``. Both end in the same proposition "E can P ?", so the cue
+# is a pure surface prefix and the content words sit at the same places whatever the cue.
+CUE_WORDINGS: dict[str, str] = {
+    "think": "do you think {entity} can {property} ?",
+    "true": "is it true that {entity} can {property} ?",
+}
+CUE_ANSWER: dict[str, str] = {"think": YES, "true": NO}
 MC_WORDING = "which of these can {property} ?"
 
 # Content-free sentences: the "generic" rationale style, and what the checker labels generic.

@@ -6,8 +6,8 @@ irrelevant rationales). A question asks whether entity E can do P (yes/no) or wh
 (multiple choice); answering needs two hops, E -> C -> P. The (entity, property) pairs asked in dev/test never appear
 in training, though every entity does.
 
-A shortcut is planted in the wording of yes/no questions: "can E P ?" (cue "plain") goes with "yes" and "is it true
-that E can P ?" (cue "framed") with "no" in a share ``shortcut_strength`` of training questions and
+A shortcut is planted in the wording of yes/no questions: "do you think E can P ?" (cue "think") goes with "yes" and
+"is it true that E can P ?" (cue "true") with "no" in a share ``shortcut_strength`` of training questions and
 ``eval_shortcut_strength`` of dev/test questions, per answer class and exactly (counts are rounded, not sampled).
 Multiple-choice questions carry no cue.
 """
