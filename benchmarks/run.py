@@ -62,15 +62,16 @@ def measure_size(args: argparse.Namespace, size: str, tokenizer_json: str, workl
 
 def table(results: dict[str, dict[str, Any]], max_new_tokens: int, on_gpu: bool) -> str:
     reference = results[METHODS[0].label]["tokens"]
-    head = "| method | best s | median s | tokens/s | peak RSS MB | RSS over loaded MB |"
+    head = "| method | best s | median s | CPU s (best run) | tokens/s | peak RSS MB | RSS over loaded MB |"
     head += " GPU peak MB |" if on_gpu else ""
     head += " rows at max length | rows differing from scd | flip rate |"
     lines = [head, "|" + " --- |" * (head.count("|") - 1)]
     for label, r in results.items():
         best = min(r["times"])
+        cpu = r["cpu_times"][r["times"].index(best)]
         generated = sum(map(len, r["tokens"]))
         full = sum(len(t) == max_new_tokens for t in r["tokens"]) / len(r["tokens"])
-        row = (f"| {label} | {best:.2f} | {statistics.median(r['times']):.2f} | {generated / best:.0f} | "
+        row = (f"| {label} | {best:.2f} | {statistics.median(r['times']):.2f} | {cpu:.2f} | {generated / best:.0f} | "
                f"{r['rss_peak_mb']:.0f} | {r['rss_peak_mb'] - r['rss_loaded_mb']:.0f} |")
         row += f" {r['gpu_peak_mb']:.0f} |" if on_gpu else ""
         if "greedy" in label or label == METHODS[0].label:

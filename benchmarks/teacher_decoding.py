@@ -1,7 +1,8 @@
 """Timing and peak memory of the teacher's decoding methods, each measured in a fresh subprocess.
 
 A measurement builds the tokenizer (from its JSON) and the seeded random-init model in a new process, runs one method
-``repeats`` times and reports every run's wall time, the tokens of the last run, the resident memory after loading
+``repeats`` times and reports every run's wall time and process CPU time (with one thread, a measure of the work
+done that other processes on shared cores disturb less), the tokens of the last run, the resident memory after loading
 and its peak (``ru_maxrss``; a fresh process per measurement keeps one method's peak out of the next one's), and on a
 GPU the peak allocated memory.
 """
@@ -87,15 +88,17 @@ def run_job(job: Job) -> dict[str, Any]:
     if job.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     run = _runner(job, model, tokenizer)
-    times, tokens = [], []
+    times, cpu_times, tokens = [], [], []
     for _ in range(job.repeats):
         _synchronize(job.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         tokens = run()
         _synchronize(job.device)
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     result = {
         "times": times,
+        "cpu_times": cpu_times,
         "tokens": tokens,
         "rss_loaded_mb": rss_loaded / 2**20,
         "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,  # Linux reports KiB
