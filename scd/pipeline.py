@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import wandb
 from pytorch_lightning.loggers import WandbLogger
@@ -174,26 +178,59 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def one_line(err: BaseException) -> str:
+    """An error as one line: its first line (OmegaConf appends the full key and types on more lines), plus the
+    options Hydra lists for an unknown group option, plus the first line of an OmegaConf cause Hydra wraps."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, OverrideParseException):
+        text = f"cannot parse the override {err.override!r}: {text}"
+    if isinstance(err, MissingConfigException) and err.options:
+        text += f"; options: {', '.join(sorted(err.options))}"
+    if isinstance(err, HydraException) and isinstance(err.__cause__, OmegaConfBaseException):
+        text += f" {one_line(err.__cause__)}"
+    return text
+
+
+def cli(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function so that a bad command line (unknown key or group option, a value of the wrong
+    type, override syntax) ends in one line ``scd: error: ...`` and exit status 1, like every other bad input.
+
+    Hydra reports these itself, over several lines, unless HYDRA_FULL_ERROR=1 makes it raise; a user who sets
+    HYDRA_FULL_ERROR=1 gets Hydra's full report and traceback instead."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"scd: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
 def main_task(raw: DictConfig) -> dict[str, float] | None:
     """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
     job is marked failed in its status.json and the sweep goes on."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
-    if is_global_zero():
-        write_status(run_dir, "running")
     try:
+        # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
+        if is_global_zero():
+            write_status(run_dir, "running")
         cfg = validate(raw)
-        log.info("Config:\n%s", OmegaConf.to_yaml(raw))
         metrics = run(cfg, raw, run_dir)
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
         if is_global_zero():
-            write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+            try:
+                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+            except OSError as status_err:
+                # A full disk fails this write too: report the first failure, note this one in the log.
+                log.error("%s", status_err)
         if is_multirun():
             log.error("job failed: %s\n%s", err, traceback.format_exc())
             return None
-        if isinstance(err, (ValueError, OSError, ImportError, KeyError)):
-            print(f"scd: error: {err}", file=sys.stderr)
+        if isinstance(err, (ValueError, OSError, ImportError, KeyError, OmegaConfBaseException)):
+            print(f"scd: error: {one_line(err)}", file=sys.stderr)
             sys.exit(1)
         raise
     if is_global_zero():

@@ -184,7 +184,10 @@ def normalize_cose(row: Row) -> Example:
 
 
 def _decode(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise DataFormatError(f"{path}: no such file; check dataset.path and dataset.splits") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:

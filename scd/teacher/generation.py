@@ -143,6 +143,11 @@ class ShardWriter(BasePredictionWriter):
         batch: Any, batch_idx: int, dataloader_idx: int,
     ) -> None:
         lines = "".join(json.dumps({"split": split, **record.to_dict()}) + "\n" for split, record in prediction)
-        with open(self.shard_dir / f"shard-rank{trainer.global_rank}.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(lines)
-            handle.flush()
+        shard = self.shard_dir / f"shard-rank{trainer.global_rank}.jsonl"
+        try:
+            with open(shard, "a", encoding="utf-8") as handle:
+                handle.write(lines)
+                handle.flush()
+        except OSError as err:
+            # A line cut here (a full disk) is dropped when the shard is read back; the next run appends after it.
+            raise OSError(f"could not append to {shard}: {err.strerror or err}") from err
