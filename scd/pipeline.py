@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -205,6 +206,30 @@ def cli(main: Callable[[], Any]) -> None:
         main()
     except (HydraException, OmegaConfBaseException) as err:
         print(f"scd: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml) closing a sweep: a failed job does not stop the
+    others, but once all have run the sweep prints one line and exits with status 1 if any failed, so scripts and CI
+    notice. Failed means what ``python -m scd.report`` shows as failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from scd.report import ReportError, collect_runs
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            runs = collect_runs(sweep_dir)
+        except ReportError as err:
+            print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
+            sys.exit(1)
+        failed = [run for run in runs if run.status != "completed"]
+        if not failed:
+            print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
+            return
+        jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
+        print(f"scd: error: sweep {sweep_dir}: {len(failed)} of {len(runs)} jobs failed: {jobs}; "
+              f"python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
         sys.exit(1)
 
 

@@ -1,0 +1,217 @@
+"""Reliability: kill -9 and resume (teacher and student), artifacts that are whole or absent, sweep isolation, and no
+environment secret in any file a run writes.
+
+The kill tests run the real command line (``python run.py ...``) and SIGKILL it at points chosen by a seeded RNG.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from scd.config import validate
+from scd.data.records import RATIONALE_SPLITS
+from scd.pipeline import load_data
+from scd.report import write_report
+from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage
+from scd.teacher.store import COMPLETE_MARKER, atomic_copy, atomic_write_text, publish_directory
+from tests.conftest import ROOT
+
+RATIONALE_FILES = [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]
+# Slow enough to be hit between batches: one rationale per batch, 32 rationales of up to 32 bytes.
+SLOW_TEACHER = ["experiment=smoke", "stages=[teacher]", "teacher.batch_size=1", "teacher.max_new_tokens=32"]
+N_RATIONALES = 32  # smoke: 8 train + 4 dev + 6 test gold rationales, 8 + 6 counterfactual ones
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    # One thread, as in process: the rationales of a killed-and-resumed run are compared with in-process ones.
+    return {**os.environ, "SCD_CACHE_DIR": str(tmp_path / "cli_cache"), "WANDB_MODE": "offline",
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+def start(args: list[str], tmp_path: Path, log_name: str, env: dict[str, str]) -> subprocess.Popen:
+    log = open(tmp_path / log_name, "w")  # a file, not a pipe: a full pipe would stall the child
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600) -> None:
+    """SIGKILL ``process`` as soon as ``condition()`` holds; fail if it ends on its own first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended (status {process.returncode}) before the kill point"
+        assert time.monotonic() < deadline, "kill point not reached in time"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+def complete_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+@pytest.mark.slow
+def test_teacher_killed_three_times_gives_the_uninterrupted_files(make_config, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*SLOW_TEACHER, f"hydra.run.dir={run_dir}"]
+    env = cli_env(tmp_path)
+    store_root = tmp_path / "cli_cache" / "rationales"
+
+    def shard() -> Path:
+        found = list(store_root.glob("*/shard-rank0.jsonl"))
+        return found[0] if found else store_root / "none"
+
+    kill_points = sorted(random.Random(6).sample(range(2, N_RATIONALES - 2), 3))
+    for attempt, lines in enumerate(kill_points):
+        kill_when(start(args, tmp_path, f"killed{attempt}.log", env), lambda: complete_lines(shard()) >= lines)
+        # Nothing unfinished may look finished: no completion marker, no rationales in the run directory.
+        assert not (shard().parent / COMPLETE_MARKER).exists()
+        assert not (run_dir / "rationales").exists()
+    final = start(args, tmp_path, "final.log", env)
+    assert final.wait(timeout=600) == 0, (tmp_path / "final.log").read_text()[-3000:]
+    # Each rationale was decoded once over the four runs: a resumed run skips what the killed ones wrote.
+    assert len(shard().read_text().splitlines()) == N_RATIONALES
+
+    reference = make_config(*SLOW_TEACHER[1:], run="reference")
+    cfg = validate(reference)
+    splits, _ = load_data(cfg)
+    expected = run_teacher_stage(cfg, splits, tmp_path / "reference")
+    for name in RATIONALE_FILES:
+        assert (run_dir / "rationales" / name).read_bytes() == (expected / name).read_bytes(), name
+
+
+@pytest.mark.slow
+def test_student_killed_after_a_checkpoint_resumes_from_it(tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.ckpt"
+    env = cli_env(tmp_path)
+    # Validation (and with it last.ckpt) every 2 steps; max_steps out of reach, so the kill lands mid-training.
+    first = start(["experiment=smoke", "stages=[teacher,student]", "trainer.max_steps=100000",
+                   "trainer.val_check_interval=2", f"hydra.run.dir={run_dir}"], tmp_path, "killed.log", env)
+    kill_when(first, last.exists)
+    # The checkpoint is whole (Lightning saves it atomically) and loads without unpickling code.
+    killed_at = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    assert killed_at >= 2
+    assert not (run_dir / "student").exists()
+
+    resumed = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "experiment=smoke", "stages=[student]", "ckpt_path=last",
+         f"trainer.max_steps={killed_at + 3}", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    output = resumed.stdout + resumed.stderr
+    assert f"resuming from {last}" in output
+    assert f"Restored all states from the checkpoint at {last}" in output
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == killed_at + 3
+    # The resumed run trained 3 steps, from where the killed one stopped (the CSV log starts afresh per run).
+    with open(run_dir / "csv" / "metrics.csv") as handle:
+        header = handle.readline().strip().split(",")
+        rows = [dict(zip(header, line.strip().split(","))) for line in handle]
+    trained = sorted({int(row["step"]) for row in rows if row.get("train/loss")})
+    assert trained == [killed_at, killed_at + 1, killed_at + 2]
+    assert (run_dir / "student" / "model.safetensors").exists()
+
+
+# ---------------------------------------------------------------- artifacts are whole or absent
+
+
+def test_publish_directory_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "student"
+
+    def write(files: dict[str, str]) -> Callable[[Path], None]:
+        def fill(directory: Path) -> None:
+            for name, text in files.items():
+                if text is None:
+                    raise OSError(28, "No space left on device")
+                (directory / name).write_text(text)
+
+        return fill
+
+    publish_directory(write({"a": "1", "b": "2"}), target)
+    with pytest.raises(OSError, match=f"could not write {target}: No space left on device"):
+        publish_directory(write({"a": "new", "b": None}), target)
+    # The failed write left the old directory as it was, and no temporary directory behind.
+    assert {p.name: p.read_text() for p in target.iterdir()} == {"a": "1", "b": "2"}
+    assert [p.name for p in tmp_path.iterdir()] == ["student"]
+    publish_directory(write({"c": "3"}), target)
+    assert [p.name for p in target.iterdir()] == ["c"]
+
+
+def test_atomic_writers_leave_the_old_file_on_failure(tmp_path, monkeypatch):
+    path, source = tmp_path / "metrics.json", tmp_path / "source"
+    path.write_text("old")
+    source.write_text("new")
+
+    def fail(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="could not write .*metrics.json: No space left on device"):
+        atomic_write_text(path, "new")
+    with pytest.raises(OSError, match="could not copy .*source to .*metrics.json: No space left on device"):
+        atomic_copy(source, path)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "source"]
+
+
+# ---------------------------------------------------------------- a sweep with a failing job, and secrets
+
+
+FAKE_SECRETS = {"WANDB_API_KEY": "fakewandbkey0123456789abcdef0123456789abc", "HF_TOKEN": "hf_FakeTokenQwErTy0123456789"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """``decoding.lam=0.5,7`` with W&B (offline): job 0 runs, job 1 is invalid. Fake secrets in the environment."""
+    tmp_path = tmp_path_factory.mktemp("sweep")
+    sweep_dir, wandb_home = tmp_path / "sweep", tmp_path / "wandb_home"
+    env = cli_env(tmp_path, **FAKE_SECRETS, **{f"WANDB_{name}_DIR": str(wandb_home / name.lower())
+                                              for name in ("CONFIG", "CACHE", "DATA", "ARTIFACT")})
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "-m", "experiment=smoke", "logger=wandb", "decoding.lam=0.5,7",
+         f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+    )
+    return sweep_dir, wandb_home, result
+
+
+@pytest.mark.slow
+def test_a_failing_job_does_not_stop_the_sweep(sweep):
+    sweep_dir, _, result = sweep
+    status = {job: json.loads((sweep_dir / job / "status.json").read_text()) for job in ("0", "1")}
+    assert status["0"] == {"status": "completed"}
+    assert status["1"] == {"status": "failed", "error": "ValueError: decoding.lam must be in [0, 1], got 7.0"}
+    assert "student/accuracy" in json.loads((sweep_dir / "0" / "metrics.json").read_text())
+    # Every job ran; then the sweep exits 1 with one summary line naming the failed job.
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"scd: error: sweep {sweep_dir}: 1 of 2 jobs failed: job 1 (ValueError: decoding.lam must be in [0, 1], "
+        f"got 7.0); python -m scd.report {sweep_dir} tabulates them"
+    )
+    table = write_report(sweep_dir)
+    assert "| 1 (+1 failed) |" in table
+    assert "- job `1` (contrast_wrong/counterfactual, seed 0): ValueError: decoding.lam must be in [0, 1]" in table
+
+
+@pytest.mark.slow
+def test_no_environment_secret_reaches_any_file(sweep):
+    sweep_dir, wandb_home, result = sweep
+    files = [path for root in (sweep_dir, wandb_home) for path in root.rglob("*") if path.is_file()]
+    # The W&B run (offline) and Hydra's config dumps are among the files searched.
+    assert list(sweep_dir.glob("0/wandb/offline-run-*/run-*.wandb"))
+    assert (sweep_dir / "0" / ".hydra" / "config.yaml").exists()
+    for secret in FAKE_SECRETS.values():
+        assert secret not in result.stdout + result.stderr
+        leaks = [path for path in files if secret.encode() in path.read_bytes()]
+        assert not leaks, f"{secret} found in {leaks}"
