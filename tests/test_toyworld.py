@@ -43,7 +43,8 @@ def test_different_seed_different_world():
 def test_split_sizes_kinds_and_answers(toy):
     world, splits = toy
     config = world.config
-    assert {k: len(v) for k, v in splits.items()} == {"train": config.n_train, "dev": config.n_dev, "test": config.n_test}
+    sizes = {"train": config.n_train, "dev": config.n_dev, "test": config.n_test}
+    assert {k: len(v) for k, v in splits.items()} == sizes
     for split, examples in splits.items():
         assert len({ex.id for ex in examples}) == len(examples)
         mc = [ex for ex in examples if ex.meta["kind"] == "mc"]

@@ -145,7 +145,7 @@ def _entailed(clauses: list[Clause], example: Example, chains_only: bool) -> int
 
 
 def _on_path(world: World, clause: Clause, example: Example) -> bool:
-    """A fact on the question's reasoning path: a question entity's category, or its category's rule for the property."""
+    """A fact on the question's path: a question entity's category, or the rule of its category for the property."""
     entities = _question_entities(example)
     if clause.kind == "isa":
         return clause.subject in entities

@@ -44,7 +44,8 @@ PROPERTY_WORDS: tuple[str, ...] = (
     "shine", "purr", "slither", "skate", "paddle",
 )  # fmt: skip
 LOCATION_WORDS: tuple[str, ...] = (
-    "forest", "desert", "river", "mountain", "cave", "valley", "swamp", "island", "meadow", "tundra", "canyon", "harbor",
+    "forest", "desert", "river", "mountain", "cave", "valley", "swamp", "island", "meadow", "tundra", "canyon",
+    "harbor",
 )  # fmt: skip
 COLOUR_WORDS: tuple[str, ...] = (
     "red", "blue", "green", "yellow", "black", "white", "grey", "brown", "pink", "purple", "orange", "golden",
@@ -92,7 +93,7 @@ def sentence(*clauses: str) -> str:
 
 
 def chain(entity: str, category: str, prop: str, positive: bool, fmt: RationaleFormat) -> str:
-    """The two-fact rationale: rule first ("every C can P , and E is a C .") or entity first ("E is a C . every C ...")."""
+    """The two-fact rationale: rule first ("every C can P , and E is a C .") or entity first ("E is a C . ...")."""
     if fmt == "rule_first":
         return sentence(rule(category, prop, positive), isa(entity, category))
     if fmt == "entity_first":

@@ -313,7 +313,8 @@ def build_splits(world: World) -> dict[str, list[Example]]:
         firsts.setdefault(pair[0], pair)
     front = set(firsts.values())
     train_pool = list(firsts.values()) + [pair for pair in rest if pair not in front]
-    buckets["train"] = _take_pairs(world, train_pool, _Quota.for_split(config.n_train, config.mc_fraction), rng, "train")
+    train_quota = _Quota.for_split(config.n_train, config.mc_fraction)
+    buckets["train"] = _take_pairs(world, train_pool, train_quota, rng, "train")
     missing = set(world.entities) - {e for bucket in buckets["train"] for e, _ in bucket}
     if missing:
         raise WorldConfigError(
