@@ -23,6 +23,7 @@ from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.pipeline import load_data
 from scd.report import write_report
+from scd.student.train import AtomicCheckpointIO
 from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage
 from scd.teacher.store import COMPLETE_MARKER, atomic_copy, atomic_write_text, publish_directory
 from tests.conftest import ROOT
@@ -163,6 +164,24 @@ def test_atomic_writers_leave_the_old_file_on_failure(tmp_path, monkeypatch):
         atomic_copy(source, path)
     assert path.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "source"]
+
+
+def test_checkpoint_cut_by_a_failure_leaves_the_last_one(tmp_path, monkeypatch):
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"global_step": 2}, last)
+    real_save = torch.save
+
+    def save_half(obj, handle):
+        real_save(obj, handle)
+        handle.truncate(handle.tell() // 2)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half)
+    with pytest.raises(OSError):
+        io.save_checkpoint({"global_step": 4}, last)
+    assert torch.load(last, weights_only=True) == {"global_step": 2}
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
 
 
 # ---------------------------------------------------------------- a sweep with a failing job, and secrets

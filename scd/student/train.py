@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,35 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
+from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from scd.student.module import StudentModule
 from scd.teacher.store import publish_directory
 
 log = logging.getLogger(__name__)
 MONITOR = "val/loss"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint beside its final path and renames it into place, so a kill never leaves a cut
+    ``last.ckpt``. Lightning's own save stages the file in the system temp directory, and moving it from there to
+    another file system (a cluster's shared disk) is a copy, which a kill can cut short."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
@@ -74,7 +98,8 @@ def fit_student(
         callbacks.append(
             EarlyStopping(monitor=MONITOR, mode="min", patience=early_stopping_patience, check_on_train_epoch_end=False)
         )
-    trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, **trainer_kwargs)
+    trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                         **trainer_kwargs)
     # weights_only: a checkpoint holds tensors and plain values only; nothing in it may run code when loaded.
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir),
                 weights_only=True)
