@@ -8,10 +8,11 @@ summarized as mean ± sample std. The sweep directory receives ``table.md``, ``t
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
-import sys
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,15 +309,42 @@ def write_report(sweep_dir: Path, runs: Sequence[Run] | None = None) -> str:
     return markdown
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else list(argv)
-    if len(args) != 1:
-        raise SystemExit("usage: python -m scd.report <sweep dir>")
-    sweep_dir = Path(args[0])
-    if not sweep_dir.is_dir():
-        raise SystemExit(f"scd.report: {sweep_dir} is not a directory")
+def log_to_wandb(sweep_dir: Path, samples: int = 20) -> None:
+    """Log the report table and each decoding's test rationales side by side to a W&B run in the sweep's group
+    (offline unless WANDB_MODE=online)."""
+    import wandb
+
+    from scd.evaluation.wandb_log import log_rationale_samples, log_report_table
+    from scd.student.data import read_split
+
+    runs = collect_runs(sweep_dir)
+    by_decoding = {}
+    for run in runs:
+        rationales = run.path / "rationales" / "test.jsonl"
+        if run.decoding not in by_decoding and rationales.is_file():
+            by_decoding[run.decoding] = read_split(rationales.parent, "test")
+    experiment = wandb.init(project="scd", group=sweep_dir.name, job_type="report", name=f"{sweep_dir.name}-report",
+                            dir=str(sweep_dir), mode=os.environ.get("WANDB_MODE", "offline"))
     try:
-        print(write_report(sweep_dir))
+        log_report_table(experiment, report_rows(group_cells(runs), metric_columns(runs)))
+        if by_decoding:
+            log_rationale_samples(experiment, by_decoding, samples)
+    finally:
+        wandb.finish()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scd.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the table and rationale samples per decoding to W&B, in the sweep's group")
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        raise SystemExit(f"scd.report: {args.sweep_dir} is not a directory")
+    try:
+        print(write_report(args.sweep_dir))
+        if args.wandb:
+            log_to_wandb(args.sweep_dir)
     except ReportError as error:
         raise SystemExit(f"scd.report: {error}") from None
 

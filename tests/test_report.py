@@ -117,8 +117,9 @@ def test_a_config_without_the_decoding_name_names_file_and_field(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    with pytest.raises(SystemExit, match="usage: python -m scd.report <sweep dir>"):
+    with pytest.raises(SystemExit) as usage:
         main([])
+    assert usage.value.code == 2  # argparse's exit status for a bad command line
     with pytest.raises(SystemExit, match="is not a directory"):
         main([str(tmp_path / "missing")])
     with pytest.raises(SystemExit, match="no runs"):
@@ -142,3 +143,17 @@ def test_jobs_and_cells_keep_sweep_order(tmp_path):
     assert [run.path.name for run in collect_runs(tmp_path)] == ["1", "2", "10"]
     rows = [line.split("|")[1].strip() for line in write_report(tmp_path).splitlines()[2:4]]
     assert rows == ["greedy", "contrast_wrong"]
+
+
+def test_wandb_report_logs_table_and_side_by_side_rationales(sweep, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    record = {"id": "q1", "question": "Is ice cold?", "choices": ["yes", "no"], "answer": 0, "perturbed_answer": 1,
+              "rationale_for": 0, "rationale": "Ice is frozen water.", "decoding": "greedy"}
+    (sweep / "0" / "rationales").mkdir()
+    (sweep / "0" / "rationales" / "test.jsonl").write_text(json.dumps(record) + "\n")
+    main([str(sweep), "--wandb"])
+    media = sweep / "wandb"
+    [table] = media.glob("offline-run-*/files/media/table/report/table_*.table.json")
+    [samples] = media.glob("offline-run-*/files/media/table/teacher/rationale_samples_*.table.json")
+    assert ["greedy", "standard"] == json.loads(table.read_text())["data"][0][:2]
+    assert "Ice is frozen water." in samples.read_text()
