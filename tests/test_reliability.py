@@ -14,6 +14,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from scd.pipeline import load_data, main_task
 from scd.report import write_report
 from scd.student.train import AtomicCheckpointIO
 from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage
-from scd.teacher.store import COMPLETE_MARKER, atomic_copy, atomic_write_text, publish_directory
+from scd.teacher.store import COMPLETE_MARKER, atomic_copy, atomic_write_text, exclusive, publish_directory
 from tests.conftest import ROOT, compose_config
 
 RATIONALE_FILES = [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]
@@ -180,6 +181,24 @@ def test_checkpoint_cut_by_a_failure_leaves_the_last_one(tmp_path, monkeypatch):
         io.save_checkpoint({"global_step": 4}, last)
     assert torch.load(last, weights_only=True) == {"global_step": 2}
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_second_job_waits_for_the_store_lock(tmp_path):
+    # Sweep jobs with one teacher config: the second waits while the first generates, then finds its files.
+    order = []
+
+    def second_job() -> None:
+        with exclusive(tmp_path):
+            order.append("second")
+
+    with exclusive(tmp_path):
+        waiting = threading.Thread(target=second_job)
+        waiting.start()
+        waiting.join(timeout=0.5)
+        assert waiting.is_alive()
+        order.append("first")
+    waiting.join(timeout=10)
+    assert order == ["first", "second"]
 
 
 # ---------------------------------------------------------------- a sweep with a failing job, and secrets
