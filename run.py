@@ -7,7 +7,7 @@ import hydra
 from omegaconf import DictConfig
 
 from scd.config import register_configs
-from scd.pipeline import main_task
+from scd.pipeline import cli, main_task
 
 register_configs()
 
@@ -18,4 +18,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # One error line for a bad command line too (unknown key or option), like every other bad input.
+    cli(main)

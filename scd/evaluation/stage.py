@@ -91,9 +91,10 @@ def run_evaluate_stage(
     if not student_dir.is_dir():
         raise ValueError(f"no trained student in {student_dir}: run the student stage first (stages=[student,evaluate])")
     s = cfg.student
-    tokenizer = load_tokenizer(str(student_dir))
+    tokenizer = load_tokenizer(str(student_dir), trust_remote_code=s.trust_remote_code)
     device = inference_device(cfg.trainer.accelerator)
-    model = load_model(s.arch, tokenizer, name_or_path=str(student_dir)).to(device).eval()
+    model = load_model(s.arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=s.trust_remote_code)
+    model = model.to(device).eval()
     test, test_cf = read_split(rationale_dir, "test"), read_split(rationale_dir, "test_counterfactual")
     metrics = evaluate_student(
         model, tokenizer, s.arch, test, run_dir=run_dir, test_counterfactual=test_cf, tags=cfg.training.tags,
