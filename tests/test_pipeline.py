@@ -104,3 +104,25 @@ def test_out_of_range_value_exits_with_one_error_line(make_config, capsys, overr
     assert capsys.readouterr().err.strip().splitlines() == [f"scd: error: {message}"]
     status = json.loads((Path(raw.paths.output_dir) / "status.json").read_text())
     assert status["status"] == "failed" and message in status["error"]
+
+
+def test_toyworld_vocabulary_covers_the_student_and_simulator_texts():
+    """Student targets and simulator inputs in ToyWorld's word-level vocabulary: no unknown token, and the answer
+    parses back from the decoded target."""
+    from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
+    from scd.pipeline import pipeline_texts
+    from scd.student.formatting import format_input, format_target, parse_answer, task_tag
+    from scd.toyworld.tokenizer import build_tokenizer
+    from scd.toyworld.world import WorldConfig, load_toyworld
+
+    world, splits = load_toyworld(WorldConfig())
+    tokenizer = build_tokenizer(world, pipeline_texts())
+    for ex in splits["test"][:20]:
+        tag = task_tag("distinct", True)
+        texts = [format_input(ex.question, ex.choices, tag), format_target(ex.rationale, ex.answer_text, tag)]
+        row = SimulatorRow(ex.question, ex.choices, ex.rationale, ex.answer)
+        texts += [simulator_input(row, view) for view in VIEWS]
+        for text in texts:
+            assert tokenizer.unk_token_id not in tokenizer(text).input_ids, text
+        decoded = tokenizer.decode(tokenizer(texts[1]).input_ids)
+        assert parse_answer(decoded, ex.choices) == ex.answer

@@ -39,7 +39,7 @@ from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
 
-CACHE_VERSION = 1  # bump when training or corpus code changes what a given configuration produces
+CACHE_VERSION = 2  # bump when training or corpus code changes what a given configuration produces
 REPORT_FILE = "teacher.json"
 
 

@@ -1,7 +1,8 @@
 """A word-level tokenizer over ToyWorld's closed vocabulary, as a ``transformers`` fast tokenizer.
 
-Texts are split on whitespace, except that "\\n" is kept as a token of its own: the teacher stops generating when
-the separator "\\n" appears in its decoded continuation. Decoding joins tokens with single spaces, so a text whose
+Texts are split into words, task tags such as "[factual]" and single punctuation marks ("yes." is "yes" and ".",
+as the pipeline's fixed strings glue punctuation to words), and "\\n" is kept as a token of its own: the teacher
+stops generating when the separator "\\n" appears in its decoded continuation. Decoding joins tokens with single spaces, so a text whose
 words are separated by single spaces (all of ToyWorld's) decodes back to itself. Case is kept. No special token is
 added automatically (as for GPT-2): callers add ``eos_token`` where a target needs one.
 """
@@ -18,8 +19,8 @@ from scd.toyworld.world import World
 PAD, EOS, BOS, UNK = "<pad>", "</s>", "<s>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, BOS, UNK)
 NEWLINE = "\n"
-# Either a newline or a run of non-whitespace; everything else (spaces, tabs) is dropped.
-_WORD_PATTERN = Regex(r"\n|[^\s]+")
+# A newline, a bracketed tag, a word, or one punctuation mark; everything else (spaces, tabs) is dropped.
+_WORD_PATTERN = Regex(r"\n|\[\w+\]|\w+|[^\w\s]")
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
