@@ -1,13 +1,13 @@
 """Entry point: `python run.py [group=option ...] [key=value ...]`, or `python run.py -m ...` for sweeps.
 
-The stages themselves live in scd/pipeline.py.
+The stages live in scd/pipeline.py; scd/cli.py keeps each run's status and reports errors in one line.
 """
 
 import hydra
 from omegaconf import DictConfig
 
 from scd.config import register_configs
-from scd.pipeline import cli, main_task
+from scd.cli import cli, main_task
 
 register_configs()
 

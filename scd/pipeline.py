@@ -1,34 +1,27 @@
 """The task behind `python run.py`: data -> teacher rationales -> student -> evaluation, in one run directory.
 
 Each stage is a call into its package (scd.teacher, scd.student, scd.evaluation); this module only wires config to
-them and keeps the run directory's bookkeeping: ``status.json`` (running / completed / failed), ``metrics.json``.
+them and writes ``metrics.json``. ``scd.cli`` wraps it for the command line (status, errors, sweeps).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import sys
 import time
-import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from scd.config import Config, validate
+from scd.config import Config
 from scd.data.example import Example
 from scd.evaluation.stage import run_evaluate_stage
 from scd.evaluation.wandb_log import log_rationale_samples, scrub_secrets
@@ -106,10 +99,6 @@ def toyworld_teacher(cfg: Config) -> str:
     return str(path)
 
 
-def write_status(run_dir: Path, status: str, **extra: Any) -> None:
-    atomic_write_text(run_dir / "status.json", json.dumps({"status": status, **extra}) + "\n")
-
-
 def sweep_group() -> str | None:
     """Jobs of one sweep share a W&B group: the sweep directory's name."""
     if is_multirun():
@@ -177,87 +166,3 @@ def is_global_zero() -> bool:
 
 def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def one_line(err: BaseException) -> str:
-    """An error as one line: its first line (OmegaConf appends the full key and types on more lines), plus the
-    options Hydra lists for an unknown group option, plus the first line of an OmegaConf cause Hydra wraps."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if isinstance(err, OverrideParseException):
-        text = f"cannot parse the override {err.override!r}: {text}"
-    if isinstance(err, MissingConfigException) and err.options:
-        text += f"; options: {', '.join(sorted(err.options))}"
-    if isinstance(err, HydraException) and isinstance(err.__cause__, OmegaConfBaseException):
-        text += f" {one_line(err.__cause__)}"
-    return text
-
-
-def cli(main: Callable[[], Any]) -> None:
-    """Run a ``@hydra.main`` function so that a bad command line (unknown key or group option, a value of the wrong
-    type, override syntax) ends in one line ``scd: error: ...`` and exit status 1, like every other bad input.
-
-    Hydra reports these itself, over several lines, unless HYDRA_FULL_ERROR=1 makes it raise; a user who sets
-    HYDRA_FULL_ERROR=1 gets Hydra's full report and traceback instead."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        main()
-        return
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        main()
-    except (HydraException, OmegaConfBaseException) as err:
-        print(f"scd: error: {one_line(err)}", file=sys.stderr)
-        sys.exit(1)
-
-
-class SweepSummary(Callback):
-    """Hydra callback (``hydra.callbacks`` in conf/config.yaml) closing a sweep: a failed job does not stop the
-    others, but once all have run the sweep prints one line and exits with status 1 if any failed, so scripts and CI
-    notice. Failed means what ``python -m scd.report`` shows as failed."""
-
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from scd.report import ReportError, collect_runs
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            runs = collect_runs(sweep_dir)
-        except ReportError as err:
-            print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
-            sys.exit(1)
-        failed = [run for run in runs if run.status != "completed"]
-        if not failed:
-            print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
-            return
-        jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
-        print(f"scd: error: sweep {sweep_dir}: {len(failed)} of {len(runs)} jobs failed: {jobs}; "
-              f"python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
-        sys.exit(1)
-
-
-def main_task(raw: DictConfig) -> dict[str, float] | None:
-    """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
-    job is marked failed in its status.json and the sweep goes on."""
-    run_dir = Path(raw.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
-        if is_global_zero():
-            write_status(run_dir, "running")
-        cfg = validate(raw)
-        metrics = run(cfg, raw, run_dir)
-    except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
-        if is_global_zero():
-            try:
-                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
-            except OSError as status_err:
-                # A full disk fails this write too: report the first failure, note this one in the log.
-                log.error("%s", status_err)
-        if is_multirun():
-            log.error("job failed: %s\n%s", err, traceback.format_exc())
-            return None
-        if isinstance(err, (ValueError, OSError, ImportError, KeyError, OmegaConfBaseException)):
-            print(f"scd: error: {one_line(err)}", file=sys.stderr)
-            sys.exit(1)
-        raise
-    if is_global_zero():
-        write_status(run_dir, "completed")
-    return metrics

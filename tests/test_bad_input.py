@@ -1,7 +1,7 @@
 """Bad input, case by case: each ends the run with exit status 1 and one error line that names what is wrong.
 
 The data cases are CREAK-format files in a temporary directory (``dataset=creak dataset.path=<dir>``), run through
-``scd.pipeline.main_task`` in process; only the errors Hydra itself finds (an unknown group option, a misspelled
+``scd.cli.main_task`` in process; only the errors Hydra itself finds (an unknown group option, a misspelled
 key) need the real command line.
 """
 
@@ -19,7 +19,7 @@ import pytest
 
 import scd.teacher.generation as generation
 import scd.teacher.store as store
-from scd.pipeline import main_task
+from scd.cli import main_task
 from tests.conftest import ROOT
 
 ENOSPC = os.strerror(errno.ENOSPC)
@@ -182,7 +182,7 @@ def test_full_disk_everywhere(fails, monkeypatch, tmp_path):
 
 
 # Hydra reports these before any of our code runs; they go through the real command line (a few seconds each).
-# They are one line only once run.py wraps its main in scd.pipeline.cli (Hydra's own report spans several lines).
+# They are one line only once run.py wraps its main in scd.cli.cli (Hydra's own report spans several lines).
 @pytest.mark.slow
 @pytest.mark.xfail("cli(main)" not in (ROOT / "run.py").read_text(), strict=True,
                    reason="run.py must call cli(main) from scd.pipeline instead of main()")

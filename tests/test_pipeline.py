@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
-from scd.pipeline import main_task, run
+from scd.cli import main_task
+from scd.pipeline import run
 from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]

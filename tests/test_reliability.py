@@ -24,7 +24,8 @@ import torch
 
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
-from scd.pipeline import load_data, main_task
+from scd.cli import main_task
+from scd.pipeline import load_data
 from scd.report import write_report
 from scd.student.train import AtomicCheckpointIO
 from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage

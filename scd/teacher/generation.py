@@ -90,10 +90,6 @@ class TeacherModule(pl.LightningModule):
         other = [self.query_ids(job.example, job.other if self.contrast == "wrong" else None) for job in jobs]
         return gold, other
 
-    def transfer_batch_to_device(self, batch: list[RationaleJob], device: Any, dataloader_idx: int) -> list[RationaleJob]:
-        # A batch is text; decode() builds its tensors on the model's device.
-        return batch
-
     def on_predict_start(self) -> None:
         # The demonstrations are the same for every batch: encode them once per run, not once per batch.
         if self.settings.shared_prefix and self.prefix_ids:
@@ -125,6 +121,10 @@ class JobDataModule(pl.LightningDataModule):
         super().__init__()
         self.jobs = list(jobs)
         self.batch_size = batch_size
+
+    def transfer_batch_to_device(self, batch: list[RationaleJob], device: Any, dataloader_idx: int) -> list[RationaleJob]:
+        # A batch is text; decode() builds its tensors on the model's device.
+        return batch
 
     def predict_dataloader(self) -> DataLoader:
         rank, world = self.trainer.global_rank, self.trainer.world_size

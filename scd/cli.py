@@ -1,0 +1,119 @@
+"""The command line around the pipeline: one run's bookkeeping and errors, and a sweep's closing summary.
+
+A single run exits non-zero with one ``scd: error: ...`` line for bad input (also for a bad command line, which Hydra
+would otherwise report over several lines); a sweep job's failure is recorded in its ``status.json`` and the sweep
+goes on, then ends with one summary line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from scd.config import validate
+from scd.pipeline import is_global_zero, is_multirun, run
+from scd.teacher.store import atomic_write_text
+
+log = logging.getLogger(__name__)
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: noise on every run that users cannot act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+
+
+def write_status(run_dir: Path, status: str, **extra: Any) -> None:
+    atomic_write_text(run_dir / "status.json", json.dumps({"status": status, **extra}) + "\n")
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line: its first line (OmegaConf appends the full key and types on more lines), plus the
+    options Hydra lists for an unknown group option, plus the first line of an OmegaConf cause Hydra wraps."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, OverrideParseException):
+        text = f"cannot parse the override {err.override!r}: {text}"
+    if isinstance(err, MissingConfigException) and err.options:
+        text += f"; options: {', '.join(sorted(err.options))}"
+    if isinstance(err, HydraException) and isinstance(err.__cause__, OmegaConfBaseException):
+        text += f" {one_line(err.__cause__)}"
+    return text
+
+
+def cli(main: Callable[[], Any]) -> None:
+    """Run a ``@hydra.main`` function so that a bad command line (unknown key or group option, a value of the wrong
+    type, override syntax) ends in one line ``scd: error: ...`` and exit status 1, like every other bad input.
+
+    Hydra reports these itself, over several lines, unless HYDRA_FULL_ERROR=1 makes it raise; a user who sets
+    HYDRA_FULL_ERROR=1 gets Hydra's full report and traceback instead."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        print(f"scd: error: {one_line(err)}", file=sys.stderr)
+        sys.exit(1)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml) closing a sweep: a failed job does not stop the
+    others, but once all have run the sweep prints one line and exits with status 1 if any failed, so scripts and CI
+    notice. Failed means what ``python -m scd.report`` shows as failed."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from scd.report import ReportError, collect_runs
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            runs = collect_runs(sweep_dir)
+        except ReportError as err:
+            print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
+            sys.exit(1)
+        failed = [run for run in runs if run.status != "completed"]
+        if not failed:
+            print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
+            return
+        jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
+        print(f"scd: error: sweep {sweep_dir}: {len(failed)} of {len(runs)} jobs failed: {jobs}; "
+              f"python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
+        sys.exit(1)
+
+
+def main_task(raw: DictConfig) -> dict[str, float] | None:
+    """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
+    job is marked failed in its status.json and the sweep goes on."""
+    run_dir = Path(raw.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
+        if is_global_zero():
+            write_status(run_dir, "running")
+        cfg = validate(raw)
+        metrics = run(cfg, raw, run_dir)
+    except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
+        if is_global_zero():
+            try:
+                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+            except OSError as status_err:
+                # A full disk fails this write too: report the first failure, note this one in the log.
+                log.error("%s", status_err)
+        if is_multirun():
+            log.error("job failed: %s\n%s", err, traceback.format_exc())
+            return None
+        if isinstance(err, (ValueError, OSError, ImportError, KeyError, OmegaConfBaseException)):
+            print(f"scd: error: {one_line(err)}", file=sys.stderr)
+            sys.exit(1)
+        raise
+    if is_global_zero():
+        write_status(run_dir, "completed")
+    return metrics
