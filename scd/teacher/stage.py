@@ -44,10 +44,13 @@ PROMPT_PREFIX_FILE = "prompt_prefix.txt"
 SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
 
 
-def teacher_key(cfg: Config) -> str:
+def teacher_key(cfg: Config, teacher_dir: str | None = None) -> str:
+    """The rationale cache key. A teacher trained in code (``teacher_dir``, named by its own content hash) enters by
+    name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
-    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding})
+    trained = Path(teacher_dir).name if teacher_dir else None
+    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding, "trained": trained})
 
 
 def build_jobs(splits: dict[str, list[Example]], seed: int) -> list[RationaleJob]:
@@ -123,7 +126,7 @@ def run_teacher_stage(
 
     With several ranks (``trainer.devices`` > 1), each decodes its share of the jobs; global rank 0 merges and copies.
     """
-    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg)
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, teacher_dir)
     store.mkdir(parents=True, exist_ok=True)
     jobs = build_jobs(splits, cfg.dataset.seed)
     rank_zero = rank_zero_only.rank == 0
