@@ -34,15 +34,19 @@ class Method:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-METHODS = [
-    Method("scd contrastive: shared prefix, merged branches", "scd", dict(shared_prefix=True, merge_branches=True)),
-    Method("scd contrastive: shared prefix, separate branches", "scd", dict(shared_prefix=True, merge_branches=False)),
-    Method("scd contrastive: no shared prefix, merged branches", "scd", dict(shared_prefix=False, merge_branches=True)),
-    Method("scd contrastive: no shared prefix, separate branches", "scd", dict(shared_prefix=False, merge_branches=False)),
-    Method("(a) per-example loop, two DynamicCaches", "loop"),
-    Method("(b) HF generate, guidance_scale=1/(1-lam), batched", "hf_cfg"),
-    Method("(c) HF greedy generate, batched", "hf_greedy"),
-]
+METHODS = {
+    "scd": Method("scd contrastive: shared prefix, merged branches (default)", "scd",
+                  dict(shared_prefix=True, merge_branches=True)),
+    "scd_separate": Method("scd contrastive: shared prefix, separate branches", "scd",
+                           dict(shared_prefix=True, merge_branches=False)),
+    "scd_no_prefix": Method("scd contrastive: no shared prefix, merged branches", "scd",
+                            dict(shared_prefix=False, merge_branches=True)),
+    "scd_no_prefix_separate": Method("scd contrastive: no shared prefix, separate branches", "scd",
+                                     dict(shared_prefix=False, merge_branches=False)),
+    "loop": Method("(a) per-example loop, two DynamicCaches", "loop"),
+    "hf_cfg": Method("(b) HF generate, guidance_scale=1/(1-lam), batched", "hf_cfg"),
+    "hf_greedy": Method("(c) HF greedy generate, batched", "hf_greedy"),
+}
 
 
 @dataclass(frozen=True)
