@@ -24,15 +24,6 @@ TINY_T5 = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: several torch threads per process slow these tiny models down tenfold."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer("byt5")

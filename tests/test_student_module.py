@@ -36,15 +36,6 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models run fastest on one thread; more only contend on a shared machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(arch: str):
     tokenizer = load_tokenizer("byt5")
     # eval(): no dropout, so two forward passes over the same rows agree.

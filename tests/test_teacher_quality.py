@@ -25,14 +25,6 @@ from scd.evaluation.teacher_quality import (
 from scd.models import load_model, load_tokenizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def byt5():
     return load_tokenizer("byt5")
