@@ -18,18 +18,9 @@ from scd.student.evaluate import evaluate_student, generate_continuations, pertu
 from scd.student.formatting import rationale_prefix_span
 from scd.student.module import StudentModule
 from scd.student.train import fit_student
+from tests.conftest import TINY_STUDENTS as TINY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
-TINY = {
-    "seq2seq": {"model_type": "t5", "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1, "num_heads": 2},
-    "causal": {
-        "model_type": "gpt_neox",
-        "hidden_size": 32,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 2,
-        "intermediate_size": 64,
-    },
-}
 TRAINER = {
     "accelerator": "cpu",
     "enable_progress_bar": False,
