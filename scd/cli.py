@@ -23,8 +23,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from scd.config import validate
+from scd.io import atomic_write_text
 from scd.pipeline import is_global_zero, is_multirun, run
-from scd.teacher.store import atomic_write_text
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: noise on every run that users cannot act on.

@@ -21,8 +21,11 @@ def _check_choice(key: str, value: Any, allowed: tuple) -> None:
 @dataclass
 class DatasetConfig:
     name: str = MISSING
-    # commonsenseqa | strategyqa | creak | qasc | cose | toyworld
-    format: str = MISSING
+    # The task behind the data set (scd/task.py): its class, then its keyword arguments. The default reads the files
+    # or hub copy below; a data set built in code names its own (ToyWorld: scd.toyworld.task.ToyWorldTask).
+    task: dict[str, Any] = field(default_factory=lambda: {"_target_": "scd.task.DatasetTask"})
+    # commonsenseqa | strategyqa | creak | qasc | cose: how the default task reads the files.
+    format: Optional[str] = None
     # A local directory holding the split files, or a Hugging Face hub data set id (needs network and `datasets`).
     path: Optional[str] = None
     hub_id: Optional[str] = None
@@ -37,8 +40,6 @@ class DatasetConfig:
     limit: Optional[int] = None
     # Seeds the dev hold-out, the demonstrations and the answer perturbation.
     seed: int = 0
-    # ToyWorld's generator parameters (scd.toyworld.world.WorldConfig); only for format=toyworld.
-    world: Optional[dict[str, Any]] = None
 
     def check(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -55,8 +56,8 @@ class TeacherConfig:
     random_init: Optional[dict[str, Any]] = None
     # Tokenizer id or path; null: the model's own; "byt5": ByT5's byte tokenizer, which needs no files.
     tokenizer: Optional[str] = None
-    # Training settings of the in-code ToyWorld teacher (scd.toyworld.teacher); only for dataset=toyworld.
-    toyworld: Optional[dict[str, Any]] = None
+    # Settings of a teacher the task trains in code (ToyWorld: corpus and training, scd/toyworld/teacher.py).
+    trained: Optional[dict[str, Any]] = None
     dtype: str = "float32"
     device_map: Optional[str] = None
     trust_remote_code: bool = False
@@ -73,9 +74,9 @@ class TeacherConfig:
     max_context: Optional[int] = None
 
     def check(self) -> None:
-        sources = [self.name_or_path is not None, self.random_init is not None, self.toyworld is not None]
+        sources = [self.name_or_path is not None, self.random_init is not None, self.trained is not None]
         if sum(sources) != 1:
-            raise ValueError("teacher: set exactly one of name_or_path, random_init and toyworld")
+            raise ValueError("teacher: set exactly one of name_or_path, random_init and trained")
         if self.num_demonstrations < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
 

@@ -1,7 +1,9 @@
-"""The task behind `python run.py`: data -> teacher rationales -> student -> evaluation, in one run directory.
+"""What `python run.py` does: data -> teacher rationales -> student -> evaluation, in one run directory.
 
-Each stage is a call into its package (scd.teacher, scd.student, scd.evaluation); this module only wires config to
-them and writes ``metrics.json``. ``scd.cli`` wraps it for the command line (status, errors, sweeps).
+The data set's task (``scd.task``, named by ``dataset.task``) gives the splits, a teacher it trains itself if any,
+the tokenizer the student and simulator share with the teacher, and its exact metrics. Each stage is a call into its
+package (scd.teacher, scd.student, scd.evaluation); this module only wires config and task to them and writes
+``metrics.json``. ``scd.cli`` wraps it for the command line (status, errors, sweeps).
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -22,81 +23,16 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from scd.config import Config
-from scd.data.example import Example
 from scd.evaluation.stage import run_evaluate_stage
-from scd.evaluation.wandb_log import log_rationale_samples, scrub_secrets
+from scd.evaluation.teacher_metrics import RationaleSetMetrics
+from scd.evaluation.wandb_log import log_rationale_samples
+from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
-from scd.student.data import read_split
 from scd.student.stage import run_student_stage, student_tokenizer_source
-from scd.teacher.stage import load_teacher_model, run_teacher_stage
-from scd.teacher.store import atomic_write_text
+from scd.task import build_task
+from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-
-def load_data(cfg: Config) -> tuple[dict[str, list[Example]], Any]:
-    """The train/dev/test splits, and the ToyWorld world where the data set is ToyWorld (else None)."""
-    d = cfg.dataset
-    if d.format == "toyworld":
-        from scd.toyworld.world import WorldConfig, load_toyworld
-
-        world, splits = load_toyworld(settings(WorldConfig, d.world, "dataset.world"))
-        if d.limit is not None:
-            splits = {name: examples[: d.limit] for name, examples in splits.items()}
-        return splits, world
-    from scd.data.sources import load_splits
-
-    if d.path is None and d.hub_id is None:
-        raise ValueError(f"dataset {d.name}: set dataset.path (a directory with {dict(d.splits)}) or dataset.hub_id")
-    splits = load_splits(
-        d.format, d.path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
-        test_size=d.test_size, hub_config=d.hub_config,
-    )
-    return splits, None
-
-
-def settings(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
-    """Build a module's settings dataclass from a config dict, naming the config key on an unknown field."""
-    try:
-        return cls(**(values or {}))
-    except TypeError as err:
-        raise ValueError(f"{key}: {err}") from err
-
-
-def pipeline_texts() -> list[str]:
-    """The fixed words the student and simulator put around ToyWorld text; its word-level vocabulary must cover them."""
-    from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
-    from scd.student.formatting import format_input, format_target, task_tag
-
-    tags = [task_tag(mode, counterfactual) for mode in ("distinct", "shared") for counterfactual in (False, True)]
-    row = SimulatorRow("q", ("a", "b"), "r", 0)
-    return [format_input("q", ["a", "b"], tag) + " " + format_target("r", "a", tag) for tag in tags] + [
-        simulator_input(row, view) for view in VIEWS
-    ]
-
-
-def toyworld_teacher(cfg: Config) -> str:
-    """The directory of the trained ToyWorld teacher (trained on first use, then read from the cache)."""
-    from scd.toyworld.corpus import CorpusConfig
-    from scd.toyworld.teacher import TeacherConfig, ensure_teacher
-    from scd.toyworld.world import WorldConfig
-
-    if cfg.dataset.format != "toyworld":
-        raise ValueError("teacher=toyworld is trained on ToyWorld's text: use it with dataset=toyworld")
-    toyworld = cfg.teacher.toyworld or {}
-    unknown = set(toyworld) - {"corpus", "training"}
-    if unknown:
-        raise ValueError(f"teacher.toyworld: unknown keys {sorted(unknown)}; use corpus and training")
-    path = ensure_teacher(
-        settings(WorldConfig, cfg.dataset.world, "dataset.world"),
-        settings(CorpusConfig, toyworld.get("corpus"), "teacher.toyworld.corpus"),
-        settings(TeacherConfig, toyworld.get("training"), "teacher.toyworld.training"),
-        Path(cfg.paths.cache_dir),
-        extra_texts=pipeline_texts(),
-        progress=cfg.trainer.enable_progress_bar,
-    )
-    return str(path)
 
 
 def sweep_group() -> str | None:
@@ -110,21 +46,22 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    splits, world = load_data(cfg)
+    task = build_task(cfg)
+    splits = task.splits()
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
-    teacher_dir = toyworld_teacher(cfg) if cfg.teacher.toyworld is not None else None
-    teacher_source = teacher_dir or cfg.teacher.tokenizer or cfg.teacher.name_or_path
+    teacher_dir = task.trained_teacher()
+    shared_tokenizer = task.shared_tokenizer()
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
     metrics: dict[str, float] = {}
     try:
         if "teacher" in cfg.stages:
             stage_started = time.perf_counter()
-            run_teacher_stage(cfg, splits, run_dir, teacher_dir)
+            run_teacher_stage(cfg, splits, run_dir, teacher_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
             stage_started = time.perf_counter()
-            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, teacher_source))
+            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, shared_tokenizer))
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
         if not is_global_zero():
             # A rank that Lightning's DDP launcher started: it took its share of the teacher and student stages;
@@ -132,9 +69,9 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             return {}
         if "evaluate" in cfg.stages:
             stage_started = time.perf_counter()
-            teacher = load_teacher_model(cfg, teacher_dir)
-            metrics.update(run_evaluate_stage(cfg, run_dir, teacher, teacher_source, world))
+            metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
+        metrics.update(rationale_set_metrics(run_dir))
         metrics["time/total_s"] = round(time.perf_counter() - started, 1)
         if logger:
             logger.log_metrics(metrics)
@@ -148,6 +85,16 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print_summary(cfg, run_dir, metrics)
     return metrics
+
+
+def rationale_set_metrics(run_dir: Path) -> dict[str, float]:
+    """The metrics the teacher stage measured for the run's rationales (none before a teacher stage has run)."""
+    path = run_dir / "rationales" / TEACHER_METRICS_FILE
+    if not path.exists():
+        if (run_dir / "rationales").is_dir():
+            log.warning("No teacher metrics in %s: rerun the teacher stage to measure its rationales", path.parent)
+        return {}
+    return json.loads(path.read_text())
 
 
 def print_summary(cfg: Config, run_dir: Path, metrics: dict[str, float]) -> None:

@@ -315,7 +315,7 @@ def log_to_wandb(sweep_dir: Path, samples: int = 20) -> None:
     import wandb
 
     from scd.evaluation.wandb_log import log_rationale_samples, log_report_table
-    from scd.student.data import read_split
+    from scd.io import read_split
 
     runs = collect_runs(sweep_dir)
     by_decoding = {}

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scd.config import register_configs
+from scd.teacher.prompt import PromptTemplate
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -25,6 +26,9 @@ TINY_STUDENTS = {
     "causal": {"model_type": "gpt_neox", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
                "intermediate_size": 64},
 }
+# The prompt the ToyWorld teacher is trained on and prompted with, from its one owner, conf/teacher/toyworld.yaml.
+_TOYWORLD_TEACHER = OmegaConf.load(CONF / "teacher" / "toyworld.yaml")
+TOYWORLD_PROMPT = PromptTemplate(_TOYWORLD_TEACHER.template, _TOYWORLD_TEACHER.separator)
 # No test may reach W&B's servers.
 os.environ.setdefault("WANDB_MODE", "offline")
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import scd.io as atomic_io
 import scd.teacher.generation as generation
-import scd.teacher.store as store
 from scd.cli import main_task
 from tests.conftest import ROOT
 
@@ -161,15 +161,15 @@ def full_disk(below: Path):
     return open_
 
 
-@pytest.mark.parametrize("module", [store, generation], ids=["atomic_write", "shard_append"])
+@pytest.mark.parametrize("module", [atomic_io, generation], ids=["atomic_write", "shard_append"])
 def test_full_cache_disk_while_writing(fails, monkeypatch, tmp_path, module):
-    # The module's own `open` shadows the builtin: the store's atomic writes (the first is the teacher's prompt
+    # The module's own `open` shadows the builtin: the atomic writes (the first is the teacher's prompt
     # prefix) or the teacher's shard appends hit a full cache disk; the run directory can still record the failure.
     cache = tmp_path / "cache"
     monkeypatch.setattr(module, "open", full_disk(cache), raising=False)
     line = fails("stages=[teacher]")
     (store_dir,) = (cache / "rationales").iterdir()
-    if module is store:
+    if module is atomic_io:
         assert line == f"scd: error: could not write {store_dir / 'prompt_prefix.txt'}: {ENOSPC}"
     else:
         assert line == f"scd: error: could not append to {store_dir / 'shard-rank0.jsonl'}: {ENOSPC}"
@@ -177,7 +177,7 @@ def test_full_cache_disk_while_writing(fails, monkeypatch, tmp_path, module):
 
 def test_full_disk_everywhere(fails, monkeypatch, tmp_path):
     # Not even status.json can be written: that first failure is the one reported.
-    monkeypatch.setattr(store, "open", full_disk(tmp_path), raising=False)
+    monkeypatch.setattr(atomic_io, "open", full_disk(tmp_path), raising=False)
     assert fails(status=False) == f"scd: error: could not write {tmp_path / 'run' / 'status.json'}: {ENOSPC}"
 
 

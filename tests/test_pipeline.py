@@ -12,10 +12,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+import scd.teacher.stage as stage
+from scd.cli import main_task
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
-from scd.cli import main_task
+from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.pipeline import run
+from scd.teacher.stage import TEACHER_METRICS_FILE
 from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]
@@ -78,8 +81,10 @@ def test_six_cell_sweep(tmp_path):
         cells.add((cfg.decoding.name, cfg.training.mode))
         assert "student/accuracy" in json.loads((job / "metrics.json").read_text())
     assert len(cells) == 6
-    # Training modes share the teacher's rationales: one generation per decoding.
-    assert len(list((tmp_path / "cache" / "rationales").iterdir())) == 3
+    # Training modes share the teacher's rationales, and their metrics: one generation and one judge per decoding.
+    stores = list((tmp_path / "cache" / "rationales").iterdir())
+    assert len(stores) == 3
+    assert [len(list(store.glob("judge-*.json"))) for store in stores] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("override,message", [("decoding.lamda=0.5", "lamda"), ("decoding=beam", "beam")])
@@ -107,23 +112,34 @@ def test_out_of_range_value_exits_with_one_error_line(make_config, capsys, overr
     assert status["status"] == "failed" and message in status["error"]
 
 
-def test_toyworld_vocabulary_covers_the_student_and_simulator_texts():
-    """Student targets and simulator inputs in ToyWorld's word-level vocabulary: no unknown token, and the answer
-    parses back from the decoded target."""
-    from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
-    from scd.pipeline import pipeline_texts
-    from scd.student.formatting import format_input, format_target, parse_answer, task_tag
-    from scd.toyworld.tokenizer import build_tokenizer
-    from scd.toyworld.world import WorldConfig, load_toyworld
+@pytest.mark.slow
+def test_teacher_loaded_and_judge_trained_once_per_rationale_set(make_config, monkeypatch):
+    """Two runs sharing a rationale set (training modes): the teacher is loaded once, to generate and to measure;
+    the evaluate stage loads none. A third run with another simulator trains its own judge, still without it."""
+    loads, judges = [], []
+    load_teacher_model = stage.load_teacher_model
+    monkeypatch.setattr(stage, "load_teacher_model", lambda *args: loads.append(1) or load_teacher_model(*args))
+    with_judge = RationaleSetMetrics.with_judge
+    monkeypatch.setattr(RationaleSetMetrics, "with_judge", lambda self, store: judges.append(1) or with_judge(self, store))
+    runs = {}
+    for name, overrides in [("standard", ["training=standard"]), ("counterfactual", ["training=counterfactual"]),
+                            ("other_judge", ["training=standard", "simulator.max_steps=3"])]:
+        raw = make_config(*overrides, run=name)
+        run_dir = Path(raw.paths.output_dir)
+        run_dir.mkdir(parents=True)
+        runs[name] = run(validate(raw), raw, run_dir)
+        assert (len(loads), len(judges)) == {"standard": (1, 1), "counterfactual": (1, 1), "other_judge": (1, 2)}[name]
+    (store,) = (Path(raw.paths.cache_dir) / "rationales").iterdir()
+    stored = json.loads((store / TEACHER_METRICS_FILE).read_text())
+    assert {"teacher/fluency", "teacher/new_info", "teacher/vacuity"} <= set(stored)
+    assert len(list(store.glob("judge-*.json"))) == 2
+    for metrics in runs.values():
+        assert {key: metrics[key] for key in stored} == stored
+        assert 0.0 <= metrics["teacher/supports_answer"] <= 1.0
+    assert runs["standard"]["teacher/supports_answer"] == runs["counterfactual"]["teacher/supports_answer"]
 
-    world, splits = load_toyworld(WorldConfig())
-    tokenizer = build_tokenizer(world, pipeline_texts())
-    for ex in splits["test"][:20]:
-        tag = task_tag("distinct", True)
-        texts = [format_input(ex.question, ex.choices, tag), format_target(ex.rationale, ex.answer_text, tag)]
-        row = SimulatorRow(ex.question, ex.choices, ex.rationale, ex.answer)
-        texts += [simulator_input(row, view) for view in VIEWS]
-        for text in texts:
-            assert tokenizer.unk_token_id not in tokenizer(text).input_ids, text
-        decoded = tokenizer.decode(tokenizer(texts[1]).input_ids)
-        assert parse_answer(decoded, ex.choices) == ex.answer
+
+def test_pipeline_and_evaluation_do_not_name_a_task():
+    """Data sets plug in through scd.task: the generic stages never name one."""
+    for path in [ROOT / "scd" / "pipeline.py", *(ROOT / "scd" / "evaluation").glob("*.py")]:
+        assert "toyworld" not in path.read_text().lower(), path

@@ -24,12 +24,13 @@ import torch
 
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
+from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.cli import main_task
-from scd.pipeline import load_data
 from scd.report import write_report
 from scd.student.train import AtomicCheckpointIO
 from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage
-from scd.teacher.store import COMPLETE_MARKER, atomic_copy, atomic_write_text, exclusive, publish_directory
+from scd.task import build_task
+from scd.teacher.store import COMPLETE_MARKER
 from tests.conftest import ROOT, compose_config
 
 RATIONALE_FILES = [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]
@@ -89,8 +90,7 @@ def test_teacher_killed_three_times_gives_the_uninterrupted_files(make_config, t
 
     reference = make_config(*SLOW_TEACHER[1:], run="reference")
     cfg = validate(reference)
-    splits, _ = load_data(cfg)
-    expected = run_teacher_stage(cfg, splits, tmp_path / "reference")
+    expected = run_teacher_stage(cfg, build_task(cfg).splits(), tmp_path / "reference")
     for name in RATIONALE_FILES:
         assert (run_dir / "rationales" / name).read_bytes() == (expected / name).read_bytes(), name
 
@@ -150,9 +150,8 @@ def test_publish_directory_replaces_whole_or_not_at_all(tmp_path):
 
 
 def test_atomic_writers_leave_the_old_file_on_failure(tmp_path, monkeypatch):
-    path, source = tmp_path / "metrics.json", tmp_path / "source"
+    path = tmp_path / "metrics.json"
     path.write_text("old")
-    source.write_text("new")
 
     def fail(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -160,10 +159,8 @@ def test_atomic_writers_leave_the_old_file_on_failure(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(OSError, match="could not write .*metrics.json: No space left on device"):
         atomic_write_text(path, "new")
-    with pytest.raises(OSError, match="could not copy .*source to .*metrics.json: No space left on device"):
-        atomic_copy(source, path)
     assert path.read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "source"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
 def test_checkpoint_cut_by_a_failure_leaves_the_last_one(tmp_path, monkeypatch):

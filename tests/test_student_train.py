@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 import scd.student.evaluate as evaluation
 from scd.data.records import RationaleRecord
 from scd.models import load_model, load_tokenizer
-from scd.student.data import StudentDataModule, collate_rows, read_rationales, read_split
+from scd.io import read_rationales, read_split
+from scd.student.data import StudentDataModule, collate_rows
 from scd.student.evaluate import evaluate_student, generate_continuations, perturb_rationale_prefix
 from scd.student.formatting import rationale_prefix_span
 from scd.student.module import StudentModule

@@ -10,14 +10,14 @@ import pytest
 import scd.teacher.stage as stage
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
-from scd.pipeline import load_data
+from scd.task import build_task
 from scd.teacher.stage import run_teacher_stage, teacher_key
 from scd.teacher.store import COMPLETE_MARKER
 
 
 def generate(cfg_dict, run_dir: Path):
     cfg = validate(cfg_dict)
-    splits, _ = load_data(cfg)
+    splits = build_task(cfg).splits()
     return cfg, splits, run_teacher_stage(cfg, splits, run_dir)
 
 

@@ -12,6 +12,7 @@ from scd.toyworld.checker import entailed_answer, judge, label_shares
 from scd.toyworld.corpus import WRONG, CorpusConfig, CorpusConfigError, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import WorldConfig, WorldConfigError, load_toyworld
+from tests.conftest import TOYWORLD_PROMPT
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +220,10 @@ def test_label_shares(cases):
 
 def test_tokenizer_round_trip_newline_and_save_load(toy, tmp_path):
     world, splits = toy
-    extra = ["[factual]", "[counterfactual]", "So the answer is yes", "choices : a | b"]
-    tokenizer = build_tokenizer(world, extra)
     demo = splits["train"][0]
-    text = grammar.render_demonstration(demo.question, demo.answer_text, demo.rationale)
-    prompt = text + grammar.SEPARATOR + "[counterfactual] " + demo.question + " choices : yes | no"
+    text = TOYWORLD_PROMPT.render(demo.question, demo.choices, demo.answer_text, demo.rationale)
+    tokenizer = build_tokenizer(world, [text])
+    prompt = text + TOYWORLD_PROMPT.separator + "[counterfactual] " + demo.question + " choices : yes | no"
     ids = tokenizer(prompt)["input_ids"]
     assert tokenizer.unk_token_id not in ids
     assert ids.count(tokenizer.convert_tokens_to_ids("\n")) == 1
@@ -240,9 +240,10 @@ def test_tokenizer_round_trip_newline_and_save_load(toy, tmp_path):
 
 def test_tokenizer_covers_every_generated_text(toy):
     world, splits = toy
-    tokenizer = build_tokenizer(world)
     corpus = build_corpus(world, splits, CorpusConfig())
-    texts = corpus.lines() + [ex.question + " " + " ".join(ex.choices) for s in splits.values() for ex in s]
+    lines = corpus.lines(TOYWORLD_PROMPT)
+    tokenizer = build_tokenizer(world, lines[-1:])  # one demonstration brings the prompt's words
+    texts = lines + [ex.question + " " + " ".join(ex.choices) for s in splits.values() for ex in s]
     ids = tokenizer(texts)["input_ids"]
     assert all(tokenizer.unk_token_id not in row for row in ids)
 
@@ -256,12 +257,12 @@ def test_corpus_holds_facts_but_no_held_out_demonstration(toy):
     held_out = {(ex.meta["entity"], ex.meta["property"]) for s in ("dev", "test") for ex in splits[s]}
     demo_pairs = {(d.example.meta["entity"], d.example.meta["property"]) for d in corpus.demonstrations}
     assert not demo_pairs & held_out
-    lines = set(corpus.lines())
+    lines = set(corpus.lines(TOYWORLD_PROMPT))
     for ex in splits["test"][:20]:
         e, c, p = ex.meta["entity"], ex.meta["category"], ex.meta["property"]
         assert f"{e} is a {c} ." in lines
         assert grammar.sentence(grammar.rule(c, p, world.has(c, p))) in lines
-    assert all(line.startswith("Q : ") for line in (d.text for d in corpus.demonstrations))
+    assert all(d.text(TOYWORLD_PROMPT).startswith("Q : ") for d in corpus.demonstrations)
 
 
 def test_corpus_styles_per_entity_and_error_rate(toy):

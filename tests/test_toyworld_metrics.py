@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from scd.data.records import RationaleRecord
+from scd.io import write_rationales
 from scd.toyworld import grammar
-from scd.toyworld.metrics import student_metrics, teacher_chain_metrics, toyworld_metrics
+from scd.toyworld.metrics import prediction_metrics, student_metrics, teacher_chain_metrics, teacher_metrics
 from scd.toyworld.world import WorldConfig, load_toyworld
 
 
@@ -97,9 +96,9 @@ def test_run_metrics_read_the_rationale_files(toy, tmp_path):
         "test": [record(ex, chain_for(world, ex, ex.answer))],
     }
     for split, records in files.items():
-        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+        write_rationales(tmp_path / f"{split}.jsonl", records)
     predictions = [{"id": ex.id, "rationale": chain_for(world, ex, ex.answer), "predicted": ex.answer}]
-    metrics = toyworld_metrics(world, tmp_path, predictions)
+    metrics = {**teacher_metrics(world, tmp_path), **prediction_metrics(world, tmp_path, predictions)}
     assert metrics["toyworld/teacher_supports"] == 1.0
     assert metrics["toyworld/teacher_cf_entails"] == 1.0
     assert metrics["toyworld/student_consistency"] == 1.0

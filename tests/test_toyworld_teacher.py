@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from scd.toyworld import grammar, teacher
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from scd.toyworld import teacher
 from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
 from scd.toyworld.teacher import (
@@ -14,28 +16,31 @@ from scd.toyworld.teacher import (
     TeacherNotReadyError,
     cache_key,
     ensure_teacher,
-    load_teacher,
     probe_questions,
     probe_teacher,
     teacher_report,
 )
 from scd.toyworld.world import WorldConfig, load_toyworld
+from tests.conftest import TOYWORLD_PROMPT
 
 TINY_WORLD = WorldConfig(n_categories=2, entities_per_category=3, n_properties=6, n_train=20, n_dev=4, n_test=4)
 TINY_TEACHER = TeacherConfig(n_layers=2, d_model=32, n_heads=2, block_size=32, batch_size=8, max_steps=150,
                              learning_rate=3e-3, warmup_steps=10, probe_threshold=0.0)  # fmt: skip
-EXTRA = ["[factual] So the answer is"]
 
 
 @pytest.fixture(scope="module")
 def tiny_teacher(tmp_path_factory):
     cache = tmp_path_factory.mktemp("teachers")
-    return cache, ensure_teacher(TINY_WORLD, CorpusConfig(), TINY_TEACHER, cache, EXTRA, progress=False)
+    return cache, ensure_teacher(TINY_WORLD, CorpusConfig(), TINY_TEACHER, TOYWORLD_PROMPT, cache, progress=False)
+
+
+def load_teacher(path):
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
 def test_teacher_is_saved_with_report_and_loads(tiny_teacher):
     cache, path = tiny_teacher
-    assert path.parent == cache and path.name.endswith(cache_key(TINY_WORLD, CorpusConfig(), TINY_TEACHER, EXTRA))
+    assert path.parent == cache and path.name.endswith(cache_key(TINY_WORLD, CorpusConfig(), TINY_TEACHER, TOYWORLD_PROMPT))
     report = teacher_report(path)
     assert report["teacher_config"]["max_steps"] == TINY_TEACHER.max_steps and report["train_seconds"] > 0
     world, splits = load_toyworld(TINY_WORLD)
@@ -52,17 +57,19 @@ def test_tiny_teacher_learns_the_format(tiny_teacher):
     model, tokenizer = load_teacher(path)
     world, splits = load_toyworld(TINY_WORLD)
     held_out = splits["dev"] + splits["test"]
-    result = probe_teacher(model, tokenizer, probe_questions(splits, TINY_TEACHER.probe_size), splits["train"][:2])
+    questions = probe_questions(splits, TINY_TEACHER.probe_size)
+    result = probe_teacher(model, tokenizer, questions, splits["train"][:2], TOYWORLD_PROMPT)
     assert result == teacher.ProbeResult(**teacher_report(path)["probe"])  # deterministic, and what was recorded
     assert 0.0 <= result.accuracy <= 1.0
     grammatical = 0
     for example in held_out:
-        query = grammar.render_demonstration(example.question, example.answer_text, "").rstrip()
-        inputs = tokenizer(grammar.SEPARATOR + query, return_tensors="pt")
+        separator = TOYWORLD_PROMPT.separator
+        query = TOYWORLD_PROMPT.query(example.question, example.choices, example.answer_text)
+        inputs = tokenizer(separator + query, return_tensors="pt")
         output = model.generate(**inputs, max_new_tokens=16, do_sample=False, pad_token_id=tokenizer.pad_token_id)
         continuation = tokenizer.decode(output[0, inputs["input_ids"].shape[1] :])
-        assert grammar.SEPARATOR in continuation  # it ends its rationale with the separator, as in the corpus
-        grammatical += judge(world, example, continuation.split(grammar.SEPARATOR)[0]).grammatical
+        assert separator in continuation  # it ends its rationale with the separator, as in the corpus
+        grammatical += judge(world, example, continuation.split(separator)[0]).grammatical
     assert grammatical >= 0.75 * len(held_out)
 
 
@@ -73,20 +80,22 @@ def test_second_call_reuses_the_cache(tiny_teacher, monkeypatch):
         raise AssertionError("the cached teacher was trained again")
 
     monkeypatch.setattr(teacher, "train_teacher", no_training)
-    assert ensure_teacher(TINY_WORLD, CorpusConfig(), TINY_TEACHER, cache, EXTRA, progress=False) == path
+    assert ensure_teacher(TINY_WORLD, CorpusConfig(), TINY_TEACHER, TOYWORLD_PROMPT, cache, progress=False) == path
     # A different configuration is a different teacher: it would train.
     with pytest.raises(AssertionError, match="trained again"):
-        ensure_teacher(TINY_WORLD, CorpusConfig(teacher_error_rate=0.0), TINY_TEACHER, cache, EXTRA, progress=False)
+        ensure_teacher(TINY_WORLD, CorpusConfig(teacher_error_rate=0.0), TINY_TEACHER, TOYWORLD_PROMPT, cache,
+                       progress=False)
     assert len([p for p in cache.iterdir() if p.name.startswith("toyworld-teacher-")]) == 1
 
 
 def test_untrained_teacher_fails_the_probe(tmp_path):
     config = dataclasses.replace(TINY_TEACHER, max_steps=1, probe_threshold=0.95)
     with pytest.raises(TeacherNotReadyError, match="failed its readiness probe"):
-        ensure_teacher(TINY_WORLD, CorpusConfig(), config, tmp_path, progress=False)
+        ensure_teacher(TINY_WORLD, CorpusConfig(), config, TOYWORLD_PROMPT, tmp_path, progress=False)
     # The teacher is kept for inspection; asking again reports the same verdict without training, or just warns.
     with pytest.warns(UserWarning, match="failed its readiness probe"):
-        ensure_teacher(TINY_WORLD, CorpusConfig(), config, tmp_path, require_ready=False, progress=False)
+        ensure_teacher(TINY_WORLD, CorpusConfig(), config, TOYWORLD_PROMPT, tmp_path, require_ready=False,
+                       progress=False)
 
 
 @pytest.mark.parametrize("field, value", [("d_model", 30), ("max_steps", 0), ("probe_threshold", 2.0)])

@@ -4,13 +4,8 @@ import pytest
 import wandb
 
 from scd.data.records import RationaleRecord
-from scd.evaluation.wandb_log import (
-    log_rationale_samples,
-    log_report_table,
-    rationale_samples_table,
-    scrub_secrets,
-    secret_values,
-)
+from scd.evaluation.wandb_log import log_rationale_samples, log_report_table, rationale_samples_table
+from scd.io import scrub_secrets, secret_values
 
 FAKE_KEY = "fake-wandb-key-0123456789abcdef0123456789"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -31,19 +31,3 @@ class Example:
     @property
     def answer_text(self) -> str:
         return self.choices[self.answer]
-
-    def to_dict(self) -> dict[str, Any]:
-        record = asdict(self)
-        record["choices"] = list(self.choices)
-        return record
-
-    @classmethod
-    def from_dict(cls, record: dict[str, Any]) -> Example:
-        return cls(
-            id=str(record["id"]),
-            question=record["question"],
-            choices=tuple(record["choices"]),
-            answer=int(record["answer"]),
-            rationale=record.get("rationale"),
-            meta=dict(record.get("meta") or {}),
-        )

@@ -20,3 +20,8 @@ def perturbed_answer(example: Example, seed: int) -> int:
     """
     others = [index for index in range(len(example.choices)) if index != example.answer]
     return others[stable_hash(seed, example.id) % len(others)]
+
+
+def other_answer(answer: int, perturbed: int, rationale_for: int) -> int:
+    """The answer of a (gold, perturbed) pair that a rationale written for ``rationale_for`` is contrasted with."""
+    return perturbed if rationale_for == answer else answer

@@ -34,10 +34,6 @@ class RationaleRecord:
         return self.choices[self.answer]
 
     @property
-    def perturbed_answer_text(self) -> str:
-        return self.choices[self.perturbed_answer]
-
-    @property
     def rationale_for_text(self) -> str:
         return self.choices[self.rationale_for]
 

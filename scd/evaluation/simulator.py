@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
+from scd.config import Config
 from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
+from scd.models import load_model, load_tokenizer
 
 View = Literal["xe", "x", "e"]
 VIEWS: tuple[View, ...] = ("xe", "x", "e")
@@ -230,3 +232,15 @@ def simulator_las(
         [row.target for row in rows], predictions["xe"], predictions["x"], predictions["e"],
         bootstrap_samples=bootstrap_samples, seed=seed,
     )
+
+
+def fit_simulator(cfg: Config, rows: Sequence[SimulatorRow], tokenizer_source: str | None) -> tuple[Any, Any]:
+    """A simulator built and trained on ``rows`` as ``cfg.simulator`` says; ``tokenizer_source`` is what its
+    ``tokenizer: teacher`` means (the task's shared tokenizer). Returns (model, tokenizer)."""
+    s = cfg.simulator
+    tokenizer = load_tokenizer(tokenizer_source if s.tokenizer == "teacher" else s.tokenizer or s.name_or_path)
+    model = load_model("seq2seq", tokenizer, name_or_path=s.name_or_path, random_init=s.random_init, seed=s.seed)
+    trainer_kwargs = {"max_steps": s.max_steps, "accelerator": cfg.trainer.accelerator,
+                      "enable_progress_bar": cfg.trainer.enable_progress_bar}
+    train_simulator(model, tokenizer, rows, trainer_kwargs=trainer_kwargs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
+    return model, tokenizer

@@ -22,6 +22,7 @@ import torch
 from numpy.typing import ArrayLike
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import SimulatorRow, score_choices
 from scd.teacher.generation import leading_special_ids
@@ -77,10 +78,6 @@ def supports_answer(choice_scores: Sequence[ArrayLike], supported: ArrayLike, ot
     return float(np.mean(wins))
 
 
-def _other_answer(record: RationaleRecord) -> int:
-    return record.perturbed_answer if record.rationale_for == record.answer else record.answer
-
-
 def teacher_simulator_rows(records: Sequence[RationaleRecord]) -> list[SimulatorRow]:
     """Simulator rows whose target is the answer each rationale was written for (to train the supports-answer judge)."""
     return [SimulatorRow(r.question, tuple(r.choices), r.rationale, r.rationale_for) for r in records]
@@ -94,7 +91,8 @@ def supports_answer_with_simulator(
 ) -> float:
     """``supports_answer`` judged by a trained simulator (``scd.evaluation.simulator``) reading the rationale alone."""
     scores = score_choices(model, tokenizer, teacher_simulator_rows(records), "e", batch_size=batch_size)
-    return supports_answer(scores, [r.rationale_for for r in records], [_other_answer(r) for r in records])
+    others = [other_answer(r.answer, r.perturbed_answer, r.rationale_for) for r in records]
+    return supports_answer(scores, [r.rationale_for for r in records], others)
 
 
 # --- new_info --------------------------------------------------------------------------------------------------------

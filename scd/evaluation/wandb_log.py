@@ -1,56 +1,14 @@
-"""W&B helpers for a run (``wandb.init(...)`` or Lightning's ``WandbLogger.experiment``), and config scrubbing.
-
-``scrub_secrets`` must see every config before it is logged or saved: W&B uploads the config it is given, and
-Hydra-composed configs can pick up tokens through ``${oc.env:...}`` interpolations.
-"""
+"""W&B helpers for a run (``wandb.init(...)`` or Lightning's ``WandbLogger.experiment``). The config a run logs is
+scrubbed of secrets first (``scd.io.scrub_secrets``)."""
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import wandb
 
 from scd.data.records import RationaleRecord
-
-MASK = "***"
-# A name part ending in one of these words marks a secret: WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD,
-# APIKEY. Requiring the word to end a part keeps TOKENIZERS_PARALLELISM and KEYBOARD_* out.
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)(_|$)")
-# Shorter values ("1", "true") cannot be told from ordinary config values, so they are not masked.
-MIN_SECRET_LENGTH = 6
-
-
-def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Values of the environment variables whose names mark them as secrets, longest first."""
-    environ = os.environ if environ is None else environ
-    values = {value for name, value in environ.items() if SECRET_NAME.search(name.upper())}
-    return sorted((value for value in values if len(value) >= MIN_SECRET_LENGTH), key=len, reverse=True)
-
-
-def scrub_secrets(config: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """A copy of ``config`` in which every occurrence of an environment secret inside a string is replaced by
-    ``***`` (nested dicts, lists and tuples included). Non-string values are kept as they are.
-
-    >>> scrub_secrets({"url": "https://u:s3cr3t-pw@host", "n": 1}, environ={"DB_PASSWORD": "s3cr3t-pw"})
-    {'url': 'https://u:***@host', 'n': 1}
-    """
-    secrets = secret_values(environ)
-
-    def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            for secret in secrets:
-                value = value.replace(secret, MASK)
-            return value
-        if isinstance(value, Mapping):
-            return {key: scrub(item) for key, item in value.items()}
-        if isinstance(value, (list, tuple)):
-            return type(value)(scrub(item) for item in value)
-        return value
-
-    return scrub(config)
 
 
 def rationale_samples_table(records_by_decoding: Mapping[str, Sequence[RationaleRecord]], n: int) -> wandb.Table:

@@ -6,11 +6,10 @@ input with the teacher's rationale for the perturbed answer and is trained only 
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +17,8 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from scd.data.records import RATIONALE_SPLITS, RationaleRecord
+from scd.data.records import RationaleRecord
+from scd.io import RationaleFileError, read_rationales, read_split
 from scd.models import Arch
 from scd.student.formatting import (
     CAUSAL_SEPARATOR,
@@ -32,56 +32,6 @@ from scd.student.formatting import (
 
 Training = Literal["standard", "counterfactual"]
 IGNORE_INDEX = -100
-
-
-class RationaleFileError(ValueError):
-    """A rationale file that cannot be read: names the file, the line and the field."""
-
-
-def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: str) -> None:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(choices):
-        raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
-
-
-def read_rationales(path: str | Path) -> list[RationaleRecord]:
-    """Read a ``rationales/<split>.jsonl`` file, checking every line against the RationaleRecord fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise RationaleFileError(f"{path}: no such rationale file")
-    records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RationaleFileError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise RationaleFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
-                if name not in record:
-                    raise RationaleFileError(f"{where}: missing field {name!r}")
-            for name in ("question", "rationale"):
-                if not isinstance(record[name], str):
-                    raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
-            choices = record["choices"]
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
-            for name in ("answer", "perturbed_answer", "rationale_for"):
-                _check_index(record, name, choices, where)
-            record["id"] = str(record["id"])
-            record.setdefault("decoding", "")
-            records.append(RationaleRecord.from_dict(record))
-    return records
-
-
-def read_split(rationale_dir: str | Path, split: str) -> list[RationaleRecord]:
-    if split not in RATIONALE_SPLITS:
-        raise ValueError(f"unknown rationale split {split!r}: use one of {', '.join(RATIONALE_SPLITS)}")
-    return read_rationales(Path(rationale_dir) / f"{split}.jsonl")
 
 
 @dataclass(frozen=True)

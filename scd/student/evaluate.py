@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
+from scd.io import atomic_write_text
 from scd.models import Arch
 from scd.student.data import encode_prompt, pad
 from scd.student.formatting import (
@@ -37,7 +38,6 @@ from scd.student.formatting import (
     rationale_prefix_span,
     task_tag,
 )
-from scd.teacher.store import atomic_write_text
 
 
 def _prompt_ids(tokenizer: PreTrainedTokenizerBase, arch: Arch, record: RationaleRecord, tag: str) -> list[int]:

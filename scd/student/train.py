@@ -13,8 +13,8 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
+from scd.io import publish_directory
 from scd.student.module import StudentModule
-from scd.teacher.store import publish_directory
 
 log = logging.getLogger(__name__)
 MONITOR = "val/loss"

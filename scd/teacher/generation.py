@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.example import Example
+from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.prompt import PromptTemplate
@@ -43,7 +44,7 @@ class RationaleJob:
 
     @property
     def other(self) -> int:
-        return self.perturbed_answer if self.rationale_for == self.example.answer else self.example.answer
+        return other_answer(self.example.answer, self.perturbed_answer, self.rationale_for)
 
 
 def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:

@@ -2,13 +2,16 @@
 
 Rationales are generated into ``<cache_dir>/rationales/<key>``, keyed by the config that decides them, and copied into
 the run directory. A later run with the same teacher-relevant config (a sweep over training modes, say) reuses them; a
-killed run resumes from its shards.
+killed run resumes from its shards. The metrics of the rationale set are measured here too, while the teacher is
+loaded (``measure``), and go into the run directory as ``rationales/teacher_metrics.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -21,24 +24,23 @@ from scd.config import Config, DecodingConfig, TeacherConfig
 from scd.data.example import Example
 from scd.data.perturb import perturbed_answer
 from scd.data.records import RATIONALE_SPLITS
+from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.models import load_model, load_tokenizer
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
-from scd.teacher.store import (
-    atomic_write_text,
-    config_key,
-    exclusive,
-    is_complete,
-    merge_shards,
-    publish_directory,
-    read_shards,
-)
+from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
 
 log = logging.getLogger(__name__)
 
 # The instruction and demonstrations the teacher saw before every question, saved beside the rationales.
 PROMPT_PREFIX_FILE = "prompt_prefix.txt"
+# The metrics of the run's rationale set, beside it in the run directory.
+TEACHER_METRICS_FILE = "teacher_metrics.json"
+
+Teacher = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+# Measures the rationale set in a cache directory, given a loader of the teacher (called only if it is needed).
+Measure = Callable[[Path, Callable[[], Teacher]], dict[str, float]]
 
 # Knobs that change speed, not output: they do not enter the cache key.
 SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
@@ -75,6 +77,10 @@ def demonstrations(cfg: TeacherConfig, train: list[Example], seed: int) -> list[
     return pick_demonstrations(train, cfg.num_demonstrations, seed)
 
 
+def teacher_prompt(t: TeacherConfig) -> PromptTemplate:
+    return PromptTemplate(t.template, t.separator, t.instruction)
+
+
 def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> DecodingSettings:
     return DecodingSettings(
         lam=decoding.lam, plausibility=decoding.plausibility, max_new_tokens=teacher.max_new_tokens,
@@ -95,7 +101,7 @@ def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: 
             )
 
 
-def load_teacher_model(cfg: Config, teacher_dir: str | None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_teacher_model(cfg: Config, teacher_dir: str | None) -> Teacher:
     """The frozen teacher and its tokenizer: a checkpoint, a random init, or the trained ToyWorld teacher's directory."""
     t = cfg.teacher
     source = teacher_dir or t.name_or_path
@@ -113,18 +119,21 @@ def load_teacher_module(
     """The prompt prefix (instruction and demonstrations) and the teacher module that decodes after it."""
     t = cfg.teacher
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
-    prompt = PromptTemplate(t.template, t.separator, t.instruction)
+    prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
     return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
                          decoding_settings(cfg.decoding, t))
 
 
 def run_teacher_stage(
-    cfg: Config, splits: dict[str, list[Example]], run_dir: Path, teacher_dir: str | None = None
+    cfg: Config, splits: dict[str, list[Example]], run_dir: Path, teacher_dir: str | None = None,
+    measure: Measure | None = None,
 ) -> Path:
     """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory.
 
-    With several ranks (``trainer.devices`` > 1), each decodes its share of the jobs; global rank 0 merges and copies.
+    ``measure`` (on global rank 0, under the cache entry's lock) gives the metrics of the rationale set; the teacher
+    it may ask for is the one that just generated, or is loaded then. With several ranks (``trainer.devices`` > 1),
+    each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
     store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, teacher_dir)
     store.mkdir(parents=True, exist_ok=True)
@@ -133,13 +142,21 @@ def run_teacher_stage(
     # Parallel sweep jobs with the same teacher config: one generates, the others wait here and reuse its files.
     # Other ranks run only inside rank 0's predict loop, while rank 0 holds the lock.
     with exclusive(store) if rank_zero else nullcontext():
-        trainer = None
+        trainer, module = None, None
         if is_complete(store):
             log.info("Reusing rationales from %s", store)
         else:
-            trainer = generate(cfg, splits, store, jobs, teacher_dir)
+            trainer, module = generate(cfg, splits, store, jobs, teacher_dir)
         if rank_zero:
-            publish(store, jobs, run_dir)
+            if not is_complete(store):
+                order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
+                merge_shards(store, order)
+
+            def teacher() -> Teacher:
+                return (module.model, module.tokenizer) if module else load_teacher_model(cfg, teacher_dir)
+
+            metrics = measure(store, teacher) if measure else None
+            publish(store, run_dir, metrics)
         if trainer is not None:
             # The student stage comes next on every rank and reads the published files.
             trainer.strategy.barrier("teacher_rationales_published")
@@ -148,14 +165,14 @@ def run_teacher_stage(
 
 def generate(
     cfg: Config, splits: dict[str, list[Example]], store: Path, jobs: list[RationaleJob], teacher_dir: str | None
-) -> pl.Trainer | None:
+) -> tuple[pl.Trainer | None, TeacherModule | None]:
     """Decode the jobs that have no record in the store's shards yet, each rank its share, into the store's shards.
-    Returns the predict loop's Trainer, or None when nothing was pending."""
+    Returns the predict loop's Trainer and the teacher module, or (None, None) when nothing was pending."""
     done = read_shards(store)
     pending = [job for job in jobs if job.key not in done]
     log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
     if not pending:
-        return None
+        return None, None
     prefix, module = load_teacher_module(cfg, splits, teacher_dir)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
@@ -170,18 +187,17 @@ def generate(
     trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)
     # Rank 0 merges every rank's shard: all must be flushed first.
     trainer.strategy.barrier("teacher_shards_written")
-    return trainer
+    return trainer, module
 
 
-def publish(store: Path, jobs: list[RationaleJob], run_dir: Path) -> Path:
-    """Merge the shards (unless the store is complete) and copy the rationales into ``run_dir/rationales`` as one
-    directory rename, so a run directory never holds a partial or mixed set."""
-    if not is_complete(store):
-        order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
-        merge_shards(store, order)
+def publish(store: Path, run_dir: Path, metrics: dict[str, float] | None) -> Path:
+    """Copy the merged rationales, and write their metrics, into ``run_dir/rationales`` as one directory rename, so
+    a run directory never holds a partial or mixed set."""
 
     def copy(directory: Path) -> None:
         for name in [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]:
             shutil.copyfile(store / name, directory / name)
+        if metrics is not None:
+            (directory / TEACHER_METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
     return publish_directory(copy, run_dir / "rationales")

@@ -9,15 +9,14 @@ Layout of ``<cache_dir>/rationales/<key>/``:
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
-import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from scd.data.records import RationaleRecord
+from scd.io import atomic_write_text, write_rationales
 
 COMPLETE_MARKER = "COMPLETE"
 
@@ -26,54 +25,6 @@ def config_key(teacher_relevant: dict[str, Any]) -> str:
     """A short stable hash of the config that decides the rationales (data, teacher, prompt, decoding)."""
     blob = json.dumps(teacher_relevant, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _temporary(path: Path) -> Path:
-    # The process id keeps two writers of one file (DDP ranks, sweep jobs sharing the cache) off each other's temp file.
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` either holds all of it or does not change."""
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write {path}: {err.strerror or err}") from err
-
-
-def atomic_copy(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` so that ``target`` either is the whole copy or does not change."""
-    tmp = _temporary(target)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"could not copy {source} to {target}: {err.strerror or err}") from err
-
-
-def publish_directory(write: Callable[[Path], object], target: Path) -> Path:
-    """Let ``write`` fill a fresh temporary directory, then move it to ``target`` (replacing an older one), so that
-    ``target`` never holds a partial set of files. Returns ``target``."""
-    tmp = _temporary(target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        write(tmp)
-        # A directory cannot be renamed over a non-empty one: between these two steps there is no target at all,
-        # which readers see as "not written yet", never as a partial one.
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"could not write {target}: {err.strerror or err}") from err
-    return target
 
 
 def read_shards(shard_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -99,23 +50,8 @@ def merge_shards(shard_dir: Path, order: dict[str, Sequence[str]]) -> None:
         missing = [i for i in ids if (split, i) not in records]
         if missing:
             raise RuntimeError(f"rationales for split {split!r} are incomplete: {len(missing)} ids missing, e.g. {missing[:3]}")
-        lines = "".join(
-            json.dumps({k: v for k, v in records[(split, i)].items() if k != "split"}) + "\n" for i in ids
-        )
-        atomic_write_text(shard_dir / f"{split}.jsonl", lines)
+        write_rationales(shard_dir / f"{split}.jsonl", [RationaleRecord.from_dict(records[(split, i)]) for i in ids])
     atomic_write_text(shard_dir / COMPLETE_MARKER, "\n".join(order) + "\n")
-
-
-@contextmanager
-def exclusive(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) for the duration of the block; the lock goes with
-    the process, so a killed holder never leaves it locked."""
-    with open(directory / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def is_complete(directory: Path) -> bool:

@@ -1,7 +1,7 @@
 """The teacher's training text: the world's facts and question-answer demonstrations in the teacher prompt format.
 
-Demonstrations read ``grammar.PROMPT_TEMPLATE`` (the template the teacher is later prompted with) and their
-rationales mix four styles: ``support`` (the two-fact chain), ``restate`` ("E can P ." or "the answer is yes ."),
+Demonstrations are rendered with the teacher's prompt template (``teacher.template``, the one it is later prompted
+with), and their rationales mix four styles: ``support`` (the two-fact chain), ``restate`` ("E can P ." or "the answer is yes ."),
 ``generic`` ("this is well known .") and ``irrelevant`` (true facts about where E lives and its colour). Styles are
 assigned per entity: each entity has a dominant style (shares given by the mix, exactly) that a demonstration uses
 with probability ``style_concentration``, else it draws a style from the mix. A global mix would make greedy decoding
@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 
 from scd.data.example import Example
+from scd.teacher.prompt import PromptTemplate
 from scd.toyworld import grammar
 from scd.toyworld.world import World
 
@@ -69,9 +70,8 @@ class Demonstration:
     style: str  # one of STYLES, or WRONG
     rationale: str
 
-    @property
-    def text(self) -> str:
-        return grammar.render_demonstration(self.example.question, self.example.answer_text, self.rationale)
+    def text(self, prompt: PromptTemplate) -> str:
+        return prompt.render(self.example.question, self.example.choices, self.example.answer_text, self.rationale)
 
 
 @dataclass(frozen=True)
@@ -81,9 +81,10 @@ class Corpus:
     entity_style: dict[str, str]  # dominant style of each entity
     unreliable: frozenset[str]  # entities whose demonstrations argue the wrong answer
 
-    def lines(self) -> list[str]:
-        """Every fact and demonstration, one line each; training joins them with ``grammar.SEPARATOR``."""
-        return self.facts + [demo.text for demo in self.demonstrations]
+    def lines(self, prompt: PromptTemplate) -> list[str]:
+        """Every fact and demonstration (rendered with ``prompt``), one line each; training joins them with the
+        prompt's separator."""
+        return self.facts + [demo.text(prompt) for demo in self.demonstrations]
 
     def error_share(self) -> float:
         """Share of demonstrations whose rationale argues the wrong answer."""

@@ -12,11 +12,6 @@ from typing import Literal
 RationaleFormat = Literal["rule_first", "entity_first"]
 RATIONALE_FORMATS: tuple[str, ...] = ("rule_first", "entity_first")
 
-# The teacher prompt contract: demonstrations are ``PROMPT_TEMPLATE.format(...)`` joined by ``SEPARATOR``; the query
-# is the template rendered up to "{rationale}", right-stripped. The template has no newline, so "\n" ends a rationale.
-PROMPT_TEMPLATE = "Q : {question} A : the answer is {answer} . {rationale}"
-SEPARATOR = "\n"
-
 YES, NO = "yes", "no"
 YES_NO: tuple[str, str] = (YES, NO)
 
@@ -51,11 +46,12 @@ COLOUR_WORDS: tuple[str, ...] = (
     "red", "blue", "green", "yellow", "black", "white", "grey", "brown", "pink", "purple", "orange", "golden",
 )  # fmt: skip
 
-# Words that glue the grammar together (everything except names, properties, locations and colours).
+# Words that glue the grammar together (everything except names, properties, locations and colours). The teacher's
+# prompt template (conf/teacher/toyworld.yaml) adds its own words to the tokenizer.
 FUNCTION_WORDS: tuple[str, ...] = tuple(
     sorted(
         {
-            *"Q : A the answer is . , and every no can cannot a lives in which of these ? yes".split(),
+            *"the answer is . , and every no can cannot a lives in which of these ? yes".split(),
             *" ".join(CUE_WORDINGS.values()).split(),
             *" ".join(GENERIC_CLAUSES).split(),
         }
@@ -107,7 +103,3 @@ def yes_no_question(entity: str, prop: str, cue: str) -> str:
 
 def mc_question(prop: str) -> str:
     return MC_WORDING.format(property=prop)
-
-
-def render_demonstration(question: str, answer: str, rationale: str) -> str:
-    return PROMPT_TEMPLATE.format(question=question, answer=answer, rationale=rationale)

@@ -1,9 +1,10 @@
 """ToyWorld's exact metrics, judged by the checker against the world's facts (keys ``toyworld/<metric>``).
 
-Teacher: the share of its rationales that state a complete true chain for the answer they were written for, and the
-share of each checker label. Student: whether its answer follows from its own rationale, whether that rationale is
-a correct chain, its accuracy split by whether the question's wording cue (the shortcut) agrees with the gold answer,
-and whether it follows a forced counterfactual rationale when the cue argues against it.
+Teacher (``teacher_metrics``, once per rationale set): the share of its rationales that state a complete true chain
+for the answer they were written for, and the share of each checker label. Student (``prediction_metrics``): whether
+its answer follows from its own rationale, whether that rationale is a correct chain, its accuracy split by whether
+the question's wording cue (the shortcut) agrees with the gold answer, and whether it follows a forced
+counterfactual rationale when the cue argues against it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from scd.data.records import RationaleRecord
-from scd.student.data import read_split
+from scd.io import read_split
 from scd.toyworld.checker import LABELS, judge
 from scd.toyworld.world import World
 
@@ -61,12 +62,20 @@ def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: 
     return metrics
 
 
-def toyworld_metrics(world: World, rationale_dir: Path, test_predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """All exact metrics of a run, from its rationales directory and the student's test predictions."""
+def teacher_metrics(world: World, rationale_dir: Path) -> dict[str, float]:
+    """The exact metrics of a rationale set: computed once, when the teacher writes it."""
     metrics = teacher_chain_metrics(world, read_split(rationale_dir, "train"), "teacher")
     metrics["teacher_cf_entails"] = _mean([
         judge(world, r.to_example(), r.rationale).entailed == r.rationale_for
         for r in read_split(rationale_dir, "train_counterfactual")
     ])
-    metrics.update(student_metrics(world, read_split(rationale_dir, "test"), test_predictions))
+    return _prefixed(metrics)
+
+
+def prediction_metrics(world: World, rationale_dir: Path, test_predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """The exact metrics of a student's test predictions (the test questions read from its run's rationales)."""
+    return _prefixed(student_metrics(world, read_split(rationale_dir, "test"), test_predictions))
+
+
+def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
     return {f"toyworld/{key}": value for key, value in metrics.items()}

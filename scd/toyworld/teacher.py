@@ -7,7 +7,9 @@ the teacher puts the right category (retrieved through the entity: a two-hop fac
 right property (copied from the question) at their places in the rationale. A teacher that fails the probe writes
 fluent rationales about the wrong things, so generation should not start from it.
 
-``ensure_teacher`` trains once per (world, corpus, training, vocabulary) configuration and reuses the directory.
+The corpus and the probe render their demonstrations with the teacher's prompt template (``teacher.template`` in
+config), the one the teacher stage prompts it with. ``ensure_teacher`` trains once per (world, corpus, training,
+prompt) configuration and reuses the directory.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
-from transformers import get_wsd_schedule
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_schedule
 
 from scd.data.example import Example
 from scd.models import load_model
-from scd.toyworld import grammar
+from scd.teacher.prompt import Demonstration, PromptTemplate
 from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
@@ -109,11 +110,11 @@ class TeacherConfig:
 
 
 class CorpusWindows(IterableDataset):
-    """Endless ``block_size`` windows of the corpus: lines reshuffled every pass, joined by the separator token."""
+    """Endless ``block_size`` windows of the corpus: lines reshuffled every pass, joined by the separator's tokens."""
 
-    def __init__(self, lines: Sequence[list[int]], separator_id: int, block_size: int, seed: int) -> None:
+    def __init__(self, lines: Sequence[list[int]], separator_ids: list[int], block_size: int, seed: int) -> None:
         self.lines = lines
-        self.separator_id = separator_id
+        self.separator_ids = separator_ids
         self.block_size = block_size
         self.seed = seed
 
@@ -124,7 +125,7 @@ class CorpusWindows(IterableDataset):
             order = list(range(len(self.lines)))
             rng.shuffle(order)
             for i in order:
-                buffer += self.lines[i] + [self.separator_id]
+                buffer += self.lines[i] + self.separator_ids
                 while len(buffer) >= self.block_size:
                     yield torch.tensor(buffer[: self.block_size])
                     buffer = buffer[self.block_size :]
@@ -172,24 +173,28 @@ class ProbeResult:
         return min(self.category_accuracy, self.property_accuracy)
 
 
+def demonstration(example: Example) -> Demonstration:
+    return Demonstration(example.question, example.choices, example.answer_text, example.rationale or "")
+
+
 def probe_teacher(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[Example],
     demonstrations: Sequence[Example],
+    prompt: PromptTemplate,
     batch_size: int = 64,
 ) -> ProbeResult:
     """Teacher-forced accuracy at the first category and property token of each question's gold rationale.
 
-    Each input is ``demonstrations`` and the question, rendered with the prompt template and joined by the
-    separator, as in a teacher prompt, with the gold rationale in place of generation.
+    Each input is ``demonstrations`` and the question, rendered with ``prompt`` as in a teacher prompt, with the
+    gold rationale in place of generation.
     """
-    prefix = "".join(grammar.render_demonstration(d.question, d.answer_text, d.rationale) + grammar.SEPARATOR
-                     for d in demonstrations)  # fmt: skip
+    prefix = prompt.prefix([demonstration(d) for d in demonstrations])
     inputs, targets = [], []
     for example in questions:
-        head = prefix + grammar.render_demonstration(example.question, example.answer_text, "")
-        head_ids = tokenizer(head.rstrip(), add_special_tokens=False)["input_ids"]
+        head = prefix + prompt.query(example.question, example.choices, example.answer_text)
+        head_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
         rationale_ids = tokenizer(example.rationale, add_special_tokens=False)["input_ids"]
         wanted = [tokenizer.convert_tokens_to_ids(example.meta[key]) for key in ("category", "property")]
         inputs.append(head_ids + rationale_ids)
@@ -221,15 +226,16 @@ def train_teacher(
     splits: dict[str, list[Example]],
     corpus_config: CorpusConfig,
     teacher_config: TeacherConfig,
+    prompt: PromptTemplate,
     tokenizer: PreTrainedTokenizerBase,
     log_dir: Path,
     progress: bool = True,
 ) -> PreTrainedModel:
     """A randomly initialized causal LM trained on the world's corpus for ``teacher_config.max_steps`` steps."""
     corpus = build_corpus(world, splits, corpus_config)
-    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines()]
-    separator_id = tokenizer.convert_tokens_to_ids(grammar.SEPARATOR)
-    windows = CorpusWindows(lines, separator_id, teacher_config.block_size, teacher_config.seed)
+    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines(prompt)]
+    separator_ids = tokenizer(prompt.separator, add_special_tokens=False)["input_ids"]
+    windows = CorpusWindows(lines, separator_ids, teacher_config.block_size, teacher_config.seed)
     model = load_model("causal", tokenizer, random_init=teacher_config.model_init(), seed=teacher_config.seed)
     module = CausalLMModule(model, teacher_config.learning_rate, teacher_config.warmup_steps, teacher_config.max_steps,
                             teacher_config.decay_fraction, teacher_config.weight_decay)  # fmt: skip
@@ -252,14 +258,14 @@ def train_teacher(
 
 
 def cache_key(world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
-              extra_texts: Sequence[str]) -> str:  # fmt: skip
+              prompt: PromptTemplate) -> str:  # fmt: skip
     """A hash of everything that determines the trained teacher."""
     payload = {
         "version": CACHE_VERSION,
         "world": asdict(world_config),
         "corpus": asdict(corpus_config),
         "teacher": asdict(teacher_config),
-        "extra_texts": list(extra_texts),
+        "prompt": asdict(prompt),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -283,41 +289,43 @@ def ensure_teacher(
     world_config: WorldConfig,
     corpus_config: CorpusConfig,
     teacher_config: TeacherConfig,
+    prompt: PromptTemplate,
     cache_dir: str | os.PathLike[str],
-    extra_texts: Sequence[str] = (),
     require_ready: bool = True,
     progress: bool = True,
 ) -> Path:
     """The directory of a trained teacher (model and tokenizer, loadable with the Auto classes), training it if needed.
 
     The directory is ``cache_dir/toyworld-teacher-<hash>``; ``teacher.json`` in it records the configuration, the
-    training time and the probe result. The tokenizer covers the world and every word of ``extra_texts``. A teacher
-    below ``teacher_config.probe_threshold`` raises ``TeacherNotReadyError`` (or warns, with ``require_ready=False``).
+    training time and the probe result. The tokenizer covers the world and the words of ``prompt``. A teacher below
+    ``teacher_config.probe_threshold`` raises ``TeacherNotReadyError`` (or warns, with ``require_ready=False``).
     """
     cache_dir = Path(cache_dir)
-    key = cache_key(world_config, corpus_config, teacher_config, extra_texts)
+    key = cache_key(world_config, corpus_config, teacher_config, prompt)
     path = cache_dir / f"toyworld-teacher-{key}"
     if not (path / REPORT_FILE).exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
         world, splits = load_toyworld(world_config)
-        tokenizer = build_tokenizer(world, extra_texts)
+        tokenizer = build_tokenizer(world, [prompt.prefix([demonstration(splits["train"][0])])])
         # Build in a scratch directory and rename, so an interrupted run never leaves a half-written teacher.
         scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=cache_dir))
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(teacher_config.seed)
                 started = time.perf_counter()
-                model = train_teacher(world, splits, corpus_config, teacher_config, tokenizer, scratch, progress)
+                model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, scratch,
+                                      progress)  # fmt: skip
                 train_seconds = time.perf_counter() - started
             held_out = probe_questions(splits, teacher_config.probe_size)
-            probe = probe_teacher(model, tokenizer, held_out, splits["train"][: teacher_config.probe_demonstrations])
+            demonstrations = splits["train"][: teacher_config.probe_demonstrations]
+            probe = probe_teacher(model, tokenizer, held_out, demonstrations, prompt)
             model.save_pretrained(scratch)
             tokenizer.save_pretrained(scratch)
             report = {
                 "world_config": asdict(world_config),
                 "corpus_config": asdict(corpus_config),
                 "teacher_config": asdict(teacher_config),
-                "extra_texts": list(extra_texts),
+                "prompt": asdict(prompt),
                 "train_seconds": round(train_seconds, 1),
                 "probe": asdict(probe),
             }
@@ -335,7 +343,3 @@ def teacher_report(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``teacher.json`` of a teacher directory: configuration, ``train_seconds`` and ``probe``."""
     return json.loads((Path(path) / REPORT_FILE).read_text())
 
-
-def load_teacher(path: str | os.PathLike[str]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The model and tokenizer saved by ``ensure_teacher``."""
-    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)

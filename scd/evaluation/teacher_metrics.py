@@ -1,0 +1,87 @@
+"""The metrics of one set of teacher rationales (keys ``teacher/<metric>`` and the task's), computed once, by the
+teacher stage, and kept in the set's cache entry.
+
+They depend on the rationales, the teacher and the judge, never on the student: every job that shares a rationale
+set (a sweep over training modes or seeds) shares them, and the evaluate stage needs no teacher. In the cache entry:
+
+- ``teacher_metrics.json``: ``teacher/fluency`` (the teacher's perplexity of its rationales after its prompt),
+  ``teacher/new_info``, ``teacher/vacuity`` and the task's exact teacher metrics;
+- ``judge-<key>.json``: ``teacher/supports_answer``, from a judge simulator trained on the rationales, with the
+  judge's config. The key is that config's hash, and the config is checked on reuse: a run with another simulator
+  trains its own judge, without loading the teacher.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_lightning.utilities.seed import isolate_rng
+
+from scd.config import Config
+from scd.evaluation.simulator import fit_simulator
+from scd.evaluation.teacher_quality import fluency, supports_answer_with_simulator, teacher_simulator_rows, text_metrics
+from scd.io import atomic_write_text, read_split
+from scd.models import inference_device
+from scd.task import Task
+from scd.teacher.stage import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, Teacher, teacher_prompt
+from scd.teacher.store import config_key
+
+
+def _write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+class RationaleSetMetrics:
+    """The teacher stage's ``measure``: the metrics of the rationale set in a cache entry, computing and storing the
+    parts it does not hold yet. ``shared_tokenizer`` is what the judge's ``tokenizer: teacher`` loads."""
+
+    def __init__(self, cfg: Config, task: Task, shared_tokenizer: str | None) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.shared_tokenizer = shared_tokenizer
+        # As JSON gives it back, so that a stored judge config compares equal to this one.
+        self.judge_config = json.loads(json.dumps({"simulator": asdict(cfg.simulator), "tokenizer": shared_tokenizer}))
+
+    def __call__(self, store: Path, teacher: Callable[[], Teacher]) -> dict[str, float]:
+        # The global random state is the run's (the student trains next); the judge's own is fixed by its seed, so the
+        # stored value does not depend on which job of a sweep computed it.
+        with isolate_rng():
+            torch.manual_seed(self.cfg.simulator.seed)
+            teacher_file = store / TEACHER_METRICS_FILE
+            if not teacher_file.exists():
+                _write_json(teacher_file, self.with_teacher(store, *teacher()))
+            judge_file = store / f"judge-{config_key(self.judge_config)}.json"
+            if not judge_file.exists():
+                _write_json(judge_file, {"config": self.judge_config, "metrics": self.with_judge(store)})
+        judged = json.loads(judge_file.read_text())
+        if judged["config"] != self.judge_config:
+            raise ValueError(f"{judge_file}: written for another judge config; delete it to train this one's judge")
+        return {**json.loads(teacher_file.read_text()), **judged["metrics"]}
+
+    def with_teacher(self, store: Path, model: Any, tokenizer: Any) -> dict[str, float]:
+        """Fluency under ``model``, the model-free text metrics and the task's exact teacher metrics."""
+        test, test_cf = read_split(store, "test"), read_split(store, "test_counterfactual")
+        metrics = text_metrics(test, test_cf)
+        # The teacher wrote each rationale after the demonstrations and the query: score it in that context.
+        prompt = teacher_prompt(self.cfg.teacher)
+        prefix = (store / PROMPT_PREFIX_FILE).read_text(encoding="utf-8")
+        pairs = [(prefix + prompt.query(r.question, r.choices, r.answer_text), r.rationale) for r in test if r.rationale]
+        if pairs:
+            if self.cfg.teacher.device_map is None:
+                model = model.to(inference_device(self.cfg.trainer.accelerator))
+            metrics["teacher/fluency"] = fluency(model, tokenizer, pairs, batch_size=self.cfg.teacher.batch_size)
+        metrics.update(self.task.teacher_metrics(store))
+        return metrics
+
+    def with_judge(self, store: Path) -> dict[str, float]:
+        """Supports-answer, judged by a simulator trained to read which answer each rationale argues for."""
+        train, train_cf = read_split(store, "train"), read_split(store, "train_counterfactual")
+        judge, tokenizer = fit_simulator(self.cfg, teacher_simulator_rows(train + train_cf), self.shared_tokenizer)
+        test = read_split(store, "test")
+        score = supports_answer_with_simulator(judge, tokenizer, test, batch_size=self.cfg.simulator.batch_size)
+        return {"teacher/supports_answer": score}

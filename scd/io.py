@@ -1,0 +1,174 @@
+"""Files every stage reads and writes: atomic writes, locks, the rationale files, and secrets kept out of configs.
+
+- ``atomic_write_text`` / ``publish_directory``: a file or directory either holds all of its new content or does not
+  change, so a killed run never leaves a partial artifact that a later run would read as complete;
+- ``exclusive``: a lock that parallel jobs take before building a shared cache entry;
+- ``read_rationales`` / ``write_rationales``: ``rationales/<split>.jsonl``, one ``RationaleRecord`` a line, checked
+  line by line on reading;
+- ``scrub_secrets``: a config with environment secrets masked, before it is logged or saved. W&B uploads the config
+  it is given, and Hydra-composed configs can pick up tokens through ``${oc.env:...}`` interpolations.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from scd.data.records import RATIONALE_SPLITS, RationaleRecord
+
+# --- atomic writes and locks -----------------------------------------------------------------------------------------
+
+
+def _temporary(path: Path) -> Path:
+    # The process id keeps two writers of one file (DDP ranks, sweep jobs sharing the cache) off each other's temp file.
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` either holds all of it or does not change."""
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path}: {err.strerror or err}") from err
+
+
+def publish_directory(write: Callable[[Path], object], target: Path) -> Path:
+    """Let ``write`` fill a fresh temporary directory, then move it to ``target`` (replacing an older one), so that
+    ``target`` never holds a partial set of files. Returns ``target``."""
+    tmp = _temporary(target)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        # A directory cannot be renamed over a non-empty one: between these two steps there is no target at all,
+        # which readers see as "not written yet", never as a partial one.
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"could not write {target}: {err.strerror or err}") from err
+    return target
+
+
+@contextmanager
+def exclusive(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) for the duration of the block; the lock goes with
+    the process, so a killed holder never leaves it locked."""
+    with open(directory / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# --- rationale files -------------------------------------------------------------------------------------------------
+
+
+class RationaleFileError(ValueError):
+    """A rationale file that cannot be read: names the file, the line and the field."""
+
+
+def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: str) -> None:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(choices):
+        raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
+
+
+def read_rationales(path: str | Path) -> list[RationaleRecord]:
+    """Read a ``rationales/<split>.jsonl`` file, checking every line against the RationaleRecord fields."""
+    path = Path(path)
+    if not path.is_file():
+        raise RationaleFileError(f"{path}: no such rationale file")
+    records = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise RationaleFileError(f"{where}: not valid JSON ({error.msg})") from error
+            if not isinstance(record, dict):
+                raise RationaleFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
+                if name not in record:
+                    raise RationaleFileError(f"{where}: missing field {name!r}")
+            for name in ("question", "rationale"):
+                if not isinstance(record[name], str):
+                    raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
+            choices = record["choices"]
+            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+                raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
+            for name in ("answer", "perturbed_answer", "rationale_for"):
+                _check_index(record, name, choices, where)
+            record["id"] = str(record["id"])
+            record.setdefault("decoding", "")
+            records.append(RationaleRecord.from_dict(record))
+    return records
+
+
+def read_split(rationale_dir: str | Path, split: str) -> list[RationaleRecord]:
+    if split not in RATIONALE_SPLITS:
+        raise ValueError(f"unknown rationale split {split!r}: use one of {', '.join(RATIONALE_SPLITS)}")
+    return read_rationales(Path(rationale_dir) / f"{split}.jsonl")
+
+
+def write_rationales(path: Path, records: Sequence[RationaleRecord]) -> None:
+    """Write ``records`` to ``path`` atomically, one JSON object a line, fields in ``RationaleRecord`` order."""
+    atomic_write_text(path, "".join(json.dumps(asdict(record)) + "\n" for record in records))
+
+
+# --- secrets ---------------------------------------------------------------------------------------------------------
+
+MASK = "***"
+# A name part ending in one of these words marks a secret: WANDB_API_KEY, HF_TOKEN, AWS_SECRET_ACCESS_KEY, DB_PASSWORD,
+# APIKEY. Requiring the word to end a part keeps TOKENIZERS_PARALLELISM and KEYBOARD_* out.
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD)(_|$)")
+# Shorter values ("1", "true") cannot be told from ordinary config values, so they are not masked.
+MIN_SECRET_LENGTH = 6
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the environment variables whose names mark them as secrets, longest first."""
+    environ = os.environ if environ is None else environ
+    values = {value for name, value in environ.items() if SECRET_NAME.search(name.upper())}
+    return sorted((value for value in values if len(value) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def scrub_secrets(config: dict[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A copy of ``config`` in which every occurrence of an environment secret inside a string is replaced by
+    ``***`` (nested dicts, lists and tuples included). Non-string values are kept as they are.
+
+    >>> scrub_secrets({"url": "https://u:s3cr3t-pw@host", "n": 1}, environ={"DB_PASSWORD": "s3cr3t-pw"})
+    {'url': 'https://u:***@host', 'n': 1}
+    """
+    secrets = secret_values(environ)
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in secrets:
+                value = value.replace(secret, MASK)
+            return value
+        if isinstance(value, Mapping):
+            return {key: scrub(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(scrub(item) for item in value)
+        return value
+
+    return scrub(config)

@@ -1,0 +1,86 @@
+"""Tasks: a data set and what it brings to the pipeline besides its examples.
+
+``dataset.task._target_`` names the task's class, which Hydra instantiates with the run's validated config and the
+other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task for
+
+- ``splits()``: the train, dev and test examples (an example's ``rationale`` is its gold or human rationale);
+- ``trained_teacher()``: the directory of a teacher the task trains itself, or None when the teacher config names a
+  checkpoint or a random init;
+- ``shared_tokenizer()``: what ``tokenizer: teacher`` loads for the student and simulator;
+- ``teacher_metrics(rationale_dir)``: exact metrics of a set of teacher rationales, computed once with the set;
+- ``student_metrics(rationale_dir, predictions)``: exact metrics of a student's test predictions.
+
+``DatasetTask``, the default, reads a data set's files (or hub copy) and has no metrics of its own. A data set that
+brings its own generator, teacher and metrics subclasses ``Task`` in its own package (ToyWorld:
+``scd.toyworld.task.ToyWorldTask``) and overrides what it provides; anything more a task can provide (a pretrained
+student, gold rationales for perturbed answers) is one more method here, with a default that provides nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+
+from scd.config import Config
+from scd.data.example import Example
+from scd.data.formats import FORMATS
+from scd.data.sources import load_splits
+
+
+class Task:
+    """The defaults every task starts from: no teacher of its own, the teacher's tokenizer, no exact metrics."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def splits(self) -> dict[str, list[Example]]:
+        raise NotImplementedError(f"{type(self).__name__} must provide splits()")
+
+    def trained_teacher(self) -> str | None:
+        if self.config.teacher.trained is not None:
+            raise ValueError(
+                f"teacher.trained: dataset {self.config.dataset.name} trains no teacher in code; use a teacher with "
+                "name_or_path or random_init"
+            )
+        return None
+
+    def shared_tokenizer(self) -> str | None:
+        teacher = self.config.teacher
+        return self.trained_teacher() or teacher.tokenizer or teacher.name_or_path
+
+    def teacher_metrics(self, rationale_dir: Path) -> dict[str, float]:
+        return {}
+
+    def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+        return {}
+
+
+class DatasetTask(Task):
+    """A data set read from files in ``dataset.path`` or from ``dataset.hub_id``, in ``dataset.format``."""
+
+    def splits(self) -> dict[str, list[Example]]:
+        d = self.config.dataset
+        if d.format is None:
+            raise ValueError(f"dataset {d.name}: set dataset.format, one of {', '.join(sorted(FORMATS))}")
+        if d.path is None and d.hub_id is None:
+            raise ValueError(f"dataset {d.name}: set dataset.path (a directory with {dict(d.splits)}) or dataset.hub_id")
+        return load_splits(
+            d.format, d.path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
+            test_size=d.test_size, hub_config=d.hub_config,
+        )
+
+
+def build_task(config: Config) -> Task:
+    """The task ``dataset.task`` names; an unknown class or argument is one error line naming ``dataset.task``."""
+    try:
+        # Partial: the run's config is a typed object, not config to be instantiated.
+        task = instantiate(config.dataset.task, _partial_=True, _convert_="all")(config)
+    except (InstantiationException, TypeError) as err:
+        raise ValueError(f"dataset.task: {str(err).strip().splitlines()[0]}") from err
+    if not isinstance(task, Task):
+        raise ValueError(f"dataset.task: {config.dataset.task['_target_']} is not a scd.task.Task")
+    return task

@@ -1,0 +1,118 @@
+"""ToyWorld as a task (``dataset=toyworld``): the world's generator gives the splits, its teacher is trained in code
+on the world's corpus (``teacher=toyworld``), its word-level vocabulary is what the student and simulator read, and
+the checker judges rationales and predictions exactly.
+
+The teacher's vocabulary is the world's, its prompt's and ``tokenizer.RESERVED_WORDS``; it does not depend on the
+student's or simulator's text formats. The student and simulator get the teacher's tokenizer, extended by any word
+their formats add (``extend_tokenizer``: new ids after the teacher's), so editing a format never retrains the teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from transformers import AutoTokenizer
+
+from scd.config import Config
+from scd.data.example import Example
+from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
+from scd.io import exclusive, publish_directory
+from scd.student import formatting
+from scd.task import Task
+from scd.teacher.stage import teacher_prompt
+from scd.toyworld.corpus import CorpusConfig
+from scd.toyworld.metrics import prediction_metrics, teacher_metrics
+from scd.toyworld.teacher import TeacherConfig, ensure_teacher
+from scd.toyworld.tokenizer import extend_tokenizer
+from scd.toyworld.world import World, WorldConfig, load_toyworld
+
+T = TypeVar("T")
+TEACHER_KEYS = ("corpus", "training")
+
+
+def settings(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
+    """Build a settings dataclass from a config dict, naming the config key on an unknown field."""
+    try:
+        return cls(**(values or {}))
+    except TypeError as err:
+        raise ValueError(f"{key}: {err}") from err
+
+
+def format_texts(example: Example) -> list[str]:
+    """What the student (input and target, every tag mode) and the simulator (every view) make of ``example``."""
+    tags = [formatting.task_tag(mode, counterfactual) for mode in formatting.TAG_MODES for counterfactual in (False, True)]
+    rationale = example.rationale or ""
+    student = [formatting.format_input(example.question, example.choices, tag) + formatting.CAUSAL_SEPARATOR
+               + formatting.format_target(rationale, example.answer_text, tag) for tag in tags]  # fmt: skip
+    row = SimulatorRow(example.question, example.choices, rationale, example.answer)
+    return student + [simulator_input(row, view) for view in VIEWS]
+
+
+class ToyWorldTask(Task):
+    """``world``: the generator's parameters (``scd.toyworld.world.WorldConfig``)."""
+
+    def __init__(self, config: Config, world: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        self.world_config = settings(WorldConfig, world, "dataset.task.world")
+
+    @cached_property
+    def _generated(self) -> tuple[World, dict[str, list[Example]]]:
+        return load_toyworld(self.world_config)
+
+    @property
+    def world(self) -> World:
+        return self._generated[0]
+
+    def splits(self) -> dict[str, list[Example]]:
+        limit = self.config.dataset.limit
+        return {name: examples[:limit] for name, examples in self._generated[1].items()}
+
+    @cached_property
+    def _teacher_dir(self) -> str | None:
+        t = self.config.teacher
+        if t.trained is None:
+            return None
+        unknown = set(t.trained) - set(TEACHER_KEYS)
+        if unknown:
+            raise ValueError(f"teacher.trained: unknown keys {sorted(unknown)}; use {' and '.join(TEACHER_KEYS)}")
+        path = ensure_teacher(
+            self.world_config,
+            settings(CorpusConfig, t.trained.get("corpus"), "teacher.trained.corpus"),
+            settings(TeacherConfig, t.trained.get("training"), "teacher.trained.training"),
+            teacher_prompt(t),
+            Path(self.config.paths.cache_dir),
+            progress=self.config.trainer.enable_progress_bar,
+        )
+        return str(path)
+
+    def trained_teacher(self) -> str | None:
+        return self._teacher_dir
+
+    def shared_tokenizer(self) -> str | None:
+        """The trained teacher's tokenizer, or where the student's formats need more words, its extension (cached
+        beside the teacher, keyed by its vocabulary)."""
+        teacher_dir = self.trained_teacher()
+        if teacher_dir is None:
+            return super().shared_tokenizer()
+        tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+        extended = extend_tokenizer(tokenizer, format_texts(self._generated[1]["train"][0]))
+        if extended is tokenizer:
+            return teacher_dir
+        vocab = extended.get_vocab()
+        digest = hashlib.sha256(json.dumps(sorted(vocab, key=vocab.get)).encode()).hexdigest()[:16]
+        target = Path(teacher_dir).with_name(f"{Path(teacher_dir).name}-tokenizer-{digest}")
+        with exclusive(target.parent):
+            if not target.is_dir() or AutoTokenizer.from_pretrained(target).get_vocab() != vocab:
+                publish_directory(extended.save_pretrained, target)
+        return str(target)
+
+    def teacher_metrics(self, rationale_dir: Path) -> dict[str, float]:
+        return teacher_metrics(self.world, rationale_dir)
+
+    def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
+        return prediction_metrics(self.world, rationale_dir, predictions)
