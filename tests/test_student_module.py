@@ -10,17 +10,9 @@ import pytorch_lightning as pl
 import torch
 from transformers.optimization import Adafactor
 
+from scd.io import RationaleFileError, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
-from scd.student.data import (
-    IGNORE_INDEX,
-    EncodedRow,
-    RationaleFileError,
-    StudentDataModule,
-    collate_rows,
-    encode_row,
-    read_rationales,
-    read_split,
-)
+from scd.student.data import IGNORE_INDEX, EncodedRow, StudentDataModule, collate_rows, encode_row
 from scd.student.module import StudentModule
 from tests.conftest import TINY_STUDENTS as TINY
 

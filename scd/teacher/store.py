@@ -3,7 +3,9 @@
 Layout of ``<cache_dir>/rationales/<key>/``:
 - ``shard-rank<r>.jsonl``: records appended as they are decoded (may end in a line cut by a kill);
 - ``<split>.jsonl``: the merged, ordered files, each written to a temporary name and renamed into place;
-- ``COMPLETE``: written last. Only a directory with this marker is reused; anything else is resumed;
+- ``COMPLETE``: written after them. Only a directory with this marker is reused; anything else is resumed;
+- ``teacher_metrics.json``, ``judge-<key>.json``: the rationale set's metrics (``scd.evaluation.teacher_metrics``),
+  written once under the lock and then reused with the rationales;
 - ``.lock``: held by the job generating into the directory, so parallel jobs with one teacher config generate once.
 """
 
