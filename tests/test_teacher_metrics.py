@@ -1,0 +1,60 @@
+"""The metrics of a rationale set live in its cache entry: computed once, reused, checked, and never touching the
+run's random state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import scd.teacher.stage as stage
+from scd.config import validate
+from scd.evaluation.teacher_metrics import RationaleSetMetrics
+from scd.task import build_task
+from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
+from scd.teacher.store import is_complete
+
+
+@pytest.fixture
+def smoke(make_config):
+    cfg = validate(make_config("stages=[teacher]"))
+    task = build_task(cfg)
+    return cfg, task, task.splits()
+
+
+def test_a_complete_entry_without_metrics_gets_them_on_reuse(smoke, tmp_path, monkeypatch):
+    cfg, task, splits = smoke
+    run_teacher_stage(cfg, splits, tmp_path / "a")  # no measure: as if killed before its metrics were written
+    (store,) = (tmp_path / "cache" / "rationales").iterdir()
+    assert is_complete(store) and not (store / TEACHER_METRICS_FILE).exists()
+    loads = []
+    load_teacher_model = stage.load_teacher_model
+    monkeypatch.setattr(stage, "load_teacher_model", lambda *args: loads.append(1) or load_teacher_model(*args))
+    measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
+    rng = torch.get_rng_state()
+    published = run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+    assert torch.equal(torch.get_rng_state(), rng)  # the judge trained on its own random state
+    assert len(loads) == 1  # for fluency only: the rationales were reused
+    metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
+    (judge_file,) = store.glob("judge-*.json")
+    judged = json.loads(judge_file.read_text())
+    assert metrics == {**json.loads((store / TEACHER_METRICS_FILE).read_text()), **judged["metrics"]}
+    assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}
+    # Measured again (another run of the sweep): the same values, with no teacher and no judge.
+    monkeypatch.setattr(RationaleSetMetrics, "with_judge", lambda *args: pytest.fail("the judge was trained again"))
+    assert run_teacher_stage(cfg, splits, tmp_path / "c", None, measure) and len(loads) == 1
+    assert json.loads((tmp_path / "c" / "rationales" / TEACHER_METRICS_FILE).read_text()) == metrics
+
+
+def test_a_judge_stored_for_another_config_is_refused(smoke, tmp_path):
+    cfg, task, splits = smoke
+    measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
+    run_teacher_stage(cfg, splits, tmp_path / "a", None, measure)
+    (judge_file,) = (tmp_path / "cache" / "rationales").glob("*/judge-*.json")
+    judged = json.loads(judge_file.read_text())
+    judged["config"]["simulator"]["max_steps"] += 1
+    judge_file.write_text(json.dumps(judged))
+    with pytest.raises(ValueError, match=rf"{judge_file}: written for another judge config"):
+        run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
