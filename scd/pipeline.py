@@ -27,7 +27,7 @@ from scd.evaluation.stage import run_evaluate_stage
 from scd.evaluation.wandb_log import log_rationale_samples, scrub_secrets
 from scd.loggers import build_logger
 from scd.student.data import read_split
-from scd.student.stage import run_student_stage, student_tokenizer_source
+from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
 from scd.teacher.stage import load_teacher_model, run_teacher_stage
 from scd.teacher.store import atomic_write_text
 
@@ -110,6 +110,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
+    check_student_trainer(cfg, run_dir)
     splits, world = load_data(cfg)
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
     teacher_dir = toyworld_teacher(cfg) if cfg.teacher.toyworld is not None else None
