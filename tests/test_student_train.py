@@ -197,3 +197,20 @@ def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: py
     assert rows[0]["counterfactual_predicted"] == 1 and "counterfactual_predicted" not in rows[1]
     without = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path, show_progress=False)
     assert "student/counterfactual_consistency" not in without
+
+
+def test_the_progress_bar_counts_steps_out_of_the_total(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path / "cache"))
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    module, data = student("seq2seq", "standard")
+    # 2 steps per epoch: the one bar goes on across 3 epochs, and a resumed fit continues it.
+    fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 5},
+                                            callbacks, False), ckpt_path=None)
+    first = capsys.readouterr().out
+    assert "train steps" in first and "5/5" in first and "Epoch" not in first
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    module, data = student("seq2seq", "standard")
+    fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 7},
+                                            callbacks, False), ckpt_path="last")
+    resumed = capsys.readouterr().out
+    assert "5/7" in resumed and "7/7" in resumed and "1/7" not in resumed
