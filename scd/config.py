@@ -203,7 +203,7 @@ LIGHTNING_TRAINER_DEFAULTS = {
     if name != "self" and name not in TRAINER_ARGS_SET_BY_SCD
 }
 # Every argument of pytorch_lightning.Trainer (but those scd sets), untyped: Lightning itself checks the values when
-# the student's Trainer is built at the start of a run (scd.student.train.check_trainer).
+# the student's Trainer is built at the start of a run (scd.student.stage.check_student_trainer).
 TrainerConfig = make_dataclass(
     "TrainerConfig",
     [(name, Any, field(default=TRAINER_DEFAULTS.get(name, default))) for name, default in LIGHTNING_TRAINER_DEFAULTS.items()],

@@ -18,7 +18,8 @@ from scd.cli import main_task
 from scd.pipeline import run
 from tests.conftest import CONF, ROOT, compose_config
 
-GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]
+GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "callbacks", "logger",
+          "experiment"]
 
 
 @pytest.mark.parametrize(

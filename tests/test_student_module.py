@@ -19,7 +19,6 @@ from scd.student.data import (
     collate_rows,
     encode_row,
     read_rationales,
-    read_split,
 )
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, Standard

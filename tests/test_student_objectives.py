@@ -36,6 +36,8 @@ def test_config_builds_the_objective_class_the_python_api_builds(tmp_path: Path)
     [
         (lambda: Counterfactual(alpha=1.5), "training.alpha must be in [0, 1], got 1.5"),
         (lambda: Counterfactual(alpha=-0.1), "training.alpha must be in [0, 1], got -0.1"),
+        (lambda: Counterfactual(alpha=2), "training.alpha must be in [0, 1], got 2.0"),
+        (lambda: Counterfactual(alpha="half"), "training.alpha must be a number in [0, 1], got 'half'"),
         (lambda: Standard(tags="both"), "training.tags must be one of ['distinct', 'shared', 'none'], got 'both'"),
     ],
 )

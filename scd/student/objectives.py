@@ -80,6 +80,9 @@ class Counterfactual(Objective):
 
     def __init__(self, mode: str = "counterfactual", alpha: float = 0.5, tags: TagMode = "distinct") -> None:
         super().__init__(mode, tags)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
+            raise ValueError(f"training.alpha must be a number in [0, 1], got {alpha!r}")
+        alpha = float(alpha)
         if not 0 <= alpha <= 1:
             raise ValueError(f"training.alpha must be in [0, 1], got {alpha}")
         self.alpha = alpha

@@ -97,7 +97,9 @@ def fit_student(
     the checkpoint callback keeps (the best on ``val/loss``); export the best weights (or, with no best checkpoint,
     the final ones) to ``<run dir>/student`` and return that directory. ``ckpt_path="last"`` resumes."""
     run_dir = Path(trainer.default_root_dir)
-    checkpoint_dir = run_dir / CHECKPOINT_DIR
+    checkpoint = trainer.checkpoint_callback
+    # The checkpoint callback's own dirpath where one is given (callbacks.checkpoint.dirpath), else the run's.
+    checkpoint_dir = Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else run_dir / CHECKPOINT_DIR
     resume = resolve_checkpoint(ckpt_path, checkpoint_dir)
     if resume is not None:
         check_resumable(module, resume)
@@ -111,7 +113,6 @@ def fit_student(
         # With DDP every rank holds the same weights: rank 0 alone writes them.
         return export_dir
 
-    checkpoint = trainer.checkpoint_callback
     if checkpoint is not None and checkpoint.best_model_path:
         log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, checkpoint.monitor,
                  checkpoint.best_model_score)
