@@ -1,14 +1,21 @@
 """The config schema. Every YAML option in ``conf/`` is merged onto these dataclasses, so a misspelled key or a value
-of the wrong type fails at start; ``validate`` then runs each dataclass's range checks."""
+of the wrong type fails at start; ``validate`` then runs each dataclass's range checks and builds the components that
+a group names with ``_target_`` (the training objective), so their own checks run at start too."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import inspect
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
+from hydra.errors import InstantiationException
+from hydra.utils import get_class, instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
+
+from scd.models import check_random_init
 
 STAGES = ("teacher", "student", "evaluate")
 
@@ -16,6 +23,28 @@ STAGES = ("teacher", "student", "evaluate")
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+def instantiate_component(key: str, node: dict[str, Any]) -> Any:
+    """Build the object that config ``key`` names with ``_target_``. An unknown target or argument is one ValueError
+    naming the key; the class's own checks raise theirs (which name their keys) unchanged."""
+    if not isinstance(node, dict) or "_target_" not in node:
+        raise ValueError(f"{key} must name its class with _target_, got {node!r}")
+    try:
+        target = get_class(node["_target_"])
+    except (ImportError, ValueError) as err:
+        raise ValueError(f"{key}._target_: cannot import {node['_target_']!r}") from err
+    parameters = inspect.signature(target).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        for name in node:
+            if not name.startswith("_") and name not in parameters:
+                raise ValueError(f"{key}: unknown key {name!r} for {node['_target_']}; known: {', '.join(parameters)}")
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        if isinstance(err.__cause__, ValueError):
+            raise err.__cause__ from None
+        raise ValueError(f"{key}: {err.__cause__ or err}") from err
 
 
 @dataclass
@@ -79,6 +108,8 @@ class TeacherConfig:
             raise ValueError("teacher: set exactly one of name_or_path, random_init and trained")
         if self.num_demonstrations < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
+        if self.random_init is not None:
+            check_random_init(self.random_init, "teacher.random_init")
 
 
 @dataclass
@@ -107,21 +138,6 @@ class DecodingConfig:
 
 
 @dataclass
-class TrainingConfig:
-    # "standard": rationale + answer; "counterfactual": plus answers from rationales for perturbed answers.
-    mode: str = "standard"
-    alpha: float = 0.5
-    # "distinct": [factual]/[counterfactual]; "shared": one tag for both tasks; "none": no tag.
-    tags: str = "distinct"
-
-    def check(self) -> None:
-        _check_choice("training.mode", self.mode, ("standard", "counterfactual"))
-        _check_choice("training.tags", self.tags, ("distinct", "shared", "none"))
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"training.alpha must be in [0, 1], got {self.alpha}")
-
-
-@dataclass
 class StudentConfig:
     name: str = MISSING
     arch: str = "seq2seq"
@@ -139,13 +155,19 @@ class StudentConfig:
     max_new_tokens: int = 96
     # Share of the student's own rationale tokens replaced at random for perturbed_consistency.
     perturb_share: float = 0.3
-    early_stopping_patience: Optional[int] = 3
+    # Dev checks without improvement before training stops (callbacks.early_stopping reads it).
+    early_stopping_patience: int = 3
 
     def check(self) -> None:
         _check_choice("student.arch", self.arch, ("seq2seq", "causal"))
         _check_choice("student.optimizer", self.optimizer, ("adamw", "adafactor"))
         if (self.name_or_path is None) == (self.random_init is None):
             raise ValueError("student: set exactly one of name_or_path and random_init")
+        if self.random_init is not None:
+            check_random_init(self.random_init, "student.random_init")
+        for key in ("batch_size", "eval_batch_size", "max_new_tokens", "early_stopping_patience"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"student.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.perturb_share <= 1:
             raise ValueError(f"student.perturb_share must be in [0, 1], got {self.perturb_share}")
 
@@ -165,27 +187,36 @@ class SimulatorConfig:
     def check(self) -> None:
         if (self.name_or_path is None) == (self.random_init is None):
             raise ValueError("simulator: set exactly one of name_or_path and random_init")
+        if self.random_init is not None:
+            check_random_init(self.random_init, "simulator.random_init")
         if self.bootstrap_samples < 1:
             raise ValueError(f"simulator.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
 
 
-@dataclass
-class TrainerConfig:
-    """Arguments of the Lightning Trainer used for the student (and the generation loop's devices)."""
+# Trainer arguments that scd sets itself: from the logger and callbacks groups, the run directory, and the atomic
+# checkpoint writer.
+TRAINER_ARGS_SET_BY_SCD = ("logger", "callbacks", "default_root_dir", "plugins")
+# Where scd's defaults differ from Lightning's.
+TRAINER_DEFAULTS = {"devices": 1, "precision": "32-true", "max_steps": 1000, "gradient_clip_val": 1.0,
+                    "log_every_n_steps": 10, "enable_progress_bar": True, "deterministic": False}
+LIGHTNING_TRAINER_DEFAULTS = {
+    name: parameter.default for name, parameter in inspect.signature(pl.Trainer.__init__).parameters.items()
+    if name != "self" and name not in TRAINER_ARGS_SET_BY_SCD
+}
+# Every argument of pytorch_lightning.Trainer (but those scd sets), untyped: Lightning itself checks the values when
+# the student's Trainer is built at the start of a run (scd.student.stage.check_student_trainer).
+TrainerConfig = make_dataclass(
+    "TrainerConfig",
+    [(name, Any, field(default=TRAINER_DEFAULTS.get(name, default))) for name, default in LIGHTNING_TRAINER_DEFAULTS.items()],
+)
+TrainerConfig.__doc__ = "Arguments of the Lightning Trainer used for the student (and the generation loop's devices)."
 
-    accelerator: str = "auto"
-    devices: Any = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    max_steps: int = 1000
-    max_epochs: Optional[int] = None
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = 1.0
-    val_check_interval: Optional[Any] = None
-    log_every_n_steps: int = 10
-    enable_progress_bar: bool = True
-    deterministic: bool = False
+
+def trainer_arguments(trainer: Any) -> dict[str, Any]:
+    """The Trainer arguments that differ from Lightning's defaults (so Lightning's PL_TRAINER_* variables still
+    apply to the others)."""
+    values = {name: getattr(trainer, name) for name in LIGHTNING_TRAINER_DEFAULTS}
+    return {name: value for name, value in values.items() if value != LIGHTNING_TRAINER_DEFAULTS[name]}
 
 
 @dataclass
@@ -213,10 +244,13 @@ class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    # conf/training/<name>.yaml: a training objective (scd.student.objectives) that validate() builds.
+    training: Any = MISSING
     student: StudentConfig = field(default_factory=StudentConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # conf/callbacks/: the student Trainer's callbacks by name, each a _target_ entry; null drops one.
+    callbacks: dict[str, Any] = field(default_factory=dict)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -244,4 +278,5 @@ def validate(cfg: DictConfig) -> Config:
     for group in (config, *(getattr(config, f.name) for f in fields(config))):
         if hasattr(group, "check"):
             group.check()
+    config.training = instantiate_component("training", config.training)
     return config

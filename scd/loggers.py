@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 from typing import Any
 
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from scd.config import LoggerConfig
+
+
+class AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts. This one appends to it, so a resumed
+    run continues the killed run's log and an evaluate-only run adds its metrics below the training curves."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                # The columns so far: a new metric rewrites the file under the widened header, keeping every row.
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose writer appends (``AppendingWriter``)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def build_logger(cfg: LoggerConfig, run_dir: Path, hyperparams: dict[str, Any], group: str | None) -> Logger | bool:
@@ -16,7 +42,8 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, hyperparams: dict[str, Any], 
     if cfg.name == "none":
         return False
     if cfg.name == "csv":
-        logger: Logger = CSVLogger(save_dir=str(run_dir), name="csv", version="")
+        # Written at every logged step, so a killed run keeps its log up to the kill.
+        logger: Logger = AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
     else:
         mode = os.environ.get("WANDB_MODE", cfg.mode)
         logger = WandbLogger(

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import difflib
+import inspect
+
 import torch
 from transformers import (
+    CONFIG_MAPPING,
     AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSeq2SeqLM,
@@ -22,6 +26,29 @@ from transformers import (
 
 Arch = Literal["causal", "seq2seq"]
 FILE_FREE_TOKENIZERS = {"byt5": ByT5Tokenizer}
+# Config keys that load_model derives from the tokenizer; a random_init that sets them would disagree with it.
+TOKENIZER_KEYS = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+def check_random_init(random_init: dict[str, Any], key: str) -> None:
+    """Check a ``random_init`` dict against its ``model_type``'s config class: a misspelled key (``num_layer``) would
+    otherwise be stored as an unused attribute while the model keeps the default. ``key`` names the config key."""
+    model_type = random_init.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"{key}.model_type must name a transformers model type (t5, gpt_neox, ...), got {model_type!r}")
+    config_class = CONFIG_MAPPING[model_type]
+    known = (
+        set(config_class().to_dict())
+        | set(inspect.signature(config_class.__init__).parameters)
+        | set(getattr(config_class, "attribute_map", {}))
+    ) - {"self", *TOKENIZER_KEYS}
+    for name in random_init:
+        if name in TOKENIZER_KEYS:
+            raise ValueError(f"{key}: {name!r} is set from the tokenizer; remove it")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{key}: unknown key {name!r} for {model_type} ({config_class.__name__}){hint}")
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
@@ -64,6 +91,7 @@ def load_model(
         return auto_class.from_pretrained(
             name_or_path, dtype=torch_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code
         )
+    check_random_init(random_init, "random_init")
     init = dict(random_init)
     model_type = init.pop("model_type")
     special = {

@@ -28,7 +28,7 @@ from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
-from scd.student.stage import run_student_stage, student_tokenizer_source
+from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
 from scd.task import build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
 
@@ -46,6 +46,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
+    check_student_trainer(cfg, run_dir)
     task = build_task(cfg)
     splits = task.splits()
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})

@@ -47,7 +47,7 @@ def test_two_processes_match_one(make_config, tmp_path):
     (store,) = (tmp_path / "ddp_cache" / "rationales").iterdir()
     shares = [{(r["split"], r["id"]) for r in jsonl(store / f"shard-rank{rank}.jsonl")} for rank in (0, 1)]
     assert shares[0] and shares[1] and not shares[0] & shares[1]
-    assert len(shares[0] | shares[1]) == 32
+    assert len(shares[0] | shares[1]) == 36
     for split in RATIONALE_SPLITS:
         ids = [record["id"] for record in jsonl(ddp_dir / "rationales" / f"{split}.jsonl")]
         assert len(ids) == len(set(ids)) and {(split, i) for i in ids} <= shares[0] | shares[1]

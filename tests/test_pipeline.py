@@ -21,7 +21,8 @@ from scd.pipeline import run
 from scd.teacher.stage import TEACHER_METRICS_FILE
 from tests.conftest import CONF, ROOT, compose_config
 
-GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "logger", "experiment"]
+GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "callbacks", "logger",
+          "experiment"]
 
 
 @pytest.mark.parametrize(

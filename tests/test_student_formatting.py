@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerFast
 from scd.data.records import RationaleRecord
 from scd.models import load_tokenizer
 from scd.student.data import IGNORE_INDEX, encode_row
+from scd.student.objectives import Counterfactual
 from scd.student.formatting import (
     extract_rationale,
     first_token_at,
@@ -52,6 +53,12 @@ def space_merging_bpe(text: str) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="</s>", pad_token="<pad>")
 
 
+def objective_row(tags: str, counterfactual: bool):
+    """RECORD as the counterfactual objective's factual or counterfactual row."""
+    objective = Counterfactual(tags=tags)
+    return objective.counterfactual_row(RECORD) if counterfactual else objective.factual_row(RECORD)
+
+
 def supervised_tokens(tokenizer, labels: list[int]) -> list[str]:
     return tokenizer.convert_ids_to_tokens([label for label in labels if label != IGNORE_INDEX])
 
@@ -63,8 +70,6 @@ def test_tags_distinct_shared_none_change_the_texts_as_specified() -> None:
     assert task_tag("distinct", False) == "[factual]" and task_tag("distinct", True) == "[counterfactual]"
     assert task_tag("shared", False) == task_tag("shared", True) == "[factual]"
     assert task_tag("none", False) == task_tag("none", True) == ""
-    with pytest.raises(ValueError, match="tags mode"):
-        task_tag("both", False)
     assert format_input("can a blick fly ?", ["yes", "no"], "[counterfactual]") == (
         "[counterfactual] can a blick fly ? choices: yes | no"
     )
@@ -86,7 +91,7 @@ def test_tags_distinct_shared_none_change_the_texts_as_specified() -> None:
 )
 def test_encoded_rows_carry_the_tag_in_input_and_target(tags, counterfactual, decoder_text) -> None:
     tokenizer = load_tokenizer("byt5")
-    row = encode_row(RECORD, tokenizer, "seq2seq", tags, counterfactual=counterfactual, decoder_start_token_id=0)
+    row = encode_row(objective_row(tags, counterfactual), tokenizer, "seq2seq", decoder_start_token_id=0)
     tag = task_tag(tags, counterfactual)
     assert tokenizer.decode(row.input_ids) == format_input(RECORD.question, RECORD.choices, tag) + "</s>"
     # The decoder input is the start token and the target shifted right: the rationale stays visible.
@@ -99,33 +104,33 @@ def test_encoded_rows_carry_the_tag_in_input_and_target(tags, counterfactual, de
 
 def test_counterfactual_labels_cover_exactly_the_answer_bytes() -> None:
     tokenizer = load_tokenizer("byt5")
-    row = encode_row(RECORD, tokenizer, "seq2seq", "distinct", counterfactual=True, decoder_start_token_id=0)
+    row = encode_row(objective_row("distinct", True), tokenizer, "seq2seq", decoder_start_token_id=0)
     prefix = "[counterfactual] no wug can fly , and a blick is a wug . So the answer is"
     answer_start = len(prefix) + 1  # after the space; ByT5 has one token per ASCII byte
     assert len(row.labels) == answer_start + len("no.") + 1
     assert row.labels[:answer_start] == [IGNORE_INDEX] * answer_start
     assert tokenizer.decode(row.labels[answer_start:]) == "no.</s>"
-    factual = encode_row(RECORD, tokenizer, "seq2seq", "distinct", counterfactual=False, decoder_start_token_id=0)
+    factual = encode_row(objective_row("distinct", False), tokenizer, "seq2seq", decoder_start_token_id=0)
     assert IGNORE_INDEX not in factual.labels
 
 
 def test_causal_labels_mask_the_prompt_and_the_counterfactual_rationale() -> None:
     tokenizer = load_tokenizer("byt5")
-    row = encode_row(RECORD, tokenizer, "causal", "distinct", counterfactual=True)
+    row = encode_row(objective_row("distinct", True), tokenizer, "causal")
     prompt = "[counterfactual] can a blick fly ? choices: yes | no\n"
     target = "[counterfactual] no wug can fly , and a blick is a wug . So the answer is no."
     assert tokenizer.decode(row.input_ids) == prompt + target + "</s>"
     first = len(prompt) + len(target) - len("no.")
     assert row.labels[:first] == [IGNORE_INDEX] * first
     assert row.labels[first:] == row.input_ids[first:]
-    factual = encode_row(RECORD, tokenizer, "causal", "distinct", counterfactual=False)
+    factual = encode_row(objective_row("distinct", False), tokenizer, "causal")
     factual_prompt = "[factual] can a blick fly ? choices: yes | no\n"
     assert factual.labels == [IGNORE_INDEX] * len(factual_prompt) + factual.input_ids[len(factual_prompt) :]
 
 
 def test_byte_level_bpe_supervises_the_answer_token_with_its_space() -> None:
     tokenizer = byte_level_bpe()
-    row = encode_row(RECORD, tokenizer, "seq2seq", "distinct", counterfactual=True, decoder_start_token_id=0)
+    row = encode_row(objective_row("distinct", True), tokenizer, "seq2seq", decoder_start_token_id=0)
     assert supervised_tokens(tokenizer, row.labels) == ["Ġno", ".", "</s>"]
     masked = [i for i, label in enumerate(row.labels) if label == IGNORE_INDEX]
     assert masked == list(range(len(row.labels) - 3))
@@ -135,7 +140,7 @@ def test_byte_level_bpe_supervises_the_answer_token_with_its_space() -> None:
 def test_a_token_straddling_the_answer_start_is_supervised() -> None:
     text = "[counterfactual] no wug can fly , and a blick is a wug . So the answer is no."
     tokenizer = space_merging_bpe(text + " can a blick fly ? choices: yes |")
-    row = encode_row(RECORD, tokenizer, "seq2seq", "distinct", counterfactual=True, decoder_start_token_id=0)
+    row = encode_row(objective_row("distinct", True), tokenizer, "seq2seq", decoder_start_token_id=0)
     # "is no" tokenizes as "i", "s n", "o": the token holding the answer's first letter is trained on.
     assert supervised_tokens(tokenizer, row.labels) == ["s n", "o", ".", "</s>"]
     assert tokenizer.convert_ids_to_tokens(row.decoder_input_ids[-4]) == "i"

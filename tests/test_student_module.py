@@ -1,4 +1,4 @@
-"""Student data module, collate, and the standard / counterfactual losses of the Lightning module."""
+"""Student data module, collate, and the standard / counterfactual objectives' losses in the Lightning module."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from scd.io import RationaleFileError, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
 from scd.student.data import IGNORE_INDEX, EncodedRow, StudentDataModule, collate_rows, encode_row
 from scd.student.module import StudentModule
+from scd.student.objectives import Counterfactual, Standard
 from tests.conftest import TINY_STUDENTS as TINY
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
@@ -25,33 +26,29 @@ def tiny(arch: str):
     return load_model(arch, tokenizer, random_init=TINY[arch]).eval(), tokenizer
 
 
-def groups(arch: str, tokenizer, counterfactual: bool) -> list[list[EncodedRow]]:
-    """Factual rows of train, each followed by its counterfactual row when asked."""
-    factual = read_split(FIXTURES, "train")[:3]
-    counter = read_split(FIXTURES, "train_counterfactual")[:3]
+def groups(arch: str, tokenizer, counterfactual: bool, split: str = "train") -> list[list[EncodedRow]]:
+    """The first 3 questions of a split as the objective's rows: factual, each followed by its counterfactual row."""
+    objective = Counterfactual() if counterfactual else Standard()
     start = 0 if arch == "seq2seq" else None
-    out = []
-    for f, c in zip(factual, counter):
-        group = [encode_row(f, tokenizer, arch, "distinct", counterfactual=False, decoder_start_token_id=start)]
-        if counterfactual:
-            group.append(encode_row(c, tokenizer, arch, "distinct", counterfactual=True, decoder_start_token_id=start))
-        out.append(group)
-    return out
+    return [
+        [encode_row(row, tokenizer, arch, decoder_start_token_id=start) for row in group]
+        for group in objective.groups(FIXTURES, split)[:3]
+    ]
 
 
 def hf_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's own token-mean loss, as a reference."""
-    inputs = {k: v for k, v in batch.items() if k != "counterfactual"}
+    inputs = {k: v for k, v in batch.items() if k != "task"}
     return model(**inputs).loss
 
 
 @pytest.mark.parametrize("arch", ["seq2seq", "causal"])
 def test_fused_step_equals_separate_forwards(arch: str) -> None:
     model, tokenizer = tiny(arch)
-    module = StudentModule(model, tokenizer, arch, alpha=0.3)
+    module = StudentModule(model, tokenizer, arch, Counterfactual(alpha=0.3))
     pairs = groups(arch, tokenizer, counterfactual=True)
     fused = collate_rows(pairs, tokenizer.pad_token_id)
-    assert fused["counterfactual"].tolist() == [False, True] * 3
+    assert fused["task"].tolist() == [0, 1] * 3
     losses = module.losses(fused)
     factual = hf_loss(model, collate_rows([[g[0]] for g in pairs], tokenizer.pad_token_id))
     counter = hf_loss(model, collate_rows([[g[1]] for g in pairs], tokenizer.pad_token_id))
@@ -62,12 +59,14 @@ def test_fused_step_equals_separate_forwards(arch: str) -> None:
 
 def test_alpha_zero_equals_standard_loss_and_gradients() -> None:
     model, tokenizer = tiny("seq2seq")
-    module = StudentModule(model, tokenizer, "seq2seq", alpha=0.0)
-    standard = module.losses(collate_rows(groups("seq2seq", tokenizer, False), tokenizer.pad_token_id))
+    standard = StudentModule(model, tokenizer, "seq2seq", Standard()).losses(
+        collate_rows(groups("seq2seq", tokenizer, False), tokenizer.pad_token_id)
+    )
     assert set(standard) == {"loss", "factual_loss"}
     standard["loss"].backward()
     standard_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
+    module = StudentModule(model, tokenizer, "seq2seq", Counterfactual(alpha=0.0))
     counterfactual = module.losses(collate_rows(groups("seq2seq", tokenizer, True), tokenizer.pad_token_id))
     counterfactual["loss"].backward()
     assert counterfactual["counterfactual_loss"].item() > 0
@@ -78,39 +77,39 @@ def test_alpha_zero_equals_standard_loss_and_gradients() -> None:
 
 def test_collate_pads_to_the_longest_row_of_the_batch() -> None:
     rows = [
-        [EncodedRow([5, 6, 7], [IGNORE_INDEX, 8, 9], [0, 8], False)],
-        [EncodedRow([5], [4], [0], True)],
+        [EncodedRow([5, 6, 7], [IGNORE_INDEX, 8, 9], [0, 8], 0)],
+        [EncodedRow([5], [4], [0], 1)],
     ]
     batch = collate_rows(rows, pad_token_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 8, 9], [4, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["decoder_input_ids"].tolist() == [[0, 8], [0, 0]]
-    assert batch["counterfactual"].tolist() == [False, True]
+    assert batch["task"].tolist() == [0, 1]
 
 
 def test_datamodule_batches_pair_factual_and_counterfactual_rows() -> None:
     tokenizer = load_tokenizer("byt5")
-    data = StudentDataModule(
-        FIXTURES, tokenizer, "causal", training="counterfactual", batch_size=4, eval_batch_size=1
-    )
+    data = StudentDataModule(FIXTURES, tokenizer, "causal", Counterfactual(), batch_size=4, eval_batch_size=1)
     data.setup("fit")
     batches = list(data.train_dataloader())
     assert [b["input_ids"].shape[0] for b in batches] == [8, 4]  # 6 questions, 2 rows each
     for batch in batches:
-        assert batch["counterfactual"].tolist() == [False, True] * (batch["input_ids"].shape[0] // 2)
+        assert batch["task"].tolist() == [0, 1] * (batch["input_ids"].shape[0] // 2)
         assert "decoder_input_ids" not in batch
-    # Dev rows, one per batch, are not padded at all.
+    # Dev has the counterfactual rows too, so val/loss scores the objective trained; one question per batch is
+    # padded only to the longer of its two rows.
     dev = list(data.val_dataloader())
-    assert [b["input_ids"].shape[1] for b in dev] == [len(g[0].input_ids) for g in data.dev_groups]
-    assert not any(b["counterfactual"].any() for b in dev)
+    assert [b["task"].tolist() for b in dev] == [[0, 1]] * 3
+    assert [b["input_ids"].shape[1] for b in dev] == [max(len(r.input_ids) for r in g) for g in data.dev_groups]
+    assert [g[1].input_ids for g in data.dev_groups] != [g[0].input_ids for g in data.dev_groups]
 
 
 def test_datamodule_needs_a_counterfactual_for_every_train_question(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES, tmp_path, dirs_exist_ok=True)
     lines = (tmp_path / "train_counterfactual.jsonl").read_text().splitlines()
     (tmp_path / "train_counterfactual.jsonl").write_text("\n".join(lines[1:]) + "\n")
-    data = StudentDataModule(tmp_path, load_tokenizer("byt5"), "causal", training="counterfactual")
+    data = StudentDataModule(tmp_path, load_tokenizer("byt5"), "causal", Counterfactual())
     with pytest.raises(RationaleFileError, match=r"train_counterfactual\.jsonl.*'t1'"):
         data.setup("fit")
 
@@ -138,7 +137,8 @@ def test_bad_rationale_lines_name_file_line_and_field(tmp_path: Path, line: str,
 @pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("adafactor", Adafactor)])
 def test_optimizer_and_linear_warmup(name: str, kind: type) -> None:
     model, tokenizer = tiny("seq2seq")
-    module = StudentModule(model, tokenizer, "seq2seq", optimizer=name, lr=0.01, weight_decay=0.1, warmup_steps=2)
+    module = StudentModule(model, tokenizer, "seq2seq", Standard(), optimizer=name, lr=0.01, weight_decay=0.1,
+                           warmup_steps=2)
     module.trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -155,7 +155,5 @@ def test_optimizer_and_linear_warmup(name: str, kind: type) -> None:
 
 def test_module_rejects_bad_arguments() -> None:
     model, tokenizer = tiny("seq2seq")
-    with pytest.raises(ValueError, match="alpha"):
-        StudentModule(model, tokenizer, "seq2seq", alpha=1.5)
     with pytest.raises(ValueError, match="optimizer"):
-        StudentModule(model, tokenizer, "seq2seq", optimizer="sgd")
+        StudentModule(model, tokenizer, "seq2seq", Standard(), optimizer="sgd")

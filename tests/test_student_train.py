@@ -11,15 +11,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import scd.student.evaluate as evaluation
+from scd.config import validate
 from scd.data.records import RationaleRecord
 from scd.models import load_model, load_tokenizer
 from scd.io import read_rationales, read_split
+from scd.student.callbacks import build_callbacks
 from scd.student.data import StudentDataModule, collate_rows
 from scd.student.evaluate import evaluate_student, generate_continuations, perturb_rationale_prefix
 from scd.student.formatting import rationale_prefix_span
 from scd.student.module import StudentModule
-from scd.student.train import fit_student
+from scd.student.objectives import Counterfactual, Objective, Standard
+from scd.student.train import build_trainer, fit_student
 from tests.conftest import TINY_STUDENTS as TINY
+from tests.conftest import compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
 TRAINER = {
@@ -29,6 +33,15 @@ TRAINER = {
     "log_every_n_steps": 1,
     "gradient_clip_val": 1.0,
 }
+OBJECTIVES = {"standard": Standard, "counterfactual": Counterfactual}
+
+
+def trainer(run_dir: Path, max_steps: int, *, patience: int | None = None, logger=False, **kwargs):
+    """The student's Trainer with the callbacks of conf/callbacks/ (early stopping only with ``patience``)."""
+    overrides = [f"student.early_stopping_patience={patience}"] if patience else ["callbacks.early_stopping=null"]
+    cfg = validate(compose_config(overrides, run_dir, run_dir / "cache"))
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=False)
+    return build_trainer(run_dir, {**TRAINER, "max_steps": max_steps, **kwargs}, callbacks, logger)
 
 
 class CountingStudent(StudentModule):
@@ -41,35 +54,25 @@ class CountingStudent(StudentModule):
         return super().training_step(batch, batch_idx)
 
 
-def student(arch: str, training: str, tags: str = "distinct", batch_size: int = 4):
+def student(arch: str, training: str, tags: str = "distinct", batch_size: int = 4, model=None, rationales=FIXTURES):
     tokenizer = load_tokenizer("byt5")
-    model = load_model(arch, tokenizer, random_init=TINY[arch])
+    model = model or load_model(arch, tokenizer, random_init=TINY[arch])
+    objective: Objective = OBJECTIVES[training](tags=tags)
     data = StudentDataModule(
-        FIXTURES,
-        tokenizer,
-        arch,
-        training=training,
-        tags=tags,
-        batch_size=batch_size,
+        rationales, tokenizer, arch, objective, batch_size=batch_size,
         decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
     )
-    return CountingStudent(model, tokenizer, arch, lr=3e-3, warmup_steps=1), data
+    return CountingStudent(model, tokenizer, arch, objective, lr=3e-3, warmup_steps=1), data
 
 
 def test_resume_continues_the_step_count_and_export_reloads(tmp_path: Path) -> None:
     module, data = student("seq2seq", "counterfactual")
-    fit_student(
-        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 3}, logger=False,
-        ckpt_path="last", early_stopping_patience=None,
-    )
+    fit_student(module, data, trainer(tmp_path, 3), ckpt_path="last")
     assert module.trainer.global_step == 3 and module.steps_run == 3
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
 
     module, data = student("seq2seq", "counterfactual")
-    exported = fit_student(
-        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 5}, logger=False,
-        ckpt_path="last", early_stopping_patience=3,
-    )
+    exported = fit_student(module, data, trainer(tmp_path, 5, patience=3), ckpt_path="last")
     assert module.trainer.global_step == 5 and module.steps_run == 2
     assert exported == tmp_path / "student"
 
@@ -90,10 +93,7 @@ def test_resume_continues_the_step_count_and_export_reloads(tmp_path: Path) -> N
 def test_fresh_start_when_there_is_no_last_checkpoint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     module, data = student("causal", "standard")
     caplog.set_level("INFO", logger="scd.student.train")
-    exported = fit_student(
-        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 2}, logger=False,
-        ckpt_path="last", early_stopping_patience=None,
-    )
+    exported = fit_student(module, data, trainer(tmp_path, 2), ckpt_path="last")
     assert "training from scratch" in caplog.text
     assert module.trainer.global_step == 2
     reloaded = AutoModelForCausalLM.from_pretrained(exported).eval()
@@ -114,10 +114,7 @@ def test_fresh_start_when_there_is_no_last_checkpoint(tmp_path: Path, caplog: py
 )
 def test_fit_and_evaluate_end_to_end(tmp_path: Path, arch: str, training: str, tags: str) -> None:
     module, data = student(arch, training, tags)
-    exported = fit_student(
-        module, data, run_dir=tmp_path, trainer_kwargs={**TRAINER, "max_steps": 4}, logger=False,
-        ckpt_path=None, early_stopping_patience=None,
-    )
+    exported = fit_student(module, data, trainer(tmp_path, 4), ckpt_path=None)
     model = (AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM).from_pretrained(exported)
     test = read_split(FIXTURES, "test")
     metrics = evaluate_student(
@@ -201,3 +198,20 @@ def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: py
     assert rows[0]["counterfactual_predicted"] == 1 and "counterfactual_predicted" not in rows[1]
     without = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path, show_progress=False)
     assert "student/counterfactual_consistency" not in without
+
+
+def test_the_progress_bar_counts_steps_out_of_the_total(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path / "cache"))
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    module, data = student("seq2seq", "standard")
+    # 2 steps per epoch: the one bar goes on across 3 epochs, and a resumed fit continues it.
+    fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 5},
+                                            callbacks, False), ckpt_path=None)
+    first = capsys.readouterr().out
+    assert "train steps" in first and "5/5" in first and "Epoch" not in first
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    module, data = student("seq2seq", "standard")
+    fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 7},
+                                            callbacks, False), ckpt_path="last")
+    resumed = capsys.readouterr().out
+    assert "5/7" in resumed and "7/7" in resumed and "1/7" not in resumed

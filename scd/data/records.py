@@ -8,15 +8,15 @@ from typing import Any
 from scd.data.example import Example
 
 # Splits the teacher writes. The ``*_counterfactual`` ones hold rationales written for the perturbed answer: the
-# student's counterfactual training set, and the test set of its counterfactual consistency.
-RATIONALE_SPLITS = ("train", "train_counterfactual", "dev", "test", "test_counterfactual")
+# student's counterfactual training and dev sets, and the test set of its counterfactual consistency.
+RATIONALE_SPLITS = ("train", "train_counterfactual", "dev", "dev_counterfactual", "test", "test_counterfactual")
 
 
 @dataclass
 class RationaleRecord:
     """A question, its gold and perturbed answers, and the rationale the teacher wrote for ``rationale_for``.
 
-    ``rationale_for`` equals ``answer`` in train/dev/test and ``perturbed_answer`` in ``train_counterfactual``.
+    ``rationale_for`` equals ``answer`` in train/dev/test and ``perturbed_answer`` in the ``*_counterfactual`` splits.
     """
 
     id: str

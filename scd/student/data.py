@@ -1,7 +1,7 @@
 """The student's data: the teacher's rationale files, encoded rows with their label masks, and per-batch padding.
 
-A factual row is trained on its whole target (rationale and answer). A counterfactual row pairs the counterfactual
-input with the teacher's rationale for the perturbed answer and is trained only on the answer tokens that follow it.
+Which rows a question gives is the training objective's choice (``scd.student.objectives``); a row is trained on its
+whole target (rationale and answer), or only on the answer tokens that follow its rationale.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -18,19 +18,12 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
-from scd.io import RationaleFileError, read_rationales, read_split
 from scd.models import Arch
-from scd.student.formatting import (
-    CAUSAL_SEPARATOR,
-    TagMode,
-    first_token_at,
-    format_answer,
-    format_input,
-    format_rationale_prefix,
-    task_tag,
-)
+from scd.student.formatting import CAUSAL_SEPARATOR, first_token_at, format_answer, format_input, format_rationale_prefix
 
-Training = Literal["standard", "counterfactual"]
+if TYPE_CHECKING:
+    from scd.student.objectives import Objective, Row
+
 IGNORE_INDEX = -100
 
 
@@ -41,7 +34,7 @@ class EncodedRow:
     input_ids: list[int]
     labels: list[int]
     decoder_input_ids: list[int] | None
-    counterfactual: bool
+    task: int  # the index of the row's task in its objective's ``tasks``
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, input_text: str) -> list[int]:
@@ -67,20 +60,14 @@ def encode_target(
 
 
 def encode_row(
-    record: RationaleRecord,
-    tokenizer: PreTrainedTokenizerBase,
-    arch: Arch,
-    tags: TagMode,
-    *,
-    counterfactual: bool,
-    decoder_start_token_id: int | None = None,
+    row: Row, tokenizer: PreTrainedTokenizerBase, arch: Arch, *, decoder_start_token_id: int | None = None
 ) -> EncodedRow:
-    """Encode a record as a factual row, or (``counterfactual``) as a row trained only on the answer that follows the
-    record's rationale (a ``train_counterfactual`` record, whose rationale argues for the perturbed answer)."""
-    tag = task_tag(tags, counterfactual)
-    input_text = format_input(record.question, record.choices, tag)
+    """Encode a row: ``"{tag} {question} choices: ..."`` to ``"{tag} {rationale} So the answer is {answer}."``, the
+    answer being the one the record's rationale was written for."""
+    record = row.record
+    input_text = format_input(record.question, record.choices, row.tag)
     target_ids, target_labels = encode_target(
-        tokenizer, record.rationale, record.rationale_for_text, tag, answer_only=counterfactual
+        tokenizer, record.rationale, record.rationale_for_text, row.tag, answer_only=row.answer_only
     )
     if arch == "seq2seq":
         if decoder_start_token_id is None:
@@ -90,7 +77,7 @@ def encode_row(
             input_ids=tokenizer(input_text)["input_ids"],
             labels=target_labels,
             decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
-            counterfactual=counterfactual,
+            task=row.task,
         )
     if arch == "causal":
         prompt_ids = encode_prompt(tokenizer, input_text)
@@ -98,7 +85,7 @@ def encode_row(
             input_ids=prompt_ids + target_ids,
             labels=[IGNORE_INDEX] * len(prompt_ids) + target_labels,
             decoder_input_ids=None,
-            counterfactual=counterfactual,
+            task=row.task,
         )
     raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
 
@@ -108,15 +95,15 @@ def pad(rows: list[list[int]], value: int, side: str = "right") -> torch.Tensor:
 
 
 def collate_rows(groups: list[list[EncodedRow]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad a batch of row groups (a question's factual row and, in counterfactual training, its counterfactual row)
-    to the longest row of this batch, on the right. ``counterfactual`` flags each row's task."""
+    """Pad a batch of row groups (a question's rows, e.g. its factual and its counterfactual row) to the longest row
+    of this batch, on the right. ``task`` holds each row's task index."""
     rows = [row for group in groups for row in group]
     input_ids = [row.input_ids for row in rows]
     batch = {
         "input_ids": pad(input_ids, pad_token_id),
         "attention_mask": pad([[1] * len(ids) for ids in input_ids], 0),
         "labels": pad([row.labels for row in rows], IGNORE_INDEX),
-        "counterfactual": torch.tensor([row.counterfactual for row in rows]),
+        "task": torch.tensor([row.task for row in rows]),
     }
     if rows[0].decoder_input_ids is not None:
         batch["decoder_input_ids"] = pad([row.decoder_input_ids for row in rows], pad_token_id)
@@ -124,10 +111,10 @@ def collate_rows(groups: list[list[EncodedRow]], pad_token_id: int) -> dict[str,
 
 
 class StudentDataModule(pl.LightningDataModule):
-    """Train and dev batches from the teacher's rationale directory (``train``, ``train_counterfactual``, ``dev``).
+    """Train and dev batches from the teacher's rationale directory, with the rows the objective gives each question.
 
-    ``training="counterfactual"`` puts each question's factual and counterfactual rows in the same batch, so a batch of
-    ``batch_size`` questions has ``2 * batch_size`` rows.
+    A question's rows stay in one batch: with the counterfactual objective a batch of ``batch_size`` questions has
+    ``2 * batch_size`` rows.
     """
 
     def __init__(
@@ -135,25 +122,20 @@ class StudentDataModule(pl.LightningDataModule):
         rationale_dir: str | Path,
         tokenizer: PreTrainedTokenizerBase,
         arch: Arch,
+        objective: Objective,
         *,
-        training: Training = "standard",
-        tags: TagMode = "distinct",
         batch_size: int = 8,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         decoder_start_token_id: int | None = None,
     ) -> None:
         super().__init__()
-        if training not in ("standard", "counterfactual"):
-            raise ValueError(f"unknown training {training!r}: use standard or counterfactual")
         if arch == "seq2seq" and decoder_start_token_id is None:
             raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
-        task_tag(tags, False)  # validates the mode
         self.rationale_dir = Path(rationale_dir)
         self.tokenizer = tokenizer
         self.arch = arch
-        self.training = training
-        self.tags = tags
+        self.objective = objective
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -161,28 +143,16 @@ class StudentDataModule(pl.LightningDataModule):
         self.train_groups: list[list[EncodedRow]] = []
         self.dev_groups: list[list[EncodedRow]] = []
 
-    def _encode(self, record: RationaleRecord, counterfactual: bool) -> EncodedRow:
-        return encode_row(
-            record,
-            self.tokenizer,
-            self.arch,
-            self.tags,
-            counterfactual=counterfactual,
-            decoder_start_token_id=self.decoder_start_token_id,
-        )
+    def _encode(self, split: str) -> list[list[EncodedRow]]:
+        return [
+            [encode_row(row, self.tokenizer, self.arch, decoder_start_token_id=self.decoder_start_token_id)
+             for row in group]
+            for group in self.objective.groups(self.rationale_dir, split)
+        ]
 
     def setup(self, stage: str | None = None) -> None:
-        train = read_split(self.rationale_dir, "train")
-        self.train_groups = [[self._encode(record, False)] for record in train]
-        if self.training == "counterfactual":
-            path = self.rationale_dir / "train_counterfactual.jsonl"
-            by_id = {record.id: record for record in read_rationales(path)}
-            missing = [record.id for record in train if record.id not in by_id]
-            if missing:
-                raise RationaleFileError(f"{path}: no counterfactual rationale for train ids {missing[:5]}")
-            for group, record in zip(self.train_groups, train):
-                group.append(self._encode(by_id[record.id], True))
-        self.dev_groups = [[self._encode(record, False)] for record in read_split(self.rationale_dir, "dev")]
+        self.train_groups = self._encode("train")
+        self.dev_groups = self._encode("dev")
 
     def _collate(self) -> partial:
         return partial(collate_rows, pad_token_id=self.tokenizer.pad_token_id)

@@ -1,9 +1,8 @@
-"""The student as a LightningModule: any Hugging Face seq2seq or causal LM, standard or counterfactual loss.
+"""The student as a LightningModule: any Hugging Face seq2seq or causal LM, trained on a training objective.
 
-Standard:        the token mean of the factual rows' loss (rationale and answer).
-Counterfactual:  (1 - alpha) * factual + alpha * counterfactual, each a token mean over its own rows; the
-                 counterfactual rows carry labels only on the answer tokens.
-A batch holds both kinds of rows padded to one length, so one forward pass serves both losses.
+Each task of the objective (``scd.student.objectives``) has its loss, the token mean over its own rows; the
+objective weighs them into one loss, on train batches and over all of dev (``val/loss``). A batch holds every task's
+rows padded to one length, so one forward pass serves all the losses.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from transformers.optimization import Adafactor
 
 from scd.models import Arch
 from scd.student.data import IGNORE_INDEX
+from scd.student.objectives import Objective
 
 OptimizerName = Literal["adamw", "adafactor"]
 
@@ -42,15 +42,16 @@ def _token_mean(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
 
 
 class StudentModule(pl.LightningModule):
-    """Trains ``model`` (built by the caller, e.g. with ``scd.models.load_model``) on StudentDataModule batches."""
+    """Trains ``model`` (built by the caller, e.g. with ``scd.models.load_model``) on StudentDataModule batches of
+    ``objective``'s rows. The model trains in train mode (dropout on) whatever mode it was loaded in."""
 
     def __init__(
         self,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         arch: Arch,
+        objective: Objective,
         *,
-        alpha: float = 0.5,
         optimizer: OptimizerName = "adamw",
         lr: float = 3e-4,
         weight_decay: float = 0.0,
@@ -59,29 +60,32 @@ class StudentModule(pl.LightningModule):
         super().__init__()
         if arch not in ("causal", "seq2seq"):
             raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if optimizer not in ("adamw", "adafactor"):
             raise ValueError(f"unknown optimizer {optimizer!r}: use adamw or adafactor")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.save_hyperparameters(ignore=["model", "tokenizer"])
+        # The objective is rebuilt from config on resume; checkpoints hold plain values only.
+        self.save_hyperparameters(ignore=["model", "tokenizer", "objective"])
         self.model = model
         self.tokenizer = tokenizer
         self.arch = arch
-        self.alpha = alpha
-        self.val_loss = MeanMetric()
+        self.objective = objective
+        # Per task, the token mean over all of dev: each row's mean weighted by its token count.
+        self.val_losses = torch.nn.ModuleList(MeanMetric() for _ in objective.tasks)
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``loss`` and ``factual_loss``, plus ``counterfactual_loss`` when the batch has counterfactual rows."""
+        """``loss``, and ``<task>_loss`` for each task with rows in the batch."""
         sums, counts = row_losses(self.model, batch, self.arch)
-        counterfactual = batch["counterfactual"]
-        factual = _token_mean(sums[~counterfactual], counts[~counterfactual])
-        if not counterfactual.any():
-            return {"loss": factual, "factual_loss": factual}
-        counterfactual_loss = _token_mean(sums[counterfactual], counts[counterfactual])
-        loss = (1.0 - self.alpha) * factual + self.alpha * counterfactual_loss
-        return {"loss": loss, "factual_loss": factual, "counterfactual_loss": counterfactual_loss}
+        task_losses = {
+            task: _token_mean(sums[batch["task"] == index], counts[batch["task"] == index])
+            for index, task in enumerate(self.objective.tasks) if (batch["task"] == index).any()
+        }
+        return {"loss": self.objective.combine(task_losses), **{f"{t}_loss": v for t, v in task_losses.items()}}
+
+    def on_fit_start(self) -> None:
+        # Transformers loads checkpoints in eval mode and Lightning keeps each module's mode: without this a
+        # from_pretrained student would train with dropout off. Validation switches to eval and back by itself.
+        self.model.train()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
@@ -92,9 +96,22 @@ class StudentModule(pl.LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         sums, counts = row_losses(self.model, batch, self.arch)
-        # Weighting each row's mean by its token count makes the epoch value the token mean over all of dev.
-        self.val_loss.update(sums / counts.clamp(min=1), counts)
-        self.log("val/loss", self.val_loss, on_step=False, on_epoch=True, prog_bar=True)
+        for index, metric in enumerate(self.val_losses):
+            rows = batch["task"] == index
+            if rows.any():
+                metric.update(sums[rows] / counts[rows].clamp(min=1), counts[rows])
+
+    def on_validation_epoch_end(self) -> None:
+        task_losses = {
+            task: metric.compute() for task, metric in zip(self.objective.tasks, self.val_losses) if metric.update_called
+        }
+        for metric in self.val_losses:
+            metric.reset()
+        if not task_losses:
+            return
+        self.log("val/loss", self.objective.combine(task_losses), prog_bar=True)
+        for task, value in task_losses.items():
+            self.log(f"val/{task}_loss", value)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # No weight decay on biases and normalization weights (the one-dimensional parameters).

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import logging
+from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger
 
-from scd.config import Config
+from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
+from scd.student.callbacks import build_callbacks
 from scd.student.data import StudentDataModule
 from scd.student.module import StudentModule
-from scd.student.train import fit_student
+from scd.student.train import build_trainer, fit_student
 
 
 def student_tokenizer_source(cfg: Config, teacher_source: str | None) -> str:
@@ -34,20 +38,40 @@ def build_student(cfg: Config, tokenizer_source: str) -> StudentModule:
         trust_remote_code=s.trust_remote_code, seed=cfg.seed,
     )
     return StudentModule(
-        model, tokenizer, s.arch, alpha=cfg.training.alpha if cfg.training.mode == "counterfactual" else 0.0,
-        optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay, warmup_steps=s.warmup_steps,
+        model, tokenizer, s.arch, cfg.training, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
+        warmup_steps=s.warmup_steps,
     )
+
+
+def student_trainer(cfg: Config, run_dir: Path, logger: Logger | bool) -> pl.Trainer:
+    """The Trainer from ``trainer`` (every Lightning argument) and the ``callbacks`` group."""
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=cfg.trainer.enable_progress_bar)
+    return build_trainer(run_dir, trainer_arguments(cfg.trainer), callbacks, logger)
+
+
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    lightning = logging.getLogger("pytorch_lightning")
+    level = lightning.level
+    lightning.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lightning.setLevel(level)
+
+
+def check_student_trainer(cfg: Config, run_dir: Path) -> None:
+    """Build (and drop) the student's Trainer, so that Lightning refuses bad Trainer arguments or callbacks before
+    the teacher stage rather than after it. Its device report is left to the real Trainer."""
+    with _quiet_lightning():
+        student_trainer(cfg, run_dir, logger=False)
 
 
 def run_student_stage(cfg: Config, run_dir: Path, logger: Logger | bool, tokenizer_source: str) -> Path:
     module = build_student(cfg, tokenizer_source)
     datamodule = StudentDataModule(
-        run_dir / "rationales", module.tokenizer, cfg.student.arch, training=cfg.training.mode,
-        tags=cfg.training.tags, batch_size=cfg.student.batch_size, eval_batch_size=cfg.student.eval_batch_size,
+        run_dir / "rationales", module.tokenizer, cfg.student.arch, cfg.training,
+        batch_size=cfg.student.batch_size, eval_batch_size=cfg.student.eval_batch_size,
         decoder_start_token_id=getattr(module.model.config, "decoder_start_token_id", None),
     )
-    trainer_kwargs = asdict(cfg.trainer)
-    return fit_student(
-        module, datamodule, run_dir=run_dir, trainer_kwargs=trainer_kwargs, logger=logger,
-        ckpt_path=cfg.ckpt_path, early_stopping_patience=cfg.student.early_stopping_patience,
-    )
+    return fit_student(module, datamodule, student_trainer(cfg, run_dir, logger), ckpt_path=cfg.ckpt_path)

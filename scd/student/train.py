@@ -9,15 +9,15 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from scd.io import publish_directory
+from scd.student.callbacks import CHECKPOINT_DIR
 from scd.student.module import StudentModule
 
 log = logging.getLogger(__name__)
-MONITOR = "val/loss"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,6 +42,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise
 
 
+def build_trainer(
+    run_dir: str | Path, trainer_kwargs: dict[str, Any], callbacks: list[pl.Callback], logger: Logger | bool
+) -> pl.Trainer:
+    """The student's Trainer in ``run_dir``. Lightning checks the arguments; its refusal is one ValueError line."""
+    try:
+        return pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                          **trainer_kwargs)
+    except (MisconfigurationException, TypeError, ValueError) as err:
+        raise ValueError(f"trainer: {str(err).strip().splitlines()[0]}") from err
+
+
 def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
     """``"last"`` means the run's own ``last.ckpt`` if there is one (else a fresh start); other values pass through."""
     if ckpt_path != "last":
@@ -52,6 +63,20 @@ def resolve_checkpoint(ckpt_path: str | None, checkpoint_dir: Path) -> str | Non
         return str(last)
     log.info("no checkpoint at %s: training from scratch", last)
     return None
+
+
+def check_resumable(module: StudentModule, ckpt_path: str) -> None:
+    """Refuse a checkpoint whose weights do not fit ``module`` (another student architecture or size), in one line
+    rather than the state-dict traceback. The file is memory-mapped: only its index is read."""
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    found = {name: tuple(value.shape) for name, value in state.items()}
+    if found != expected:
+        differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
+        raise ValueError(
+            f"{ckpt_path}: a checkpoint of another student ({len(differing)} weights differ, e.g. {differing[0]!r}); "
+            "resume with the student it was trained with, or train anew without ckpt_path"
+        )
 
 
 def export_student(module: StudentModule, export_dir: Path) -> Path:
@@ -66,43 +91,20 @@ def export_student(module: StudentModule, export_dir: Path) -> Path:
 
 
 def fit_student(
-    module: StudentModule,
-    datamodule: pl.LightningDataModule,
-    *,
-    run_dir: str | Path,
-    trainer_kwargs: dict[str, Any],
-    logger: Logger | list[Logger] | bool,
-    ckpt_path: str | None,
-    early_stopping_patience: int | None,
+    module: StudentModule, datamodule: pl.LightningDataModule, trainer: pl.Trainer, *, ckpt_path: str | None
 ) -> Path:
-    """Train, keeping ``last.ckpt`` and the best checkpoint on ``val/loss`` in ``run_dir/checkpoints``; export the best
-    weights to ``run_dir/student`` and return that directory.
-
-    ``trainer_kwargs`` go to ``pl.Trainer`` as they are (max_steps, precision, gradient_clip_val,
-    accumulate_grad_batches, val_check_interval, accelerator, ...).
-    """
-    run_dir = Path(run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir,
-        filename="best-step{step}",
-        auto_insert_metric_name=False,
-        monitor=MONITOR,
-        mode="min",
-        save_top_k=1,
-        save_last=True,
-    )
-    callbacks: list[pl.Callback] = [checkpoint]
-    if early_stopping_patience is not None:
-        # Checked after validation only: a run resumed at an epoch's end has no val/loss until it validates again.
-        callbacks.append(
-            EarlyStopping(monitor=MONITOR, mode="min", patience=early_stopping_patience, check_on_train_epoch_end=False)
-        )
-    trainer = pl.Trainer(default_root_dir=run_dir, logger=logger, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
-                         **trainer_kwargs)
+    """Train with ``trainer`` (see ``build_trainer``), keeping ``last.ckpt`` in ``<run dir>/checkpoints`` beside what
+    the checkpoint callback keeps (the best on ``val/loss``); export the best weights (or, with no best checkpoint,
+    the final ones) to ``<run dir>/student`` and return that directory. ``ckpt_path="last"`` resumes."""
+    run_dir = Path(trainer.default_root_dir)
+    checkpoint = trainer.checkpoint_callback
+    # The checkpoint callback's own dirpath where one is given (callbacks.checkpoint.dirpath), else the run's.
+    checkpoint_dir = Path(checkpoint.dirpath) if checkpoint and checkpoint.dirpath else run_dir / CHECKPOINT_DIR
+    resume = resolve_checkpoint(ckpt_path, checkpoint_dir)
+    if resume is not None:
+        check_resumable(module, resume)
     # weights_only: a checkpoint holds tensors and plain values only; nothing in it may run code when loaded.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_checkpoint(ckpt_path, checkpoint_dir),
-                weights_only=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     # ModelCheckpoint writes last.ckpt only after validation; save the final state too, so a run that max_steps
     # stopped between validations resumes exactly where it stopped. Every rank calls this (it synchronizes them).
     trainer.save_checkpoint(checkpoint_dir / "last.ckpt", weights_only=False)
@@ -111,8 +113,8 @@ def fit_student(
         # With DDP every rank holds the same weights: rank 0 alone writes them.
         return export_dir
 
-    if checkpoint.best_model_path:
-        log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, MONITOR,
+    if checkpoint is not None and checkpoint.best_model_path:
+        log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, checkpoint.monitor,
                  checkpoint.best_model_score)
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         module.load_state_dict(state)

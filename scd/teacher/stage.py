@@ -1,4 +1,4 @@
-"""The teacher stage: write ``rationales/<split>.jsonl`` for train, train_counterfactual, dev and test.
+"""The teacher stage: write ``rationales/<split>.jsonl`` for train, dev and test and their counterfactual splits.
 
 Rationales are generated into ``<cache_dir>/rationales/<key>``, keyed by the config that decides them, and copied into
 the run directory. A later run with the same teacher-relevant config (a sweep over training modes, say) reuses them; a
@@ -52,16 +52,19 @@ def teacher_key(cfg: Config, teacher_dir: str | None = None) -> str:
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
     trained = Path(teacher_dir).name if teacher_dir else None
-    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding, "trained": trained})
+    # The splits enter too: a store written before a split was added lacks its file.
+    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding, "trained": trained,
+                       "splits": RATIONALE_SPLITS})
 
 
 def build_jobs(splits: dict[str, list[Example]], seed: int) -> list[RationaleJob]:
-    """Rationales for the gold answer of every example, and for the perturbed answer of every train and test example."""
+    """Rationales for the gold answer and for the perturbed answer of every example."""
     jobs = []
     for split in ("test", "dev", "train"):
         for ex in splits[split]:
             jobs.append(RationaleJob(split, ex, perturbed_answer(ex, seed), ex.answer))
-    for split in ("test", "train"):
+    # dev last, so the jobs before it are batched as before dev_counterfactual was added (the same rationales).
+    for split in ("test", "train", "dev"):
         for ex in splits[split]:
             wrong = perturbed_answer(ex, seed)
             jobs.append(RationaleJob(f"{split}_counterfactual", ex, wrong, wrong))

@@ -1,0 +1,86 @@
+"""The student Trainer's callbacks (``conf/callbacks/``): built in order from their ``_target_`` entries.
+
+Two are scd's own: a checkpoint callback whose saved state names files relative to the run's ``checkpoints/``, so a
+moved run directory resumes, and a progress bar that counts steps out of the total.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
+
+from scd.config import instantiate_component
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+def build_callbacks(configs: dict[str, Any], *, progress_bar: bool) -> list[pl.Callback]:
+    """Instantiate each named entry (null entries are dropped); without ``progress_bar`` (the Trainer's
+    ``enable_progress_bar``) progress bars are dropped too, as Lightning refuses one it is told not to show."""
+    callbacks = [instantiate_component(f"callbacks.{name}", node) for name, node in configs.items() if node is not None]
+    return [c for c in callbacks if progress_bar or not isinstance(c, ProgressBar)]
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` writing to ``<run dir>/checkpoints`` (the Trainer's ``default_root_dir``) unless given a
+    ``dirpath``. Its state in each checkpoint names the best, last and top-k files relative to that directory, and
+    they are read back relative to the directory in use, so a run directory moved elsewhere resumes from, and exports,
+    its own files."""
+
+    PATH_KEYS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.dirpath is None:
+            self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, CHECKPOINT_DIR))
+        super().setup(trainer, pl_module, stage)
+
+    def _relative(self, path: str) -> str:
+        return os.path.relpath(path, self.dirpath) if path else path
+
+    def _resolved(self, path: str) -> str:
+        return os.path.join(self.dirpath, path) if path else path
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for key in self.PATH_KEYS:
+            state[key] = self._relative(state[key])
+        state["best_k_models"] = {self._relative(path): score for path, score in state["best_k_models"].items()}
+        state["dirpath"] = None  # where the files are now is where they are read from
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        if state.get("dirpath") is None:
+            for key in self.PATH_KEYS:
+                state[key] = self._resolved(state.get(key, ""))
+            state["best_k_models"] = {self._resolved(p): score for p, score in state.get("best_k_models", {}).items()}
+            state["dirpath"] = self.dirpath
+        super().load_state_dict(state)
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One bar for the whole fit: optimizer steps done out of the total (``max_steps``, or what the epochs give),
+    continuing from the resumed step, instead of a bar per epoch headed "Epoch 28/-2" when training is by steps."""
+
+    def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        super().on_train_start(trainer)
+        bar = self.train_progress_bar
+        bar.reset(total=convert_inf(trainer.estimated_stepping_batches))
+        bar.initial = trainer.global_step
+        bar.n = trainer.global_step
+        bar.set_description("train steps")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        """Keep the one bar going across epochs (the base class starts a new one)."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        bar = self.train_progress_bar
+        if self._should_update(trainer.global_step, bar.total):
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module))

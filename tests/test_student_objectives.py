@@ -1,0 +1,130 @@
+"""Training objectives as components: built from conf/training/ or in Python alike, val/loss measures the objective
+trained, and the student trains in train mode whatever mode its model was loaded in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from transformers import AutoModelForSeq2SeqLM
+
+from scd.config import validate
+from scd.models import load_model, load_tokenizer
+from scd.student.data import RationaleFileError, StudentDataModule, collate_rows
+from scd.student.module import StudentModule
+from scd.student.objectives import Counterfactual, Standard
+from tests.conftest import TINY_STUDENTS, compose_config
+
+FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
+QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def test_config_builds_the_objective_class_the_python_api_builds(tmp_path: Path) -> None:
+    cfg = validate(compose_config(["training=counterfactual", "training.alpha=0.3", "training.tags=shared"],
+                                  tmp_path, tmp_path))
+    assert type(cfg.training) is Counterfactual
+    assert (cfg.training.mode, cfg.training.alpha, cfg.training.tags) == ("counterfactual", 0.3, "shared")
+    assert cfg.training.weights() == (0.7, 0.3)
+    standard = validate(compose_config(["training=standard"], tmp_path, tmp_path)).training
+    assert type(standard) is Standard and standard.mode == "standard" and standard.weights() == (1.0,)
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: Counterfactual(alpha=1.5), "training.alpha must be in [0, 1], got 1.5"),
+        (lambda: Counterfactual(alpha=-0.1), "training.alpha must be in [0, 1], got -0.1"),
+        (lambda: Counterfactual(alpha=2), "training.alpha must be in [0, 1], got 2.0"),
+        (lambda: Counterfactual(alpha="half"), "training.alpha must be a number in [0, 1], got 'half'"),
+        (lambda: Standard(tags="both"), "training.tags must be one of ['distinct', 'shared', 'none'], got 'both'"),
+    ],
+)
+def test_the_class_owns_its_checks(build, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        build()
+    assert str(error.value) == message
+
+
+def dev_reference(model, tokenizer, objective) -> dict[str, float]:
+    """Each task's token mean over all of dev, from the model's own loss on one batch of that task's rows."""
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, decoder_start_token_id=0)
+    data.setup("validate")
+    losses = {}
+    for index, task in enumerate(objective.tasks):
+        batch = collate_rows([[group[index]] for group in data.dev_groups], tokenizer.pad_token_id)
+        with torch.no_grad():
+            losses[task] = model(**{k: v for k, v in batch.items() if k != "task"}).loss.item()
+    return losses
+
+
+@pytest.mark.parametrize("objective", [Standard(), Counterfactual(alpha=0.3)], ids=["standard", "counterfactual"])
+def test_val_loss_is_the_objective_over_all_of_dev(objective) -> None:
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    # Two dev batches of unequal size (2 + 1 questions): the epoch value must weight by tokens, not by batch.
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, eval_batch_size=2, decoder_start_token_id=0)
+    module = StudentModule(model, tokenizer, "seq2seq", objective)
+    (logged,) = pl.Trainer(accelerator="cpu", **QUIET).validate(module, datamodule=data)
+    reference = dev_reference(model, tokenizer, objective)
+    expected = sum(weight * reference[task] for task, weight in zip(objective.tasks, objective.weights()))
+    assert logged["val/loss"] == pytest.approx(expected, abs=1e-5)
+    for task in objective.tasks:
+        assert logged[f"val/{task}_loss"] == pytest.approx(reference[task], abs=1e-5)
+    if isinstance(objective, Counterfactual):
+        # The counterfactual rows of dev move val/loss away from the factual loss alone.
+        assert abs(logged["val/loss"] - reference["factual"]) > 1e-3
+
+
+def test_a_mean_of_batch_means_would_fail_the_val_loss_test() -> None:
+    """The negative check of the test above: its dev batches are uneven enough that weighting batches instead of
+    tokens gives a different value."""
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", Standard(), eval_batch_size=2, decoder_start_token_id=0)
+    data.setup("validate")
+    with torch.no_grad():
+        batch_means = [model(**{k: v for k, v in b.items() if k != "task"}).loss.item() for b in data.val_dataloader()]
+    token_mean = dev_reference(model, tokenizer, Standard())["factual"]
+    assert abs(sum(batch_means) / len(batch_means) - token_mean) > 1e-4
+
+
+def test_counterfactual_objective_needs_the_dev_counterfactual_rationales(tmp_path: Path) -> None:
+    for path in FIXTURES.iterdir():
+        if path.name != "dev_counterfactual.jsonl":
+            (tmp_path / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(RationaleFileError, match=r"dev_counterfactual\.jsonl: no such rationale file"):
+        StudentDataModule(tmp_path, load_tokenizer("byt5"), "causal", Counterfactual()).setup("fit")
+    # The standard objective reads no counterfactual file.
+    StudentDataModule(tmp_path, load_tokenizer("byt5"), "causal", Standard()).setup("fit")
+
+
+class ModeRecorder(StudentModule):
+    """Records the model's mode in each training and validation step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.modes: dict[str, list[bool]] = {"train": [], "val": []}
+
+    def training_step(self, batch, batch_idx):
+        self.modes["train"].append(self.model.training)
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.modes["val"].append(self.model.training)
+        return super().validation_step(batch, batch_idx)
+
+
+def test_a_from_pretrained_student_trains_in_train_mode(tmp_path: Path) -> None:
+    tokenizer = load_tokenizer("byt5")
+    init = {**TINY_STUDENTS["seq2seq"], "dropout_rate": 0.5}
+    load_model("seq2seq", tokenizer, random_init=init).save_pretrained(tmp_path / "t5")
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "t5")
+    assert not model.training  # transformers loads in eval mode: what the student must undo
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", Counterfactual(), batch_size=4, decoder_start_token_id=0)
+    module = ModeRecorder(model, tokenizer, "seq2seq", Counterfactual())
+    # 2 steps per epoch, validation after each: train, validate, train again.
+    pl.Trainer(accelerator="cpu", max_steps=4, num_sanity_val_steps=0, **QUIET).fit(module, datamodule=data)
+    assert module.modes["train"] == [True] * 4
+    assert module.modes["val"] and not any(module.modes["val"])
