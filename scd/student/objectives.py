@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from scd.data.records import RationaleRecord
-from scd.student.data import RationaleFileError, read_rationales, read_split
+from scd.io import RationaleFileError, read_rationales, read_split
 from scd.student.formatting import TAG_MODES, TagMode, task_tag
 
 
