@@ -3,6 +3,7 @@ of the wrong type fails at start; ``validate`` then runs each dataclass's range 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -13,9 +14,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 STAGES = ("teacher", "student", "evaluate")
 
 
+# Seeds go to numpy and torch, which take 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
+
+
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
+
+
+def _check_seed(key: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{key} must be in [0, {MAX_SEED}], got {value}")
 
 
 @dataclass
@@ -45,6 +55,7 @@ class DatasetConfig:
             raise ValueError(f"dataset.limit must be >= 1 or null, got {self.limit}")
         if self.dev_size < 1:
             raise ValueError(f"dataset.dev_size must be >= 1, got {self.dev_size}")
+        _check_seed("dataset.seed", self.seed)
 
 
 @dataclass
@@ -78,6 +89,7 @@ class TeacherConfig:
             raise ValueError("teacher: set exactly one of name_or_path, random_init and toyworld")
         if self.num_demonstrations < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
+        _check_seed("teacher.seed", self.seed)
 
 
 @dataclass
@@ -166,6 +178,7 @@ class SimulatorConfig:
             raise ValueError("simulator: set exactly one of name_or_path and random_init")
         if self.bootstrap_samples < 1:
             raise ValueError(f"simulator.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        _check_seed("simulator.seed", self.seed)
 
 
 @dataclass
@@ -222,17 +235,27 @@ class Config:
     seed: int = 0
     # "last" resumes student training from the run's last checkpoint; or a checkpoint path.
     ckpt_path: Optional[str] = None
+    # Replace what the run directory holds from a run with another config (else such a run is refused).
+    overwrite: bool = False
 
     def check(self) -> None:
+        if not self.stages:
+            raise ValueError(f"stages must name at least one of {list(STAGES)}, got []")
         for stage in self.stages:
             _check_choice("stages[]", stage, STAGES)
+        _check_seed("seed", self.seed)
+        if self.overwrite and self.ckpt_path == "last":
+            raise ValueError("overwrite=true discards the checkpoints ckpt_path=last would resume from: give one of them")
 
 
 def register_configs() -> None:
-    """Register the schema with Hydra and the ``${scd_root:}`` resolver (the repository root, for shipped files)."""
+    """Register the schema with Hydra, the ``${scd_root:}`` resolver (the repository root, for shipped files) and
+    ``${scd_pid:}`` (this process's id, which keeps default run directories of simultaneous runs apart)."""
     ConfigStore.instance().store(name="scd_schema", node=Config)
     if not OmegaConf.has_resolver("scd_root"):
         OmegaConf.register_new_resolver("scd_root", lambda: str(Path(__file__).resolve().parents[1]))
+    if not OmegaConf.has_resolver("scd_pid"):
+        OmegaConf.register_new_resolver("scd_pid", lambda: str(os.getpid()))
 
 
 def validate(cfg: DictConfig) -> Config:

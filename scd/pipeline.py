@@ -26,6 +26,7 @@ from scd.data.example import Example
 from scd.evaluation.stage import run_evaluate_stage
 from scd.evaluation.wandb_log import log_rationale_samples, scrub_secrets
 from scd.loggers import build_logger
+from scd.signals import raise_if_interrupted
 from scd.student.data import read_split
 from scd.student.stage import run_student_stage, student_tokenizer_source
 from scd.teacher.stage import load_teacher_model, run_teacher_stage
@@ -123,6 +124,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             run_teacher_stage(cfg, splits, run_dir, teacher_dir)
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
+            raise_if_interrupted()
             stage_started = time.perf_counter()
             run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, teacher_source))
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
@@ -131,10 +133,12 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             # evaluation and the run's files are rank 0's.
             return {}
         if "evaluate" in cfg.stages:
+            raise_if_interrupted()
             stage_started = time.perf_counter()
             teacher = load_teacher_model(cfg, teacher_dir)
             metrics.update(run_evaluate_stage(cfg, run_dir, teacher, teacher_source, world))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
+        raise_if_interrupted()
         metrics["time/total_s"] = round(time.perf_counter() - started, 1)
         if logger:
             logger.log_metrics(metrics)
