@@ -97,7 +97,7 @@ def read_shards(shard_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise CacheError(f"{shard}, line {number}: damaged record ({err.msg} at column {err.colno}); "
+                raise CacheError(f"{shard}, line {number}: damaged record ({err.msg}: column {err.colno}); "
                                  f"delete {shard_dir} to regenerate this cache entry") from None
             records.setdefault((record["split"], record["id"]), record)
     return records
