@@ -35,7 +35,6 @@ from scd.data.formats import DataFormatError, read_examples
 from scd.data.sources import load_splits
 from scd.pipeline import load_data
 from scd.report import collect_runs
-from scd.signals import Interrupted, interrupt_on_signals, raise_if_interrupted
 from scd.teacher.prompt import pick_demonstrations
 from scd.teacher.stage import run_teacher_stage
 from scd.teacher.store import COMPLETE_MARKER
@@ -223,9 +222,11 @@ def test_case4_stages_that_run_remove_the_stale_outputs_of_later_stages(config, 
     # What an earlier full run left: predictions and metrics of its student, and a checkpoint of its training.
     for name in ("predictions/test.jsonl", "metrics.json", "checkpoints/best-step2.ckpt"):
         (run_dir / name).parent.mkdir(exist_ok=True)
-        (run_dir / name).write_text("old\n")
+        (run_dir / name).write_text('{"student/accuracy": 0.9}\n')
     assert main_task(config("stages=[teacher,student]")) is not None
-    assert not (run_dir / "predictions").exists() and not (run_dir / "metrics.json").exists()
+    # metrics.json now holds this invocation's metrics (stage times) only.
+    assert not (run_dir / "predictions").exists()
+    assert "student/accuracy" not in json.loads((run_dir / "metrics.json").read_text())
     assert not (run_dir / "checkpoints" / "best-step2.ckpt").exists()
     assert (run_dir / "student" / "model.safetensors").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
 
@@ -254,6 +255,8 @@ def test_case5_duplicate_choices_are_refused_at_load_time(tmp_path):
 
 
 def test_case8_a_signal_outside_lightning_raises_interrupted_and_handlers_are_restored():
+    from scd.signals import Interrupted, interrupt_on_signals
+
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted, match="interrupted by SIGTERM"):
         with interrupt_on_signals():
@@ -263,6 +266,8 @@ def test_case8_a_signal_outside_lightning_raises_interrupted_and_handlers_are_re
 
 
 def test_case8_inside_lightning_the_signal_waits_for_its_loop():
+    from scd.signals import Interrupted, interrupt_on_signals, raise_if_interrupted
+
     lightning_calls = []
 
     def lightning(signum, frame):  # what Lightning's signal connector installs, calling ours after its own
