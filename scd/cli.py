@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from scd.config import validate
 from scd.pipeline import is_global_zero, is_multirun, run
-from scd.rundir import claim_run_dir
+from scd.rundir import claim_run_dir, holds_a_run
 from scd.signals import Interrupted, interrupt_on_signals
 from scd.teacher.store import atomic_write_text
 
@@ -113,22 +113,24 @@ def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> 
 
 def main_task(raw: DictConfig) -> dict[str, float] | None:
     """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
-    job is marked failed in its status.json and the sweep goes on."""
+    job is marked failed in its status.json and the sweep goes on. A command refused before it claimed a directory
+    that holds another run leaves that run's status alone."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claimed = False
     try:
         with interrupt_on_signals():
+            cfg = validate(raw)
             # Only rank 0 keeps the run's status and directory: the ranks of one DDP run share it.
             if is_global_zero():
-                write_status(run_dir, "running")
-            cfg = validate(raw)
-            if is_global_zero():
                 claim_run_dir(run_dir, raw, cfg)
+                claimed = True
+                write_status(run_dir, "running")
             metrics = run(cfg, raw, run_dir)
     except Interrupted as err:
-        end_interrupted(run_dir, raw, err)
+        end_interrupted(run_dir, raw, err, record=claimed or not holds_a_run(run_dir))
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
-        if is_global_zero():
+        if is_global_zero() and (claimed or not holds_a_run(run_dir)):
             try:
                 write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
             except OSError as status_err:
@@ -146,9 +148,10 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     return metrics
 
 
-def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted) -> None:
-    """Record the interruption and exit with status 128 + the signal's number; a sweep stops after this job."""
-    if is_global_zero():
+def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted, record: bool) -> None:
+    """Record the interruption (if ``record``) and exit with status 128 + the signal's number; a sweep stops after
+    this job."""
+    if is_global_zero() and record:
         write_status(run_dir, "interrupted", error=str(err))
     if is_multirun():
         from hydra.core.hydra_config import HydraConfig

@@ -1,6 +1,7 @@
 """One run per run directory.
 
-``run_config.json`` records the config of the run a directory holds. A later invocation into the same directory must
+``run_config.json`` records the config of the run a directory holds (and a copy of the files Hydra wrote to ``.hydra``
+for it, which Hydra overwrites before any of our code runs: a refused command puts them back). A later invocation into the same directory must
 have the same config, up to the keys that may change between the invocations of one run (``NOT_RUN_IDENTITY``: which
 stages, where the files go, logging, speed); else it is refused, unless ``overwrite=true``, which first removes the
 old run's outputs. The keys in ``RESUMABLE`` may change only where the student stage runs (it trains longer or
@@ -16,6 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from scd.config import STAGES, Config
@@ -79,31 +81,54 @@ def stale_outputs(cfg: Config) -> list[str]:
     return stale
 
 
+def _hydra_dir(run_dir: Path) -> Path | None:
+    """Where Hydra saved this command's config, if it did (not in DDP's other ranks, nor without Hydra)."""
+    if not HydraConfig.initialized() or not HydraConfig.get().output_subdir:
+        return None
+    return run_dir / HydraConfig.get().output_subdir
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    return (run_dir / RECORD).exists()
+
+
+def _refusal(run_dir: Path, recorded: dict[str, Any], current: dict[str, Any], cfg: Config) -> str | None:
+    """Why this command may not run in ``run_dir``, which holds the run ``recorded``; None if it may."""
+    changed = _differences(recorded, current)
+    fixed = [key for key in changed if key not in RESUMABLE]
+    if fixed:
+        key = fixed[0]
+        return (f"run directory {run_dir} holds another run ({key}: {recorded.get(key)!r} there, "
+                f"{current.get(key)!r} now); use another hydra.run.dir, or overwrite=true to replace that run")
+    if changed and "student" not in cfg.stages:
+        key = changed[0]
+        return (f"run directory {run_dir}: its student was trained with {key}={recorded.get(key)!r}, not "
+                f"{current.get(key)!r}; run the student stage too (ckpt_path=last resumes it) or use another "
+                "hydra.run.dir")
+    return None
+
+
 def claim_run_dir(run_dir: Path, raw: DictConfig, cfg: Config) -> None:
     """Check that ``run_dir`` holds no other run (see the module docstring), remove what this invocation makes stale,
     and record this run's config. Raises RunDirError naming the first key that differs."""
     # Through JSON, as it is recorded: values compare the same way now and when read back.
     current = json.loads(json.dumps(run_identity(raw), default=str))
     record = run_dir / RECORD
+    hydra_dir = _hydra_dir(run_dir)
     if cfg.overwrite:
         _remove(run_dir, RUN_OUTPUTS)
     elif record.exists():
         try:
-            recorded = json.loads(record.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            previous = json.loads(record.read_text(encoding="utf-8"))
+            recorded, hydra_files = previous["config"], previous["hydra"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise RunDirError(f"{record}: unreadable ({err}); overwrite=true replaces the run it belonged to") from None
-        changed = _differences(recorded, current)
-        fixed = [key for key in changed if key not in RESUMABLE]
-        if fixed:
-            key = fixed[0]
-            raise RunDirError(
-                f"run directory {run_dir} holds another run ({key}: {recorded.get(key)!r} there, {current.get(key)!r} "
-                "now); use another hydra.run.dir, or overwrite=true to replace that run")
-        if changed and "student" not in cfg.stages:
-            key = changed[0]
-            raise RunDirError(
-                f"run directory {run_dir}: its student was trained with {key}={recorded.get(key)!r}, not "
-                f"{current.get(key)!r}; run the student stage too (ckpt_path=last resumes it) or use another "
-                "hydra.run.dir")
+        refusal = _refusal(run_dir, recorded, current, cfg)
+        if refusal:
+            if hydra_dir is not None:
+                for name, text in hydra_files.items():
+                    atomic_write_text(hydra_dir / name, text)
+            raise RunDirError(refusal)
     _remove(run_dir, stale_outputs(cfg))
-    atomic_write_text(record, json.dumps(current, indent=1, sort_keys=True) + "\n")
+    saved = {path.name: path.read_text(encoding="utf-8") for path in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir else {}
+    atomic_write_text(record, json.dumps({"config": current, "hydra": saved}, indent=1, sort_keys=True) + "\n")

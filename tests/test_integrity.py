@@ -200,7 +200,21 @@ def test_case4_a_run_with_another_config_is_refused(config, tmp_path, fails):
     # overwrite=true replaces that run.
     assert main_task(config("decoding=contrast_wrong", "overwrite=true")) is not None
     assert {r["decoding"] for r in records(run_dir / "rationales", "test")} == {"contrast_wrong"}
-    assert json.loads((run_dir / "run_config.json").read_text())["decoding.name"] == "contrast_wrong"
+    assert json.loads((run_dir / "run_config.json").read_text())["config"]["decoding.name"] == "contrast_wrong"
+
+
+@pytest.mark.slow
+def test_case4_a_refused_command_leaves_the_runs_hydra_config(tmp_path):
+    run_dir = tmp_path / "run"
+    env = cli_env(tmp_path)
+    base = ["experiment=smoke", "stages=[teacher]", f"hydra.run.dir={run_dir}"]
+    assert start([*base, "decoding=greedy"], tmp_path, "first.log", env).wait() == 0
+    assert start([*base, "decoding=contrast_wrong"], tmp_path, "second.log", env).wait() == 1
+    assert last_line(tmp_path / "second.log").startswith(f"scd: error: run directory {run_dir} holds another run")
+    # Hydra rewrote .hydra/ for the refused command; it is put back, so the report still sees the greedy run.
+    assert "name: greedy" in (run_dir / ".hydra" / "config.yaml").read_text()
+    assert "decoding=greedy" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+    assert status(run_dir) == {"status": "completed"}
 
 
 def test_case4_resuming_with_another_config_is_refused(config, tmp_path, fails):
