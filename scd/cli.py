@@ -2,7 +2,8 @@
 
 A single run exits non-zero with one ``scd: error: ...`` line for bad input (also for a bad command line, which Hydra
 would otherwise report over several lines); a sweep job's failure is recorded in its ``status.json`` and the sweep
-goes on, then ends with one summary line.
+goes on, then ends with one summary line. SIGTERM or SIGINT ends a run (and a sweep: the later jobs do not run) with
+``status.json`` "interrupted" and exit status 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -25,6 +27,9 @@ from omegaconf.errors import OmegaConfBaseException
 from scd.config import validate
 from scd.io import atomic_write_text
 from scd.pipeline import is_global_zero, is_multirun, run
+from scd.io import atomic_write_text
+from scd.rundir import claim_run_dir, holds_a_run
+from scd.signals import Interrupted, interrupt_on_signals
 
 log = logging.getLogger(__name__)
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: noise on every run that users cannot act on.
@@ -35,10 +40,19 @@ def write_status(run_dir: Path, status: str, **extra: Any) -> None:
     atomic_write_text(run_dir / "status.json", json.dumps({"status": status, **extra}) + "\n")
 
 
+# The numbered ways out Hydra lists under some errors ("2. To use it as string, quote the value: key='a,b'").
+HINT_LINE = re.compile(r"\d+\. ")
+
+
 def one_line(err: BaseException) -> str:
     """An error as one line: its first line (OmegaConf appends the full key and types on more lines), plus the
-    options Hydra lists for an unknown group option, plus the first line of an OmegaConf cause Hydra wraps."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    numbered hints Hydra lists below it, the options Hydra lists for an unknown group option, and the first line of
+    an OmegaConf cause Hydra wraps."""
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    hints = [line.strip() for line in lines[1:] if HINT_LINE.match(line.strip())]
+    if hints:
+        text = "; ".join([text, *hints])
     if isinstance(err, OverrideParseException):
         text = f"cannot parse the override {err.override!r}: {text}"
     if isinstance(err, MissingConfigException) and err.options:
@@ -71,37 +85,53 @@ class SweepSummary(Callback):
     notice. Failed means what ``python -m scd.report`` shows as failed."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from scd.report import ReportError, collect_runs
-
-        sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            runs = collect_runs(sweep_dir)
-        except ReportError as err:
-            print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
+        if not summarize_sweep(Path(config.hydra.sweep.dir)):
             sys.exit(1)
-        failed = [run for run in runs if run.status != "completed"]
-        if not failed:
-            print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
-            return
-        jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
-        print(f"scd: error: sweep {sweep_dir}: {len(failed)} of {len(runs)} jobs failed: {jobs}; "
-              f"python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
-        sys.exit(1)
+
+
+def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> bool:
+    """Print the sweep's one summary line (to stderr if a job failed or the sweep was ``interrupted``); True if every
+    job completed."""
+    from scd.report import ReportError, collect_runs
+
+    try:
+        runs = collect_runs(sweep_dir)
+    except ReportError as err:
+        print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
+        return False
+    failed = [run for run in runs if run.status != "completed"]
+    if not failed and interrupted is None:
+        print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
+        return True
+    jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
+    head = f"{len(failed)} of {len(runs)} jobs failed: {jobs}"
+    if interrupted is not None:
+        head = (f"{interrupted}, later jobs not started; {head}; rerun the same command "
+                f"(with hydra.sweep.dir={sweep_dir}) to resume")
+    print(f"scd: error: sweep {sweep_dir}: {head}; python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
+    return False
 
 
 def main_task(raw: DictConfig) -> dict[str, float] | None:
     """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
-    job is marked failed in its status.json and the sweep goes on."""
+    job is marked failed in its status.json and the sweep goes on. A command refused before it claimed a directory
+    that holds another run leaves that run's status alone."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    claimed = False
     try:
-        # Only rank 0 keeps the run's status: the ranks of one DDP run share its directory.
-        if is_global_zero():
-            write_status(run_dir, "running")
-        cfg = validate(raw)
-        metrics = run(cfg, raw, run_dir)
+        with interrupt_on_signals():
+            cfg = validate(raw)
+            # Only rank 0 keeps the run's status and directory: the ranks of one DDP run share it.
+            if is_global_zero():
+                claim_run_dir(run_dir, raw, cfg)
+                claimed = True
+                write_status(run_dir, "running")
+            metrics = run(cfg, raw, run_dir)
+    except Interrupted as err:
+        end_interrupted(run_dir, raw, err, record=claimed or not holds_a_run(run_dir))
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
-        if is_global_zero():
+        if is_global_zero() and (claimed or not holds_a_run(run_dir)):
             try:
                 write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
             except OSError as status_err:
@@ -117,3 +147,20 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     if is_global_zero():
         write_status(run_dir, "completed")
     return metrics
+
+
+def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted, record: bool) -> None:
+    """Record the interruption (if ``record``) and exit with status 128 + the signal's number; a sweep stops after
+    this job."""
+    if is_global_zero() and record:
+        write_status(run_dir, "interrupted", error=str(err))
+    if is_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        summarize_sweep(Path(HydraConfig.get().sweep.dir), err)
+    else:
+        resume = "rerun the same command to resume"
+        if raw.get("ckpt_path") != "last" and "student" in raw.get("stages", ()):
+            resume += " (with ckpt_path=last, the student resumes from its last checkpoint)"
+        print(f"scd: error: {run_dir}: {err}; what finished is kept: {resume}", file=sys.stderr)
+    sys.exit(128 + err.signum)

@@ -5,6 +5,7 @@ a group names with ``_target_`` (the training objective), so their own checks ru
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -18,6 +19,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from scd.models import check_random_init
 
 STAGES = ("teacher", "student", "evaluate")
+
+
+# Seeds go to numpy and torch, which take 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
 
 
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
@@ -45,6 +50,11 @@ def instantiate_component(key: str, node: dict[str, Any]) -> Any:
         if isinstance(err.__cause__, ValueError):
             raise err.__cause__ from None
         raise ValueError(f"{key}: {err.__cause__ or err}") from err
+
+
+def _check_seed(key: str, value: int) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ValueError(f"{key} must be in [0, {MAX_SEED}], got {value}")
 
 
 @dataclass
@@ -75,6 +85,7 @@ class DatasetConfig:
             raise ValueError(f"dataset.limit must be >= 1 or null, got {self.limit}")
         if self.dev_size < 1:
             raise ValueError(f"dataset.dev_size must be >= 1, got {self.dev_size}")
+        _check_seed("dataset.seed", self.seed)
 
 
 @dataclass
@@ -110,6 +121,7 @@ class TeacherConfig:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
         if self.random_init is not None:
             check_random_init(self.random_init, "teacher.random_init")
+        _check_seed("teacher.seed", self.seed)
 
 
 @dataclass
@@ -191,6 +203,7 @@ class SimulatorConfig:
             check_random_init(self.random_init, "simulator.random_init")
         if self.bootstrap_samples < 1:
             raise ValueError(f"simulator.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        _check_seed("simulator.seed", self.seed)
 
 
 # Trainer arguments that scd sets itself: from the logger and callbacks groups, the run directory, and the atomic
@@ -257,17 +270,27 @@ class Config:
     seed: int = 0
     # "last" resumes student training from the run's last checkpoint; or a checkpoint path.
     ckpt_path: Optional[str] = None
+    # Replace what the run directory holds from a run with another config (else such a run is refused).
+    overwrite: bool = False
 
     def check(self) -> None:
+        if not self.stages:
+            raise ValueError(f"stages must name at least one of {list(STAGES)}, got []")
         for stage in self.stages:
             _check_choice("stages[]", stage, STAGES)
+        _check_seed("seed", self.seed)
+        if self.overwrite and self.ckpt_path == "last":
+            raise ValueError("overwrite=true discards the checkpoints ckpt_path=last would resume from: give one of them")
 
 
 def register_configs() -> None:
-    """Register the schema with Hydra and the ``${scd_root:}`` resolver (the repository root, for shipped files)."""
+    """Register the schema with Hydra, the ``${scd_root:}`` resolver (the repository root, for shipped files) and
+    ``${scd_pid:}`` (this process's id, which keeps default run directories of simultaneous runs apart)."""
     ConfigStore.instance().store(name="scd_schema", node=Config)
     if not OmegaConf.has_resolver("scd_root"):
         OmegaConf.register_new_resolver("scd_root", lambda: str(Path(__file__).resolve().parents[1]))
+    if not OmegaConf.has_resolver("scd_pid"):
+        OmegaConf.register_new_resolver("scd_pid", lambda: str(os.getpid()))
 
 
 def validate(cfg: DictConfig) -> Config:

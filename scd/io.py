@@ -2,7 +2,7 @@
 
 - ``atomic_write_text`` / ``publish_directory``: a file or directory either holds all of its new content or does not
   change, so a killed run never leaves a partial artifact that a later run would read as complete;
-- ``exclusive``: a lock that parallel jobs take before building a shared cache entry;
+- ``exclusive`` / ``lock_file``: locks that parallel jobs take before building a shared cache entry;
 - ``read_rationales`` / ``write_rationales``: ``rationales/<split>.jsonl``, one ``RationaleRecord`` a line, checked
   line by line on reading;
 - ``scrub_secrets``: a config with environment secrets masked, before it is logged or saved. W&B uploads the config
@@ -66,9 +66,16 @@ def publish_directory(write: Callable[[Path], object], target: Path) -> Path:
 
 @contextmanager
 def exclusive(directory: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) for the duration of the block; the lock goes with
-    the process, so a killed holder never leaves it locked."""
-    with open(directory / ".lock", "a") as handle:
+    """Hold an exclusive lock on ``directory`` (its ``.lock`` file) for the duration of the block."""
+    with lock_file(directory / ".lock"):
+        yield
+
+
+@contextmanager
+def lock_file(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if need be) for the duration of the block; the lock goes
+    with the process, so a killed holder never leaves it locked."""
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -28,6 +28,7 @@ from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
+from scd.signals import raise_if_interrupted
 from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
 from scd.task import build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
@@ -61,6 +62,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             run_teacher_stage(cfg, splits, run_dir, teacher_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
+            raise_if_interrupted()
             stage_started = time.perf_counter()
             run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, shared_tokenizer))
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
@@ -69,10 +71,12 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             # evaluation and the run's files are rank 0's.
             return {}
         if "evaluate" in cfg.stages:
+            raise_if_interrupted()
             stage_started = time.perf_counter()
             metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
         metrics.update(rationale_set_metrics(run_dir))
+        raise_if_interrupted()
         metrics["time/total_s"] = round(time.perf_counter() - started, 1)
         if logger:
             logger.log_metrics(metrics)

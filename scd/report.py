@@ -121,7 +121,9 @@ def load_run(run_dir: Path) -> Run:
     try:
         cfg = OmegaConf.load(config_path)
     except Exception as error:  # omegaconf raises yaml's own errors, which carry the line number
-        raise ReportError(f"{config_path}: cannot parse: {error}") from error
+        # Marks this job only, as an unreadable metrics.json does; the cell it belongs to is unknown.
+        reason = " ".join(f"{config_path}: cannot parse: {error}".split())
+        return Run(run_dir, "unknown", "unknown", None, "failed", error=reason)
     decoding = str(_config_value(config_path, cfg, "decoding.name"))
     training = str(_config_value(config_path, cfg, "training.mode"))
     seed = OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False)
@@ -131,7 +133,7 @@ def load_run(run_dir: Path) -> Run:
     state = status.get("status") if status else None
     if metrics is not None and state in (None, "completed"):
         return Run(run_dir, decoding, training, seed, "completed", metrics=_flatten(metrics))
-    if state == "failed":
+    if state in ("failed", "interrupted"):
         reason = str(status.get("error") or "failed without an error message")
     elif state == "running":
         reason = "did not finish (status.json still says running)"

@@ -176,9 +176,9 @@ def test_full_cache_disk_while_writing(fails, monkeypatch, tmp_path, module):
 
 
 def test_full_disk_everywhere(fails, monkeypatch, tmp_path):
-    # Not even status.json can be written: that first failure is the one reported.
+    # Not even the run's record (the first file a run writes) can be written: that first failure is reported.
     monkeypatch.setattr(atomic_io, "open", full_disk(tmp_path), raising=False)
-    assert fails(status=False) == f"scd: error: could not write {tmp_path / 'run' / 'status.json'}: {ENOSPC}"
+    assert fails(status=False) == f"scd: error: could not write {tmp_path / 'run' / 'run_config.json'}: {ENOSPC}"
 
 
 # Hydra reports these before any of our code runs; they go through the real command line (a few seconds each).

@@ -154,8 +154,8 @@ def test_cose_label_out_of_range(tmp_path):
 
 def test_cose_missing_column(tmp_path):
     path = tmp_path / "bad.csv"
-    path.write_text("id,question,choice_0,choice_1,label\na,Q,x,y,0\n")
-    assert "line 1, field 'human_exp': missing from the header" in _one_line_error(path, "cose")
+    path.write_text("id,question,choice_0,choice_1,human_exp\na,Q,x,y,e\n")
+    assert "line 1, field 'label': missing from the header" in _one_line_error(path, "cose")
 
 
 def test_duplicate_ids(tmp_path):

@@ -69,7 +69,7 @@ def test_two_processes_match_one(make_config, tmp_path):
     # else; the summary was printed once.
     assert json.loads((ddp_dir / "status.json").read_text()) == {"status": "completed"}
     assert sorted(path.name for path in ddp_dir.iterdir()) == [
-        ".hydra", "checkpoints", "csv", "metrics.json", "predictions", "rationales", "run.log", "status.json",
-        "student", "train_ddp_process_1.log",
+        ".hydra", "checkpoints", "csv", "metrics.json", "predictions", "rationales", "run.log", "run_config.json",
+        "status.json", "student", "train_ddp_process_1.log",
     ]
     assert result.stdout.count(f"scd: smoke | decoding=contrast_wrong training=counterfactual -> {ddp_dir}") == 1

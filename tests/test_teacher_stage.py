@@ -41,7 +41,7 @@ def test_writes_every_split_with_gold_and_perturbed_rationales(make_config, tmp_
 def test_resume_after_a_kill_gives_the_same_files(make_config, tmp_path):
     cfg, splits, out = generate(make_config(), tmp_path / "first")
     expected = {split: (out / f"{split}.jsonl").read_text() for split in RATIONALE_SPLITS}
-    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg)
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, splits)
     # Recreate what a kill -9 mid-run leaves: no marker, no merged files, a shard cut inside its 6th line.
     shard = store / "shard-rank0.jsonl"
     lines = shard.read_text().splitlines(keepends=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from scd.data.example import Example
+
+log = logging.getLogger(__name__)
+# Explanation cells that stand for "no explanation" (CREAK's contrast set has "n/a" on every row): read as missing.
+PLACEHOLDER_EXPLANATIONS = frozenset({"", "-", "n/a", "na", "none", "null"})
+# CoS-E CSV explanation columns: Hase et al.'s files, then the LAS authors' (whose reader accepts both).
+COSE_EXPLANATION_COLUMNS = ("human_exp", "human_expl_open-ended")
 
 
 class DataFormatError(ValueError):
@@ -75,8 +82,24 @@ def _id(row: Row, name: str) -> str:
     return str(value).strip()
 
 
-def _labeled_choices(row: Row) -> tuple[str, list[str], list[str]]:
-    """Question stem, choice labels and choice texts of a CommonsenseQA/QASC row, file or hub layout."""
+def _explanation(row: Row, *names: str) -> str | None:
+    """The first of the columns ``names`` the row has, stripped; None where it is absent, empty or a placeholder."""
+    for name in names:
+        if row.get(name) is not None:
+            text = _string_or_empty(row[name], name)
+            return None if text.casefold() in PLACEHOLDER_EXPLANATIONS else text
+    return None
+
+
+def _string_or_empty(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise _FieldError(field, f"expected a string, got {_short(value)}")
+    return value.strip()
+
+
+def _labeled_choices(row: Row) -> tuple[str, list[str], list[str], list[str]]:
+    """Question stem, choice labels, choice texts and the texts' field names of a CommonsenseQA/QASC row, file or hub
+    layout."""
     question = _get(row, "question")
     if isinstance(question, Mapping):  # official files: {"stem", "choices": [{"label", "text"}, ...]}
         stem = _text(question, "stem", "question.stem")
@@ -86,7 +109,7 @@ def _labeled_choices(row: Row) -> tuple[str, list[str], list[str]]:
                 raise _FieldError(f"question.choices[{i}]", f"expected an object, got {_short(choice)}")
             labels.append(_text(choice, "label", f"question.choices[{i}].label"))
             texts.append(_text(choice, "text", f"question.choices[{i}].text"))
-        return stem, labels, texts
+        return stem, labels, texts, [f"question.choices[{i}].text" for i in range(len(texts))]
     # Hub layout: question is the stem, choices is {"label": [...], "text": [...]}.
     stem = _text(row, "question")
     choices = _get(row, "choices")
@@ -96,7 +119,7 @@ def _labeled_choices(row: Row) -> tuple[str, list[str], list[str]]:
     texts = [_string(text, f"choices.text[{i}]") for i, text in enumerate(_list(choices, "text", "choices.text"))]
     if len(labels) != len(texts):
         raise _FieldError("choices", f"{len(labels)} labels but {len(texts)} texts")
-    return stem, labels, texts
+    return stem, labels, texts, [f"choices.text[{i}]" for i in range(len(texts))]
 
 
 def _answer_key(row: Row, labels: list[str]) -> int:
@@ -110,21 +133,30 @@ def _answer_key(row: Row, labels: list[str]) -> int:
     return labels.index(key)
 
 
-def _two_or_more(choices: list[str], field: str) -> tuple[str, ...]:
-    if len(choices) < 2:
-        raise _FieldError(field, f"needs at least two choices, got {len(choices)}")
-    return tuple(choices)
+def _choices(texts: list[str], fields: list[str], field: str) -> tuple[str, ...]:
+    """At least two choices, no two alike (an answer naming one of two equal choices cannot be scored): ``fields``
+    names each choice's field, ``field`` the choices as a whole."""
+    if len(texts) < 2:
+        raise _FieldError(field, f"needs at least two choices, got {len(texts)}")
+    first_seen: dict[str, str] = {}
+    for text, name in zip(texts, fields):
+        # Compared as answers are parsed: case and spacing do not tell choices apart.
+        key = " ".join(text.casefold().split())
+        if key in first_seen:
+            raise _FieldError(name, f"duplicate choice {_short(text)} (same as {first_seen[key]})")
+        first_seen[key] = name
+    return tuple(texts)
 
 
 def normalize_commonsenseqa(row: Row) -> Example:
-    stem, labels, texts = _labeled_choices(row)
-    choices = _two_or_more(texts, "question.choices")
+    stem, labels, texts, fields = _labeled_choices(row)
+    choices = _choices(texts, fields, "question.choices")
     return Example(id=_id(row, "id"), question=stem, choices=choices, answer=_answer_key(row, labels))
 
 
 def normalize_qasc(row: Row) -> Example:
-    stem, labels, texts = _labeled_choices(row)
-    choices = _two_or_more(texts, "question.choices")
+    stem, labels, texts, fields = _labeled_choices(row)
+    choices = _choices(texts, fields, "question.choices")
     rationale = f"{_text(row, 'fact1')} {_text(row, 'fact2')}"
     return Example(_id(row, "id"), stem, choices, _answer_key(row, labels), rationale)
 
@@ -152,7 +184,7 @@ def normalize_creak(row: Row) -> Example:
         _text(row, "sentence"),
         ("true", "false"),
         0 if label == "true" else 1,
-        _text(row, "explanation"),
+        _explanation(row, "explanation"),
         {"entity": row["entity"]} if row.get("entity") else {},
     )
 
@@ -166,21 +198,22 @@ def normalize_cose(row: Row) -> Example:
         answer_text = _text(row, "answer")
         if answer_text not in texts:
             raise _FieldError("answer", f"{answer_text!r} is not among the choices {texts}")
-        choices = _two_or_more(texts, "choices")
-        rationale = _text(row, "abstractive_explanation")
+        choices = _choices(texts, [f"choices[{i}]" for i in range(len(texts))], "choices")
+        rationale = _explanation(row, "abstractive_explanation")
         return Example(_id(row, "id"), _text(row, "question"), choices, texts.index(answer_text), rationale)
     # CSV layout: choice_0, choice_1, ... in any column order, label is a 0-based index.
     numbers = sorted(int(match.group(1)) for key in row if (match := _CHOICE_COLUMN.fullmatch(key)))
     if numbers != list(range(len(numbers))):
         raise _FieldError("choice_N", f"choice columns must be numbered from choice_0 without gaps, got {numbers}")
     texts = [_text(row, f"choice_{n}") for n in numbers]
-    choices = _two_or_more(texts, "choice_N")
+    choices = _choices(texts, [f"choice_{n}" for n in numbers], "choice_N")
     label = _text(row, "label")
     if not label.isdigit():
         raise _FieldError("label", f"expected a 0-based choice index, got {_short(label)}")
     if int(label) >= len(choices):
         raise _FieldError("label", f"index {label} is not among the {len(choices)} choices")
-    return Example(_id(row, "id"), _text(row, "question"), choices, int(label), _text(row, "human_exp"))
+    rationale = _explanation(row, *COSE_EXPLANATION_COLUMNS)
+    return Example(_id(row, "id"), _text(row, "question"), choices, int(label), rationale)
 
 
 def _decode(path: Path) -> str:
@@ -230,7 +263,8 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, Row]]:
     if header is None:
         return
     header = [name.strip() for name in header]
-    missing = [name for name in ("id", "question", "choice_0", "choice_1", "label", "human_exp") if name not in header]
+    # The explanation column may be absent (a test split needs none); other extra columns are ignored.
+    missing = [name for name in ("id", "question", "choice_0", "choice_1", "label") if name not in header]
     if missing:
         raise DataFormatError(f"{path}, line 1, field {missing[0]!r}: missing from the header {header}")
     while True:
@@ -255,6 +289,8 @@ class DataFormat:
     name: str
     rows: Callable[[Path], Iterator[tuple[str, Row]]]
     normalize: Normalizer
+    # The format carries human explanations (used as demonstrations): count the rows that have none.
+    explained: bool = True
 
     def read(self, path: str | Path) -> list[Example]:
         path = Path(path)
@@ -277,13 +313,17 @@ class DataFormat:
             examples.append(example)
         if not examples:
             raise DataFormatError(f"{source}: empty, no examples")
+        unexplained = sum(example.rationale is None for example in examples)
+        if self.explained and unexplained:
+            log.info("%s: %d of %d examples have no explanation (missing, empty or a placeholder such as 'n/a'); "
+                     "they are never used as demonstrations", source, unexplained, len(examples))
         return examples
 
 
 FORMATS: dict[str, DataFormat] = {
     fmt.name: fmt
     for fmt in (
-        DataFormat("commonsenseqa", _json_lines, normalize_commonsenseqa),
+        DataFormat("commonsenseqa", _json_lines, normalize_commonsenseqa, explained=False),
         DataFormat("strategyqa", _json_list, normalize_strategyqa),
         DataFormat("creak", _json_lines, normalize_creak),
         DataFormat("qasc", _json_lines, normalize_qasc),

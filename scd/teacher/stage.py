@@ -8,6 +8,7 @@ loaded (``measure``), and go into the run directory as ``rationales/teacher_metr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -26,6 +27,7 @@ from scd.data.perturb import perturbed_answer
 from scd.data.records import RATIONALE_SPLITS
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.models import load_model, load_tokenizer
+from scd.signals import StopPredictionOnSigterm
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
@@ -46,14 +48,26 @@ Measure = Callable[[Path, Callable[[], Teacher]], dict[str, float]]
 SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
 
 
-def teacher_key(cfg: Config, teacher_dir: str | None = None) -> str:
-    """The rationale cache key. A teacher trained in code (``teacher_dir``, named by its own content hash) enters by
-    name, so retraining it under the same config does not reuse the old teacher's rationales."""
+def data_digest(splits: dict[str, list[Example]]) -> str:
+    """A SHA-256 of the loaded examples (ids, questions, choices, answers, human rationales, meta) in split order:
+    what generation reads, so data edited in place gives a new cache key while a moved data directory does not."""
+    digest = hashlib.sha256()
+    for name in sorted(splits):
+        for example in splits[name]:
+            digest.update(json.dumps([name, example.to_dict()], sort_keys=True, default=str).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None = None) -> str:
+    """The rationale cache key: the data's content, the seed that picks demonstrations and perturbed answers, and the
+    teacher, prompt and decoding settings. A teacher trained in code (``teacher_dir``, named by its own content hash)
+    enters by name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
     trained = Path(teacher_dir).name if teacher_dir else None
+    data = {"digest": data_digest(splits), "seed": cfg.dataset.seed}
     # The splits enter too: a store written before a split was added lacks its file.
-    return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding, "trained": trained,
+    return config_key({"data": data, "teacher": teacher, "decoding": decoding, "trained": trained,
                        "splits": RATIONALE_SPLITS})
 
 
@@ -138,22 +152,25 @@ def run_teacher_stage(
     it may ask for is the one that just generated, or is loaded then. With several ranks (``trainer.devices`` > 1),
     each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
-    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, teacher_dir)
-    store.mkdir(parents=True, exist_ok=True)
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, splits, teacher_dir)
     jobs = build_jobs(splits, cfg.dataset.seed)
     rank_zero = rank_zero_only.rank == 0
+    # A complete entry never changes again: reading it needs no lock (nor a writable cache).
+    complete = is_complete(store)
+    if not complete:
+        store.mkdir(parents=True, exist_ok=True)
     # Parallel sweep jobs with the same teacher config: one generates, the others wait here and reuse its files.
     # Other ranks run only inside rank 0's predict loop, while rank 0 holds the lock.
-    with exclusive(store) if rank_zero else nullcontext():
+    with exclusive(store) if rank_zero and not complete else nullcontext():
         trainer, module = None, None
-        if is_complete(store):
+        if complete or is_complete(store):
             log.info("Reusing rationales from %s", store)
         else:
             trainer, module = generate(cfg, splits, store, jobs, teacher_dir)
         if rank_zero:
             if not is_complete(store):
                 order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
-                merge_shards(store, order)
+                merge_shards(store, order, extra_files=[PROMPT_PREFIX_FILE])
 
             def teacher() -> Teacher:
                 return (module.model, module.tokenizer) if module else load_teacher_model(cfg, teacher_dir)
@@ -184,7 +201,7 @@ def generate(
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
-        use_distributed_sampler=False, callbacks=[ShardWriter(store)],
+        use_distributed_sampler=False, callbacks=[ShardWriter(store), StopPredictionOnSigterm()],
         enable_progress_bar=cfg.trainer.enable_progress_bar,
     )
     trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)

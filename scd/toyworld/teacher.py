@@ -35,6 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_sched
 
 from scd.data.example import Example
 from scd.models import load_model
+from scd.io import lock_file
 from scd.teacher.prompt import Demonstration, PromptTemplate
 from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
@@ -303,40 +304,50 @@ def ensure_teacher(
     cache_dir = Path(cache_dir)
     key = cache_key(world_config, corpus_config, teacher_config, prompt)
     path = cache_dir / f"toyworld-teacher-{key}"
+    # A built teacher never changes again: reading it needs no lock (nor a writable cache).
     if not (path / REPORT_FILE).exists():
         cache_dir.mkdir(parents=True, exist_ok=True)
-        world, splits = load_toyworld(world_config)
-        tokenizer = build_tokenizer(world, [prompt.prefix([demonstration(splits["train"][0])])])
-        # Build in a scratch directory and rename, so an interrupted run never leaves a half-written teacher.
-        scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=cache_dir))
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(teacher_config.seed)
-                started = time.perf_counter()
-                model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, scratch,
-                                      progress)  # fmt: skip
-                train_seconds = time.perf_counter() - started
-            held_out = probe_questions(splits, teacher_config.probe_size)
-            demonstrations = splits["train"][: teacher_config.probe_demonstrations]
-            probe = probe_teacher(model, tokenizer, held_out, demonstrations, prompt)
-            model.save_pretrained(scratch)
-            tokenizer.save_pretrained(scratch)
-            report = {
-                "world_config": asdict(world_config),
-                "corpus_config": asdict(corpus_config),
-                "teacher_config": asdict(teacher_config),
-                "prompt": asdict(prompt),
-                "train_seconds": round(train_seconds, 1),
-                "probe": asdict(probe),
-            }
-            (scratch / REPORT_FILE).write_text(json.dumps(report, indent=2))
-            scratch.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any output
-            os.replace(scratch, path)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
+        # Two runs needing the same teacher (parallel sweep jobs): one builds, the other waits, then finds it built.
+        with lock_file(cache_dir / f".{path.name}.lock"):
+            if not (path / REPORT_FILE).exists():
+                build_teacher(path, world_config, corpus_config, teacher_config, prompt, progress)
     report = teacher_report(path)
     _check_ready(report, teacher_config.probe_threshold, path, require_ready)
     return path
+
+
+def build_teacher(path: Path, world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
+                  prompt: PromptTemplate, progress: bool) -> None:  # fmt: skip
+    """Train the teacher and save it with its ``teacher.json`` to ``path``."""
+    world, splits = load_toyworld(world_config)
+    tokenizer = build_tokenizer(world, [prompt.prefix([demonstration(splits["train"][0])])])
+    # Build in a scratch directory and rename, so an interrupted run never leaves a half-written teacher.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(teacher_config.seed)
+            started = time.perf_counter()
+            model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, scratch,
+                                  progress)  # fmt: skip
+            train_seconds = time.perf_counter() - started
+        held_out = probe_questions(splits, teacher_config.probe_size)
+        demonstrations = splits["train"][: teacher_config.probe_demonstrations]
+        probe = probe_teacher(model, tokenizer, held_out, demonstrations, prompt)
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        report = {
+            "world_config": asdict(world_config),
+            "corpus_config": asdict(corpus_config),
+            "teacher_config": asdict(teacher_config),
+            "prompt": asdict(prompt),
+            "train_seconds": round(train_seconds, 1),
+            "probe": asdict(probe),
+        }
+        (scratch / REPORT_FILE).write_text(json.dumps(report, indent=2))
+        scratch.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any output
+        os.replace(scratch, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def teacher_report(path: str | os.PathLike[str]) -> dict[str, Any]:
