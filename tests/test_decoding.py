@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from scd.models import load_model, load_tokenizer
-from scd.teacher.decoding import DecodingSettings, contrastive_scores, decode
+from scd.teacher.decoding import DecodingSettings, decode
+from scd.teacher.strategies import ContrastWrong, Greedy, contrastive_scores
 
 TINY_NEOX = dict(
     model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -33,6 +34,11 @@ def prompts(tokenizer):
     wrong = [enc(f"Q: {q}\nA: The answer is {a}.") for q, a in zip(questions, ["no", "no", "yes", "no"])]
     empty = [enc(f"Q: {q}\nA: The answer is .") for q in questions]
     return prefix, gold, wrong, empty
+
+
+def branches(gold, *contrasts):
+    """Per-example branch lists for ``decode``: the gold prompt, then each contrast prompt."""
+    return [[g, *c] for g, *c in zip(gold, *contrasts)]
 
 
 NEVER = "\x00\x00\x00"  # a separator the model will not produce, so rows run to max_new_tokens
@@ -71,8 +77,8 @@ def test_plausibility_filter_excludes_unlikely_tokens():
     filtered = contrastive_scores(pos, neg, 1.0, plausibility=0.1)
     assert filtered.argmax().item() == 1
     assert filtered[0, 2] == float("-inf")
-    with pytest.raises(ValueError):
-        contrastive_scores(pos, neg, -0.1)
+    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\], got -0.1"):
+        ContrastWrong(lam=-0.1)
 
 
 @pytest.mark.parametrize("contrast", ["wrong", "empty"])
@@ -80,25 +86,28 @@ def test_contrastive_decoding_equals_the_definition(model, tokenizer, prompts, c
     prefix, gold, wrong, empty = prompts
     negative = wrong if contrast == "wrong" else empty
     expected = reference(model, prefix, gold, negative, 0.5, 12)
-    settings = DecodingSettings(lam=0.5, max_new_tokens=12)
-    assert decode(model, tokenizer, prefix, gold, negative, settings, NEVER) == expected
+    settings = DecodingSettings(max_new_tokens=12)
+    assert decode(model, tokenizer, prefix, branches(gold, negative), ContrastWrong(lam=0.5), settings, NEVER) == expected
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
 @pytest.mark.parametrize("merge_branches", [True, False])
 def test_cache_and_batching_variants_give_the_same_tokens(model, tokenizer, prompts, shared_prefix, merge_branches):
     prefix, gold, wrong, _ = prompts
-    settings = DecodingSettings(lam=0.5, max_new_tokens=16, shared_prefix=shared_prefix, merge_branches=merge_branches)
-    batched = decode(model, tokenizer, prefix, gold, wrong, settings, NEVER)
-    alone = [decode(model, tokenizer, prefix, [g], [w], settings, NEVER)[0] for g, w in zip(gold, wrong)]
+    settings = DecodingSettings(max_new_tokens=16, shared_prefix=shared_prefix, merge_branches=merge_branches)
+    contrast = ContrastWrong(lam=0.5)
+    batched = decode(model, tokenizer, prefix, branches(gold, wrong), contrast, settings, NEVER)
+    alone = [decode(model, tokenizer, prefix, [[g, w]], contrast, settings, NEVER)[0] for g, w in zip(gold, wrong)]
     assert batched == alone
-    assert batched == decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=16), NEVER)
+    default = DecodingSettings(max_new_tokens=16)
+    assert batched == decode(model, tokenizer, prefix, branches(gold, wrong), contrast, default, NEVER)
 
 
 def test_lambda_zero_is_greedy_and_matches_hf_generate(model, tokenizer, prompts):
     prefix, gold, wrong, _ = prompts
-    with_contrast = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.0, max_new_tokens=10), NEVER)
-    greedy = decode(model, tokenizer, prefix, gold, None, DecodingSettings(lam=0.5, max_new_tokens=10), NEVER)
+    settings = DecodingSettings(max_new_tokens=10)
+    with_contrast = decode(model, tokenizer, prefix, branches(gold, wrong), ContrastWrong(lam=0.0), settings, NEVER)
+    greedy = decode(model, tokenizer, prefix, branches(gold), Greedy(), settings, NEVER)
     assert with_contrast == greedy
     for row, suffix in enumerate(gold):
         ids = torch.tensor([prefix + suffix])
@@ -110,7 +119,8 @@ def test_matches_hf_classifier_free_guidance(model, tokenizer, prompts):
     """HF's guidance with scale 1/(1-λ) and the wrong-answer prompt as negative picks the same argmax."""
     prefix, gold, wrong, _ = prompts
     lam = 0.5
-    ours = decode(model, tokenizer, prefix, gold[:1], wrong[:1], DecodingSettings(lam=lam, max_new_tokens=10), NEVER)
+    ours = decode(model, tokenizer, prefix, [[gold[0], wrong[0]]], ContrastWrong(lam=lam), DecodingSettings(max_new_tokens=10),
+                  NEVER)
     ids = torch.tensor([prefix + gold[0]])
     out = model.generate(
         ids, max_new_tokens=10, do_sample=False, guidance_scale=1 / (1 - lam),
@@ -136,10 +146,10 @@ def test_each_row_stops_at_the_separator(letters):
     tok, model = letters
     enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
     prefix, gold, wrong = enc("abcab"), [enc("q"), enc("rst"), enc("uv")], [enc("w"), enc("xy"), enc("z")]
-    settings = DecodingSettings(lam=0.5, max_new_tokens=12)
-    full = decode(model, tok, prefix, gold, wrong, settings, NEVER)
+    settings, contrast = DecodingSettings(max_new_tokens=12), ContrastWrong(lam=0.5)
+    full = decode(model, tok, prefix, branches(gold, wrong), contrast, settings, NEVER)
     separator = tok.decode([full[0][4]])
-    stopped = decode(model, tok, prefix, gold, wrong, settings, separator)
+    stopped = decode(model, tok, prefix, branches(gold, wrong), contrast, settings, separator)
     for row, tokens in enumerate(full):
         letters_out = [tok.decode([t]) for t in tokens]
         cut = letters_out.index(separator) if separator in letters_out else len(tokens)
@@ -151,14 +161,15 @@ def test_teacher_stop_rule_uses_the_plain_top_token(letters):
     tok, model = letters
     enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
     prefix, gold, wrong = enc("abcab"), [enc("q")], [enc("w")]
-    plain = decode(model, tok, prefix, gold, None, DecodingSettings(max_new_tokens=4), NEVER)[0]
-    contrasted = decode(model, tok, prefix, gold, wrong, DecodingSettings(lam=0.9, max_new_tokens=4), NEVER)[0]
+    settings, contrast = DecodingSettings(max_new_tokens=4), ContrastWrong(lam=0.9)
+    plain = decode(model, tok, prefix, branches(gold), Greedy(), settings, NEVER)[0]
+    contrasted = decode(model, tok, prefix, branches(gold, wrong), contrast, settings, NEVER)[0]
     separator = tok.decode([plain[0]])
     # The teacher's own first choice is the separator: under "teacher" the row stops at once; under "chosen" it
     # stops only if the contrasted choice is the separator too.
-    teacher_rule = DecodingSettings(lam=0.9, max_new_tokens=4, stop_rule="teacher")
-    assert decode(model, tok, prefix, gold, wrong, teacher_rule, separator) == [[]]
-    chosen_rule = decode(model, tok, prefix, gold, wrong, DecodingSettings(lam=0.9, max_new_tokens=4), separator)
+    teacher_rule = DecodingSettings(max_new_tokens=4, stop_rule="teacher")
+    assert decode(model, tok, prefix, branches(gold, wrong), contrast, teacher_rule, separator) == [[]]
+    chosen_rule = decode(model, tok, prefix, branches(gold, wrong), contrast, settings, separator)
     assert chosen_rule == [[]] if contrasted[0] == plain[0] else chosen_rule[0][:1] == contrasted[:1]
 
 
@@ -191,9 +202,10 @@ def test_grouped_query_model_gives_the_same_tokens_with_and_without_the_shared_p
                  intermediate_size=128, max_position_embeddings=1024)
     model = load_model("causal", tokenizer, random_init=llama, seed=4).eval()
     prefix, gold, wrong, _ = prompts
-    shared = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=12), NEVER)
-    full = decode(model, tokenizer, prefix, gold, wrong, DecodingSettings(lam=0.5, max_new_tokens=12,
-                                                                          shared_prefix=False), NEVER)
+    contrast = ContrastWrong(lam=0.5)
+    shared = decode(model, tokenizer, prefix, branches(gold, wrong), contrast, DecodingSettings(max_new_tokens=12), NEVER)
+    full = decode(model, tokenizer, prefix, branches(gold, wrong), contrast,
+                  DecodingSettings(max_new_tokens=12, shared_prefix=False), NEVER)
     assert shared == full
     assert model.config._attn_implementation == "sdpa"  # decode switches the attention function back
 
@@ -207,14 +219,15 @@ def test_stopped_rows_leave_the_batch_without_changing_the_others(letters, monke
     prefix = enc("abcab")
     gold = [enc(w) for w in ("q", "rst", "uv", "mn", "opq", "hij", "kl", "efg")]
     wrong = [enc(w) for w in ("w", "xy", "z", "nm", "qpo", "jih", "lk", "gfe")]
-    settings = DecodingSettings(lam=0.5, max_new_tokens=12, merge_branches=merge_branches)
-    texts = [[tok.decode([t]) for t in row] for row in decode(model, tok, prefix, gold, wrong, settings, NEVER)]
+    settings, contrast = DecodingSettings(max_new_tokens=12, merge_branches=merge_branches), ContrastWrong(lam=0.5)
+    rows = branches(gold, wrong)
+    texts = [[tok.decode([t]) for t in row] for row in decode(model, tok, prefix, rows, contrast, settings, NEVER)]
     # The letter that ends the most rows within their first six tokens: rows stop at different steps.
     separator = max("abcdefghijklmnopqrstuvwxyz", key=lambda c: sum(c in text[:6] for text in texts))
     dropped = []
     keep = decoding._Rows.keep
     monkeypatch.setattr(decoding._Rows, "keep", lambda self, rows: (dropped.append(len(rows)), keep(self, rows)))
-    stopped = decode(model, tok, prefix, gold, wrong, settings, separator)
+    stopped = decode(model, tok, prefix, rows, contrast, settings, separator)
     expected = [text[: text.index(separator)] if separator in text else text for text in texts]
     assert [[tok.decode([t]) for t in row] for row in stopped] == expected
     assert dropped, "no row left the batch: the test needs rows that stop early"

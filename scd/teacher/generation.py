@@ -24,8 +24,7 @@ from scd.data.example import Example
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.prompt import PromptTemplate
-
-CONTRASTS = (None, "wrong", "empty")
+from scd.teacher.strategies import DecodingStrategy
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 class TeacherModule(pl.LightningModule):
-    """A frozen causal LM that writes rationales with greedy or contrastive decoding."""
+    """A frozen causal LM that writes rationales with a decoding strategy (greedy, contrastive, ...)."""
 
     def __init__(
         self,
@@ -63,17 +62,15 @@ class TeacherModule(pl.LightningModule):
         prompt: PromptTemplate,
         prefix_text: str,
         decoding_name: str,
-        contrast: str | None,
+        strategy: DecodingStrategy,
         settings: DecodingSettings,
     ) -> None:
         super().__init__()
-        if contrast not in CONTRASTS:
-            raise ValueError(f"decoding.contrast must be one of {CONTRASTS}, got {contrast!r}")
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.decoding_name = decoding_name
-        self.contrast = contrast
+        self.strategy = strategy
         self.settings = settings
         self.prefix_ids = leading_special_ids(tokenizer) + tokenizer(prefix_text, add_special_tokens=False).input_ids
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -83,12 +80,12 @@ class TeacherModule(pl.LightningModule):
         text = self.prompt.query(example.question, example.choices, answer_text)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def prompts(self, jobs: Sequence[RationaleJob]) -> tuple[list[list[int]], list[list[int]] | None]:
-        gold = [self.query_ids(job.example, job.rationale_for) for job in jobs]
-        if self.contrast is None:
-            return gold, None
-        other = [self.query_ids(job.example, job.other if self.contrast == "wrong" else None) for job in jobs]
-        return gold, other
+    def prompts(self, jobs: Sequence[RationaleJob]) -> list[list[list[int]]]:
+        """Each job's branches after the shared prefix: its gold prompt, then the strategy's contrast prompts."""
+        return [
+            [self.query_ids(job.example, answer) for answer in [job.rationale_for, *self.strategy.contrasts(job)]]
+            for job in jobs
+        ]
 
     def on_predict_start(self) -> None:
         # The demonstrations are the same for every batch: encode them once per run, not once per batch.
@@ -97,10 +94,9 @@ class TeacherModule(pl.LightningModule):
                 self._prefix_kv = encode_prefix(self.model, self.prefix_ids)
 
     def predict_step(self, batch: list[RationaleJob], batch_idx: int = 0) -> list[tuple[str, RationaleRecord]]:
-        gold, other = self.prompts(batch)
         generated = decode(
-            self.model, self.tokenizer, self.prefix_ids, gold, other, self.settings, self.prompt.separator,
-            prefix_kv=self._prefix_kv,
+            self.model, self.tokenizer, self.prefix_ids, self.prompts(batch), self.strategy, self.settings,
+            self.prompt.separator, prefix_kv=self._prefix_kv,
         )
         records = []
         for job, ids in zip(batch, generated):

@@ -49,6 +49,8 @@ def teacher_key(cfg: Config, teacher_dir: str | None = None) -> str:
     name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
+    # The strategy's own settings, its defaults included: an unset lam and lam=0.5 decode the same rationales.
+    decoding["strategy"] = asdict(cfg.decoding.strategy())
     trained = Path(teacher_dir).name if teacher_dir else None
     return config_key({"dataset": asdict(cfg.dataset), "teacher": teacher, "decoding": decoding, "trained": trained})
 
@@ -77,8 +79,8 @@ def demonstrations(cfg: TeacherConfig, train: list[Example], seed: int) -> list[
 
 def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> DecodingSettings:
     return DecodingSettings(
-        lam=decoding.lam, plausibility=decoding.plausibility, max_new_tokens=teacher.max_new_tokens,
-        merge_branches=decoding.merge_branches, shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
+        max_new_tokens=teacher.max_new_tokens, merge_branches=decoding.merge_branches,
+        shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
     )
 
 
@@ -86,7 +88,7 @@ def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: 
     """Fail before decoding if any prompt plus its rationale budget cannot fit the teacher's context."""
     budget = module.settings.max_new_tokens
     for job in jobs:
-        length = len(module.prefix_ids) + max(len(q) for q in module.prompts([job])[0] + (module.prompts([job])[1] or []))
+        length = len(module.prefix_ids) + max(map(len, module.prompts([job])[0]))
         if length + budget > max_context:
             raise ValueError(
                 f"prompt longer than the teacher's context: {job.split} example {job.example.id!r} needs "
@@ -115,7 +117,7 @@ def load_teacher_module(
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = PromptTemplate(t.template, t.separator, t.instruction)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
-    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.strategy(),
                          decoding_settings(cfg.decoding, t))
 
 
