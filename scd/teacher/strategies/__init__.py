@@ -72,7 +72,7 @@ class Greedy(DecodingStrategy):
 
 @dataclass(frozen=True)
 class Contrastive(DecodingStrategy):
-    """log p(t | gold prompt) − λ · log p(t | the one contrast prompt); subclasses choose that prompt."""
+    """log p(t | gold prompt) − λ · log p(t | the contrast prompt); subclasses choose the contrast answers."""
 
     lam: float = 0.5
     plausibility: float = 0.0
@@ -84,12 +84,12 @@ class Contrastive(DecodingStrategy):
         if not 0 <= self.plausibility < 1:
             raise ValueError(f"plausibility must be in [0, 1), got {self.plausibility}")
 
-    def contrast(self, job: RationaleJob) -> int | None:
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
         raise NotImplementedError
 
     def contrasts(self, job: RationaleJob) -> list[int | None]:
-        # λ = 0 is greedy: the contrast branch would change nothing, so it is not decoded.
-        return [self.contrast(job)] if self.lam > 0 else []
+        # λ = 0 is greedy: contrast branches would change nothing, so they are not decoded.
+        return self.contrast_answers(job) if self.lam > 0 else []
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         negative = logp_contrast[:, 0] if logp_contrast.shape[1] else None
@@ -100,8 +100,8 @@ class Contrastive(DecodingStrategy):
 class ContrastEmpty(Contrastive):
     """Contrast with the prompt that gives no answer."""
 
-    def contrast(self, job: RationaleJob) -> int | None:
-        return None
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+        return [None]
 
 
 @dataclass(frozen=True)
@@ -109,5 +109,5 @@ class ContrastWrong(Contrastive):
     """Contrast with the prompt that gives the other answer: the perturbed one for a gold rationale, the gold one for
     a counterfactual rationale."""
 
-    def contrast(self, job: RationaleJob) -> int | None:
-        return job.other
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+        return [job.other]
