@@ -1,18 +1,35 @@
-"""Greedy and contrastive decoding: the formula, batching, the shared-prefix cache, stopping, HF equivalence."""
+"""Greedy and contrastive decoding: the formula, batching, the shared-prefix cache, stopping, HF equivalence.
+
+The equivalence tests run on a tiny model whose output depends on its prompt (a large init range), and each is shown
+to fail when the contrast formula or the padding is deliberately broken.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from scd.config import validate
 from scd.models import load_model, load_tokenizer
+from scd.teacher import decoding, strategies
 from scd.teacher.decoding import DecodingSettings, decode
-from scd.teacher.strategies import ContrastWrong, Greedy, contrastive_scores
+from scd.teacher.strategies import ContrastEmpty, ContrastWrong, Greedy, contrastive_scores
+from tests.conftest import compose_config
 
 TINY_NEOX = dict(
     model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
     max_position_embeddings=1024,
 )
+# With the default init range (0.02) a model this small ignores its prompt: every row decodes the same tokens and
+# no contrast changes any. A wide range makes its output depend on the prompt.
+PROMPT_SENSITIVE_NEOX = {**TINY_NEOX, "initializer_range": 0.3}
+NEVER = "\x00\x00\x00"  # a separator the model will not produce, so rows run to max_new_tokens
+LAM = 0.5
+
+
+def branches(gold, *contrasts):
+    """Per-example branch lists for ``decode``: the gold prompt, then each contrast prompt."""
+    return [[g, *c] for g, *c in zip(gold, *contrasts)]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +39,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    return load_model("causal", tokenizer, random_init=TINY_NEOX, seed=3).eval()
+    return load_model("causal", tokenizer, random_init=PROMPT_SENSITIVE_NEOX, seed=0).eval()
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +51,6 @@ def prompts(tokenizer):
     wrong = [enc(f"Q: {q}\nA: The answer is {a}.") for q, a in zip(questions, ["no", "no", "yes", "no"])]
     empty = [enc(f"Q: {q}\nA: The answer is .") for q in questions]
     return prefix, gold, wrong, empty
-
-
-def branches(gold, *contrasts):
-    """Per-example branch lists for ``decode``: the gold prompt, then each contrast prompt."""
-    return [[g, *c] for g, *c in zip(gold, *contrasts)]
-
-
-NEVER = "\x00\x00\x00"  # a separator the model will not produce, so rows run to max_new_tokens
 
 
 def reference(model, prefix, gold, negative, lam, steps):
@@ -57,6 +66,88 @@ def reference(model, prefix, gold, negative, lam, steps):
             pos, neg = pos + [token], neg + [token]
         out.append(ids)
     return out
+
+
+def ours(model, tokenizer, prompts, steps=12, **settings):
+    prefix, gold, wrong, _ = prompts
+    return decode(model, tokenizer, prefix, branches(gold, wrong), ContrastWrong(lam=LAM),
+                  DecodingSettings(max_new_tokens=steps, **settings), NEVER)
+
+
+# Each equivalence: (the project's tokens, the tokens of an independent way to get them).
+def vs_definition(model, tokenizer, prompts):
+    prefix, gold, wrong, _ = prompts
+    return ours(model, tokenizer, prompts), reference(model, prefix, gold, wrong, LAM, 12)
+
+
+def vs_hf_guidance(model, tokenizer, prompts):
+    """HF's guidance with scale 1/(1-λ) and the wrong-answer prompt as negative picks the same argmax."""
+    prefix, gold, wrong, _ = prompts
+    theirs = []
+    for g, w in zip(gold, wrong):
+        ids = torch.tensor([prefix + g])
+        out = model.generate(ids, max_new_tokens=12, do_sample=False, guidance_scale=1 / (1 - LAM),
+                             negative_prompt_ids=torch.tensor([prefix + w]), eos_token_id=None, pad_token_id=0)
+        theirs.append(out[0, ids.shape[1]:].tolist())
+    return ours(model, tokenizer, prompts), theirs
+
+
+def batched_vs_alone(model, tokenizer, prompts):
+    prefix, gold, wrong, _ = prompts
+    alone = [ours(model, tokenizer, (prefix, [g], [w], None))[0] for g, w in zip(gold, wrong)]
+    return ours(model, tokenizer, prompts), alone
+
+
+def shared_prefix_vs_full(model, tokenizer, prompts):
+    return ours(model, tokenizer, prompts), ours(model, tokenizer, prompts, shared_prefix=False)
+
+
+EQUIVALENCES = {f.__name__: f for f in (vs_definition, vs_hf_guidance, batched_vs_alone, shared_prefix_vs_full)}
+
+
+def break_formula(monkeypatch):
+    # The sign of the contrast flipped: log p + λ·log q.
+    monkeypatch.setattr(strategies, "contrastive_scores",
+                        lambda pos, neg, lam, plausibility=0.0: pos if neg is None else pos + lam * neg)
+
+
+def break_padding(monkeypatch):
+    # Position ids that count the left padding, so a padded row sees other positions than it would alone.
+    monkeypatch.setattr(decoding, "padded_positions",
+                        lambda visible, offset: offset + torch.arange(visible.shape[1]).expand_as(visible))
+
+
+def test_the_test_model_reads_its_prompt(model, tokenizer, prompts):
+    """Without this the tests below could not fail: every row must decode its own tokens, and contrast must change
+    tokens against greedy on every test prompt, with either contrast prompt."""
+    prefix, gold, wrong, empty = prompts
+    settings = DecodingSettings(max_new_tokens=12)
+    greedy = decode(model, tokenizer, prefix, branches(gold), Greedy(), settings, NEVER)
+    assert len({tuple(row) for row in greedy}) == len(gold)
+    for strategy, negative in ((ContrastWrong(lam=LAM), wrong), (ContrastEmpty(lam=LAM), empty)):
+        contrasted = decode(model, tokenizer, prefix, branches(gold, negative), strategy, settings, NEVER)
+        assert all(c != g for c, g in zip(contrasted, greedy)), type(strategy).__name__
+
+
+@pytest.mark.parametrize("equivalence", EQUIVALENCES)
+def test_equivalence(model, tokenizer, prompts, equivalence):
+    project, independent = EQUIVALENCES[equivalence](model, tokenizer, prompts)
+    assert project == independent
+
+
+@pytest.mark.parametrize(
+    "equivalence,breakage",
+    [
+        ("vs_definition", break_formula), ("vs_definition", break_padding),
+        ("vs_hf_guidance", break_formula), ("vs_hf_guidance", break_padding),
+        ("batched_vs_alone", break_padding), ("shared_prefix_vs_full", break_padding),
+    ],
+    ids=lambda x: getattr(x, "__name__", x),
+)
+def test_equivalence_fails_when_the_decoder_is_broken(model, tokenizer, prompts, monkeypatch, equivalence, breakage):
+    breakage(monkeypatch)
+    project, independent = EQUIVALENCES[equivalence](model, tokenizer, prompts)
+    assert project != independent
 
 
 def test_contrastive_scores_formula():
@@ -77,30 +168,51 @@ def test_plausibility_filter_excludes_unlikely_tokens():
     filtered = contrastive_scores(pos, neg, 1.0, plausibility=0.1)
     assert filtered.argmax().item() == 1
     assert filtered[0, 2] == float("-inf")
-    with pytest.raises(ValueError, match=r"lam must be in \[0, 1\], got -0.1"):
-        ContrastWrong(lam=-0.1)
 
 
-@pytest.mark.parametrize("contrast", ["wrong", "empty"])
-def test_contrastive_decoding_equals_the_definition(model, tokenizer, prompts, contrast):
-    prefix, gold, wrong, empty = prompts
-    negative = wrong if contrast == "wrong" else empty
-    expected = reference(model, prefix, gold, negative, 0.5, 12)
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [({"lam": -0.1}, r"lam must be in \[0, 1\], got -0.1"), ({"lam": 1.5}, r"lam must be in \[0, 1\], got 1.5"),
+     ({"plausibility": 1.0}, r"plausibility must be in \[0, 1\), got 1.0")],
+)
+def test_strategy_ranges_are_checked_by_the_class(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ContrastWrong(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["decoding=greedy", "decoding.lam=0.5"], "decoding.lam: scd.teacher.strategies.Greedy takes no lam (it takes: "
+                                                  "no arguments); remove it from the decoding config"),
+        (["decoding._target_=scd.teacher.strategies.Beam"], "decoding._target_: cannot import "
+         "'scd.teacher.strategies.Beam' (module 'scd.teacher.strategies' has no attribute 'Beam')"),
+        (["decoding.plausibility=1"], "decoding.plausibility must be in [0, 1), got 1.0"),
+        (["decoding.stop_rule=never"], "decoding.stop_rule must be 'chosen' or 'teacher', got 'never'"),
+    ],
+)
+def test_bad_decoding_config_is_one_error_naming_the_key(tmp_path, overrides, message):
+    with pytest.raises(ValueError) as error:
+        validate(compose_config(overrides, tmp_path, tmp_path))
+    assert str(error.value) == message
+
+
+def test_contrastive_decoding_with_the_empty_prompt_equals_the_definition(model, tokenizer, prompts):
+    prefix, gold, _, empty = prompts
+    expected = reference(model, prefix, gold, empty, LAM, 12)
     settings = DecodingSettings(max_new_tokens=12)
-    assert decode(model, tokenizer, prefix, branches(gold, negative), ContrastWrong(lam=0.5), settings, NEVER) == expected
+    assert decode(model, tokenizer, prefix, branches(gold, empty), ContrastEmpty(lam=LAM), settings, NEVER) == expected
 
 
 @pytest.mark.parametrize("shared_prefix", [True, False])
 @pytest.mark.parametrize("merge_branches", [True, False])
 def test_cache_and_batching_variants_give_the_same_tokens(model, tokenizer, prompts, shared_prefix, merge_branches):
     prefix, gold, wrong, _ = prompts
-    settings = DecodingSettings(max_new_tokens=16, shared_prefix=shared_prefix, merge_branches=merge_branches)
-    contrast = ContrastWrong(lam=0.5)
-    batched = decode(model, tokenizer, prefix, branches(gold, wrong), contrast, settings, NEVER)
-    alone = [decode(model, tokenizer, prefix, [[g, w]], contrast, settings, NEVER)[0] for g, w in zip(gold, wrong)]
+    variant = dict(shared_prefix=shared_prefix, merge_branches=merge_branches)
+    batched = ours(model, tokenizer, prompts, 16, **variant)
+    alone = [ours(model, tokenizer, (prefix, [g], [w], None), 16, **variant)[0] for g, w in zip(gold, wrong)]
     assert batched == alone
-    default = DecodingSettings(max_new_tokens=16)
-    assert batched == decode(model, tokenizer, prefix, branches(gold, wrong), contrast, default, NEVER)
+    assert batched == ours(model, tokenizer, prompts, 16)
 
 
 def test_lambda_zero_is_greedy_and_matches_hf_generate(model, tokenizer, prompts):
@@ -113,20 +225,6 @@ def test_lambda_zero_is_greedy_and_matches_hf_generate(model, tokenizer, prompts
         ids = torch.tensor([prefix + suffix])
         out = model.generate(ids, max_new_tokens=10, do_sample=False, eos_token_id=None, pad_token_id=0)
         assert out[0, ids.shape[1]:].tolist() == greedy[row]
-
-
-def test_matches_hf_classifier_free_guidance(model, tokenizer, prompts):
-    """HF's guidance with scale 1/(1-λ) and the wrong-answer prompt as negative picks the same argmax."""
-    prefix, gold, wrong, _ = prompts
-    lam = 0.5
-    ours = decode(model, tokenizer, prefix, [[gold[0], wrong[0]]], ContrastWrong(lam=lam), DecodingSettings(max_new_tokens=10),
-                  NEVER)
-    ids = torch.tensor([prefix + gold[0]])
-    out = model.generate(
-        ids, max_new_tokens=10, do_sample=False, guidance_scale=1 / (1 - lam),
-        negative_prompt_ids=torch.tensor([prefix + wrong[0]]), eos_token_id=None, pad_token_id=0,
-    )
-    assert out[0, ids.shape[1]:].tolist() == ours[0]
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +297,7 @@ def test_shared_prefix_attention_equals_attention_over_the_whole_prompt():
 
 def test_grouped_query_model_gives_the_same_tokens_with_and_without_the_shared_prefix(tokenizer, prompts):
     llama = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                 intermediate_size=128, max_position_embeddings=1024)
+                 intermediate_size=128, max_position_embeddings=1024, initializer_range=0.3)
     model = load_model("causal", tokenizer, random_init=llama, seed=4).eval()
     prefix, gold, wrong, _ = prompts
     contrast = ContrastWrong(lam=0.5)
@@ -212,8 +310,6 @@ def test_grouped_query_model_gives_the_same_tokens_with_and_without_the_shared_p
 
 @pytest.mark.parametrize("merge_branches", [True, False])
 def test_stopped_rows_leave_the_batch_without_changing_the_others(letters, monkeypatch, merge_branches):
-    from scd.teacher import decoding
-
     tok, model = letters
     enc = lambda text: tok(text, add_special_tokens=False).input_ids  # noqa: E731
     prefix = enc("abcab")

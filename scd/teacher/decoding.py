@@ -119,6 +119,12 @@ def _attention_implementation(model: PreTrainedModel, name: str) -> Iterator[Non
         model.set_attn_implementation(previous)
 
 
+def padded_positions(visible: torch.Tensor, offset: int) -> torch.Tensor:
+    """Position ids of left-padded rows (``visible``: True on real tokens): a row's first real token is at ``offset``,
+    as it would be without padding."""
+    return offset + (visible.cumsum(-1) - 1).clamp(min=0)
+
+
 class _Rows:
     """Rows that share one forward pass per step, their own tokens in one pre-allocated KV cache.
 
@@ -140,7 +146,7 @@ class _Rows:
         self.model, self.prefix_kv, self.length = model, prefix_kv, width
         self.cache = StaticCache(config=model.config, max_cache_len=self.mask.shape[1])
         offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[-2]
-        positions = offset + (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        positions = padded_positions(self.mask[:, :width], offset)
         self.next_position = positions[:, -1] + 1
         causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
         self.logits = self._forward(ids, positions, causal)
