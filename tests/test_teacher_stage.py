@@ -70,3 +70,23 @@ def test_same_teacher_config_reuses_rationales(make_config, tmp_path, monkeypatc
 def test_prompt_longer_than_the_context_is_refused(make_config, tmp_path):
     with pytest.raises(ValueError, match="prompt longer than the teacher's context"):
         generate(make_config("teacher.max_context=64"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("device_map", ["cpu", None])
+def test_a_teacher_placed_by_device_map_is_not_moved_by_the_predict_loop(make_config, tmp_path, monkeypatch, device_map):
+    moves = []
+    load = stage.load_teacher_model
+
+    def load_and_watch(cfg, teacher_dir):
+        model, tokenizer = load(cfg, teacher_dir)
+        # Lightning moves a module by applying .to() to each registered submodule: record any that reaches the model.
+        apply = model._apply
+        model._apply = lambda fn, *args, **kwargs: (moves.append(fn), apply(fn, *args, **kwargs))[1]
+        return model, tokenizer
+
+    monkeypatch.setattr(stage, "load_teacher_model", load_and_watch)
+    override = f"teacher.device_map={device_map}" if device_map else "teacher.device_map=null"
+    _, splits, out = generate(make_config(override), tmp_path / "run")
+    assert len(read_split(out, "test")) == len(splits["test"])
+    # Without device_map Lightning owns the placement and does move it (to the CPU here): the probe works.
+    assert (moves == []) == (device_map is not None)

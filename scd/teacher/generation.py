@@ -53,7 +53,13 @@ def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 class TeacherModule(pl.LightningModule):
-    """A frozen causal LM that writes rationales with a decoding strategy (greedy, contrastive, ...)."""
+    """A frozen causal LM that writes rationales with a decoding strategy (greedy, contrastive, ...).
+
+    The model's placement has one owner. ``placed``: its loader put it on its devices (``teacher.device_map``, which
+    may spread it over several GPUs), so it is kept out of the module's registered submodules and Lightning's predict
+    loop, which moves the module to its device, cannot move it. Otherwise the model is a submodule and Lightning
+    places it.
+    """
 
     def __init__(
         self,
@@ -64,9 +70,14 @@ class TeacherModule(pl.LightningModule):
         decoding_name: str,
         strategy: DecodingStrategy,
         settings: DecodingSettings,
+        placed: bool = False,
     ) -> None:
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        model = model.eval().requires_grad_(False)
+        if placed:
+            object.__setattr__(self, "model", model)  # a plain attribute: not a submodule
+        else:
+            self.model = model
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.decoding_name = decoding_name

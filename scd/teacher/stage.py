@@ -118,7 +118,7 @@ def load_teacher_module(
     prompt = PromptTemplate(t.template, t.separator, t.instruction)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
     return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.strategy(),
-                         decoding_settings(cfg.decoding, t))
+                         decoding_settings(cfg.decoding, t), placed=t.device_map is not None)
 
 
 def run_teacher_stage(
