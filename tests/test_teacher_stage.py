@@ -90,3 +90,23 @@ def test_a_teacher_placed_by_device_map_is_not_moved_by_the_predict_loop(make_co
     assert len(read_split(out, "test")) == len(splits["test"])
     # Without device_map Lightning owns the placement and does move it (to the CPU here): the probe works.
     assert (moves == []) == (device_map is not None)
+
+
+def test_placeholder_text_in_the_data_does_not_cut_the_prompt():
+    from scd.teacher.prompt import PromptTemplate
+
+    prompt = PromptTemplate()
+    question = "Is '{rationale}' or {answer} a {choices} placeholder, {0}?"
+    gold, wrong = (prompt.query(question, ["yes", "no"], answer) for answer in ("yes", "no"))
+    assert gold == f"Q: {question}\nAnswer choices: yes | no\nA: The answer is yes."
+    assert wrong.endswith("The answer is no.") and gold != wrong
+    demonstration = prompt.render(question, ["yes", "no"], "yes", "Because {rationale}.")
+    assert demonstration == f"{gold} Because {{rationale}}."
+
+
+def test_template_needs_exactly_one_rationale_slot_at_its_end():
+    from scd.teacher.prompt import PromptTemplate
+
+    for template in ("Q: {question} {rationale} A: {answer}", "{rationale} Q: {question} A: {answer} {rationale}"):
+        with pytest.raises(ValueError, match="teacher.template must end with"):
+            PromptTemplate(template)
