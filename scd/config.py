@@ -75,6 +75,9 @@ class TeacherConfig:
     batch_size: int = 16
     # Context length to check prompts against; null: the model config's max_position_embeddings.
     max_context: Optional[int] = None
+    # Longest question part of a prompt (tokens after the demonstrations) the teacher decodes; a longer one is named in
+    # an error before decoding starts, since a row's memory grows with its length. null: no limit.
+    max_prompt_tokens: Optional[int] = 1024
 
     def check(self) -> None:
         sources = [self.name_or_path is not None, self.random_init is not None, self.toyworld is not None]
@@ -82,6 +85,8 @@ class TeacherConfig:
             raise ValueError("teacher: set exactly one of name_or_path, random_init and toyworld")
         if self.num_demonstrations < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"teacher.max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
 
 
 # The decoding keys passed to the strategy class when set; null leaves the class's default (or a class without them).

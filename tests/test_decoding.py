@@ -295,6 +295,51 @@ def test_shared_prefix_attention_equals_attention_over_the_whole_prompt():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("chunk", [1, 40, 700])
+def test_attention_in_chunks_equals_attention_at_once(monkeypatch, chunk):
+    """Chunks of queries within a row (1, 40) and of whole rows (700 scores: 2 rows of 2 queries) agree with one pass."""
+    from types import SimpleNamespace
+
+    gen = torch.Generator().manual_seed(1)
+    rows, heads, kv_heads, q_len, dim, prefix_len, own_len = 5, 4, 2, 7, 8, 30, 9
+    query = torch.randn(rows, heads, q_len, dim, generator=gen)
+    key, value = (torch.randn(rows, kv_heads, own_len + 2, dim, generator=gen) for _ in range(2))
+    prefix = [tuple(torch.randn(1, kv_heads, prefix_len, dim, generator=gen) for _ in range(2))]
+    visible = torch.rand(rows, 1, q_len, own_len, generator=gen) > 0.3
+    layer = SimpleNamespace(layer_idx=0)
+    at_once, _ = decoding.shared_prefix_attention(layer, query, key, value, visible, 0.3, shared_prefix=prefix)
+    monkeypatch.setattr(decoding, "ATTENTION_CHUNK_SCORES", chunk)
+    chunked, _ = decoding.shared_prefix_attention(layer, query, key, value, visible, 0.3, shared_prefix=prefix)
+    assert torch.allclose(chunked, at_once, atol=1e-6)
+
+
+def test_length_groups_keep_one_long_row_from_padding_the_others():
+    short_and_long = [12, 9, 350, 11, 10, 349]
+    assert decoding.length_groups(short_and_long, min_split=100) == [[0, 1, 3, 4], [2, 5]]
+    # Lengths that pad each other by less than half, or a batch too small to matter, stay one group in order.
+    assert decoding.length_groups([30, 50, 40, 60], min_split=10) == [[0, 1, 2, 3]]
+    assert decoding.length_groups(short_and_long) == [[0, 1, 2, 3, 4, 5]]
+
+
+def test_a_long_question_in_its_own_group_with_chunked_attention_decodes_the_same_tokens(
+    model, tokenizer, prompts, monkeypatch
+):
+    prefix, gold, wrong, _ = prompts
+    enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids  # noqa: E731
+    story = "Q: " + "A fox ran past a mill, over a bridge and into the wood. " * 12 + "Is the fox fast?\nA: The answer is"
+    gold, wrong = [*gold, enc(story + " yes.")], [*wrong, enc(story + " no.")]
+    long_prompts = (prefix, gold, wrong, None)
+    alone = [ours(model, tokenizer, (prefix, [g], [w], None))[0] for g, w in zip(gold, wrong)]
+    forwards = []
+    rows_init = decoding._Rows.__init__
+    monkeypatch.setattr(decoding._Rows, "__init__", lambda self, m, kv, suffixes, *rest: (
+        forwards.append(len(suffixes)), rows_init(self, m, kv, suffixes, *rest))[1])
+    monkeypatch.setattr(decoding, "GROUP_SPLIT_TOKENS", 256)
+    monkeypatch.setattr(decoding, "ATTENTION_CHUNK_SCORES", 4096)
+    assert ours(model, tokenizer, long_prompts) == alone
+    assert sorted(forwards) == [2, 8]  # the long question's two branches ran apart from the short rows
+
+
 def test_grouped_query_model_gives_the_same_tokens_with_and_without_the_shared_prefix(tokenizer, prompts):
     llama = dict(model_type="llama", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                  intermediate_size=128, max_position_embeddings=1024, initializer_range=0.3)

@@ -110,3 +110,13 @@ def test_template_needs_exactly_one_rationale_slot_at_its_end():
     for template in ("Q: {question} {rationale} A: {answer}", "{rationale} Q: {question} A: {answer} {rationale}"):
         with pytest.raises(ValueError, match="teacher.template must end with"):
             PromptTemplate(template)
+
+
+def test_a_question_longer_than_max_prompt_tokens_is_named_before_decoding(make_config, tmp_path, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(stage.pl.Trainer, "predict", no_decoding)
+    with pytest.raises(ValueError, match=r"question too long for the teacher: test example 'dev_0' has \d+ tokens after "
+                                         r"the demonstrations > teacher.max_prompt_tokens=20; shorten or drop it"):
+        generate(make_config("teacher.max_prompt_tokens=20"), tmp_path / "run")

@@ -58,6 +58,11 @@ class DecodingSettings:
             raise ValueError(f"stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
 
 
+# Attention scores (float32) computed at once. A prefill of long prompts runs in chunks of rows and queries, so its
+# peak memory stays bounded (64 MB of scores) instead of growing with rows × length².
+ATTENTION_CHUNK_SCORES = 2**24
+
+
 def shared_prefix_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -74,14 +79,38 @@ def shared_prefix_attention(
     ``query`` is ``[rows, heads, q, dim]``; ``key``/``value`` ``[rows, kv_heads, cache_len, dim]`` hold the rows' own
     tokens; ``attention_mask`` is a boolean ``[rows, 1, q, own_len]`` (True: visible) over the first ``own_len`` of
     them; every query sees the whole prefix ``shared_prefix[layer]`` (``[1, kv_heads, prefix_len, dim]``). The result
-    is softmax attention over the concatenation, computed as two parts sharing one normalizer.
+    is softmax attention over the concatenation, computed as two parts sharing one normalizer, in chunks of at most
+    ``ATTENTION_CHUNK_SCORES`` scores.
     """
     if shared_prefix is None:
         raise ValueError(f"the {SHARED_PREFIX_ATTENTION} attention needs the shared_prefix keys and values")
     if kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise ValueError("shared-prefix attention does not support sliding windows, soft-capping or attention sinks: "
                          "set decoding.shared_prefix=false for this model")
-    prefix_keys, prefix_values = shared_prefix[module.layer_idx]
+    prefix = shared_prefix[module.layer_idx]
+    rows, heads, q_len, dim = query.shape
+    scores_per_query = heads * (prefix[0].shape[-2] + attention_mask.shape[-1])
+    queries = max(1, ATTENTION_CHUNK_SCORES // scores_per_query)  # (row, query) pairs per chunk
+    if rows * q_len <= queries:
+        return _attend(query, key, value, attention_mask, scaling, prefix), None
+    q_step, row_step = min(q_len, queries), max(1, queries // q_len)
+    out = query.new_empty(rows, q_len, heads, dim)
+    for r in range(0, rows, row_step):
+        for q in range(0, q_len, q_step):
+            chunk_rows, chunk_queries = slice(r, r + row_step), slice(q, q + q_step)
+            out[chunk_rows, chunk_queries] = _attend(
+                query[chunk_rows, :, chunk_queries], key[chunk_rows], value[chunk_rows],
+                attention_mask[chunk_rows, :, chunk_queries], scaling, prefix,
+            )
+    return out, None
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor, scaling: float,
+    prefix: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """``shared_prefix_attention`` of one chunk, all at once; returns ``[rows, q, heads, dim]``."""
+    prefix_keys, prefix_values = prefix
     rows, heads, q_len, dim = query.shape
     kv_heads, own_len = key.shape[1], attention_mask.shape[-1]
     group = heads // kv_heads
@@ -103,7 +132,7 @@ def shared_prefix_attention(
     out = torch.matmul(own.to(value.dtype), value[:, :, :own_len])
     from_prefix = torch.matmul(shared.to(value.dtype), prefix_values[0])
     out += from_prefix.view(kv_heads, rows, group * q_len, dim).transpose(0, 1)
-    return out.view(rows, heads, q_len, dim).transpose(1, 2).contiguous(), None
+    return out.view(rows, heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
@@ -255,12 +284,35 @@ def decode(
         return _decode_rows(model, tokenizer, prefix_kv, prompts, strategy, settings, separator)
 
 
+# Padded tokens (rows × width) up to which rows always share one forward: below it, one forward per step is fastest.
+GROUP_SPLIT_TOKENS = 2**14
+
+
+def length_groups(lengths: Sequence[int], min_split: int = GROUP_SPLIT_TOKENS) -> list[list[int]]:
+    """Rows (indices into ``lengths``) in groups that each run as one forward, so that one long row does not pad every
+    other row to its length. Rows are taken shortest first; a group closes before a row that would make it both larger
+    than ``min_split`` padded tokens and more than half padding. A group lists its rows in their original order, so
+    a batch that stays one group runs exactly as it would unsplit."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = (len(current) + 1) * lengths[row]
+        if current and padded > min_split and 2 * (used + lengths[row]) < padded:
+            groups.append(sorted(current))
+            current, used = [], 0
+        current.append(row)
+        used += lengths[row]
+    return [*groups, sorted(current)]
+
+
 class _Batch:
     """Every branch of every example as rows, split into groups that run as one forward each.
 
     Rows are ordered branch by branch (every gold prompt, then every first contrast, ...); with ``merge_branches`` all
-    rows form one group, otherwise each branch is a group. ``gold``/``contrast`` index the concatenated log-probs of
-    the groups by example slot (``contrast`` padded, ``present`` marking the real entries).
+    rows share a forward, otherwise each branch has its own; either is split by ``length_groups`` where lengths
+    differ widely. ``gold``/``contrast`` index the concatenated log-probs of the groups by example slot
+    (``contrast`` padded, ``present`` marking the real entries), which restores the rows' order.
     """
 
     def __init__(
@@ -271,12 +323,14 @@ class _Batch:
         rows = [(example, branch) for branch in range(widest) for example, branches in enumerate(prompts)
                 if branch < len(branches)]
         by_branch = [[i for i, (_, branch) in enumerate(rows) if branch == b] for b in range(widest)]
-        row_sets = [list(range(len(rows)))] if settings.merge_branches else by_branch
-        self.groups = [
-            (group, _Rows(model, prefix_kv, [prompts[rows[i][0]][rows[i][1]] for i in group], pad_id,
-                          settings.max_new_tokens))
-            for group in row_sets
-        ]
+        forwards = [list(range(len(rows)))] if settings.merge_branches else by_branch
+        suffix = [prompts[example][branch] for example, branch in rows]
+        self.groups: list[tuple[list[int], _Rows]] = []
+        for forward in forwards:
+            for local in length_groups([len(suffix[i]) for i in forward], GROUP_SPLIT_TOKENS):
+                group = [forward[i] for i in local]
+                state = _Rows(model, prefix_kv, [suffix[i] for i in group], pad_id, settings.max_new_tokens)
+                self.groups.append((group, state))
         self.rows = rows
         self.active = list(range(len(prompts)))  # the example of each slot still in the batch
         self._index()

@@ -40,8 +40,8 @@ log = logging.getLogger(__name__)
 # The instruction and demonstrations the teacher saw before every question, saved beside the rationales.
 PROMPT_PREFIX_FILE = "prompt_prefix.txt"
 
-# Knobs that change speed, not output: they do not enter the cache key.
-SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
+# Knobs that change speed (or refuse input), not output: they do not enter the cache key.
+SPEED_ONLY = {"teacher": ("batch_size", "max_prompt_tokens"), "decoding": ("merge_branches", "shared_prefix")}
 
 
 def teacher_key(cfg: Config, teacher_dir: str | None = None) -> str:
@@ -84,12 +84,22 @@ def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> Decod
     )
 
 
-def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: int) -> None:
-    """Fail before decoding if any prompt plus its rationale budget cannot fit the teacher's context."""
+def check_prompts(
+    module: TeacherModule, jobs: list[RationaleJob], max_context: int | None, max_prompt_tokens: int | None
+) -> None:
+    """Fail before decoding, naming the first example, if a question is longer than ``teacher.max_prompt_tokens`` or a
+    prompt plus its rationale budget cannot fit the teacher's context."""
     budget = module.settings.max_new_tokens
-    for job in jobs:
-        length = len(module.prefix_ids) + max(map(len, module.prompts([job])[0]))
-        if length + budget > max_context:
+    for job, branches in zip(jobs, module.prompts(jobs)):
+        own = max(map(len, branches))
+        if max_prompt_tokens is not None and own > max_prompt_tokens:
+            raise ValueError(
+                f"question too long for the teacher: {job.split} example {job.example.id!r} has {own} tokens after "
+                f"the demonstrations > teacher.max_prompt_tokens={max_prompt_tokens}; shorten or drop it, or raise "
+                "teacher.max_prompt_tokens if the teacher's memory allows (a row's memory grows with its length)"
+            )
+        length = len(module.prefix_ids) + own
+        if max_context is not None and length + budget > max_context:
             raise ValueError(
                 f"prompt longer than the teacher's context: {job.split} example {job.example.id!r} needs "
                 f"{length} prompt + {budget} new tokens > {max_context}; use fewer teacher.num_demonstrations "
@@ -161,8 +171,7 @@ def generate(
     prefix, module = load_teacher_module(cfg, splits, teacher_dir)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
-    if context:
-        check_context(module, pending, context)
+    check_prompts(module, pending, context, cfg.teacher.max_prompt_tokens)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
