@@ -120,3 +120,20 @@ def test_a_question_longer_than_max_prompt_tokens_is_named_before_decoding(make_
     with pytest.raises(ValueError, match=r"question too long for the teacher: test example 'dev_0' has \d+ tokens after "
                                          r"the demonstrations > teacher.max_prompt_tokens=20; shorten or drop it"):
         generate(make_config("teacher.max_prompt_tokens=20"), tmp_path / "run")
+
+
+def test_mostly_empty_rationales_are_warned_about_naming_the_setting(make_config, tmp_path, caplog):
+    # The case reported: contrast_empty with λ = 1 ends all 32 rationales of the smoke run at once.
+    with caplog.at_level("WARNING", logger="scd.teacher.generation"):
+        _, _, out = generate(make_config("decoding=contrast_empty", "decoding.lam=1"), tmp_path / "run")
+    assert all(record["rationale"] == "" for record in read_split(out, "train"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "32 of 32 rationales came out empty under decoding=contrast_empty" in warnings[0]
+    assert "Lower decoding.lam or set decoding.plausibility=0.1" in warnings[0]
+
+
+def test_no_warning_when_rationales_are_written(make_config, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="scd.teacher.generation"):
+        _, _, out = generate(make_config("decoding=contrast_wrong"), tmp_path / "run")
+    assert any(record["rationale"] for record in read_split(out, "train"))
+    assert not [r for r in caplog.records if "came out empty" in r.getMessage()]

@@ -9,6 +9,7 @@ only decodes what is missing (``scd.teacher.store``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.prompt import PromptTemplate
 from scd.teacher.strategies import DecodingStrategy
+
+log = logging.getLogger(__name__)
+# Above this share of empty rationales the teacher stage warns.
+EMPTY_WARNING_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class TeacherModule(pl.LightningModule):
         self.settings = settings
         self.prefix_ids = leading_special_ids(tokenizer) + tokenizer(prefix_text, add_special_tokens=False).input_ids
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._written = self._empty = 0  # rationales written by this predict loop, and how many are empty
 
     def query_ids(self, example: Example, answer: int | None) -> list[int]:
         answer_text = "" if answer is None else example.choices[answer]
@@ -99,10 +105,21 @@ class TeacherModule(pl.LightningModule):
         ]
 
     def on_predict_start(self) -> None:
+        self._written = self._empty = 0
         # The demonstrations are the same for every batch: encode them once per run, not once per batch.
         if self.settings.shared_prefix and self.prefix_ids:
             with torch.inference_mode():
                 self._prefix_kv = encode_prefix(self.model, self.prefix_ids)
+
+    def on_predict_end(self) -> None:
+        # Empty rationales are valid records, so nothing downstream fails; a share this large is a setting to change.
+        if self._written and self._empty > EMPTY_WARNING_SHARE * self._written:
+            log.warning(
+                "Teacher: %d of %d rationales came out empty under decoding=%s (%s): the first chosen token ends "
+                "them. Lower decoding.lam or set decoding.plausibility=0.1 (a strong contrast can make the separator "
+                "the best-scoring token), or check teacher.separator and the demonstrations.",
+                self._empty, self._written, self.decoding_name, self.strategy,
+            )
 
     def predict_step(self, batch: list[RationaleJob], batch_idx: int = 0) -> list[tuple[str, RationaleRecord]]:
         generated = decode(
@@ -118,6 +135,8 @@ class TeacherModule(pl.LightningModule):
                 self.decoding_name, dict(ex.meta),
             )
             records.append((job.split, record))
+        self._written += len(records)
+        self._empty += sum(not record.rationale for _, record in records)
         return records
 
 
