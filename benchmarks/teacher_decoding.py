@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from baselines import hf_generate, per_example_loop
 from scd.teacher.decoding import DecodingSettings, decode
+from scd.teacher.strategies import ContrastWrong
 from workload import Workload, build_model
 
 
@@ -66,8 +67,10 @@ class Job:
 def _runner(job: Job, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast) -> Callable[[], list[list[int]]]:
     w, method = job.workload, job.method
     if method.kind == "scd":
-        settings = DecodingSettings(lam=job.lam, max_new_tokens=job.max_new_tokens, **method.settings)
-        return lambda: decode(model, tokenizer, w.prefix_ids, w.gold_suffixes, w.wrong_suffixes, settings, w.separator)
+        settings = DecodingSettings(max_new_tokens=job.max_new_tokens, **method.settings)
+        prompts = [[gold, wrong] for gold, wrong in zip(w.gold_suffixes, w.wrong_suffixes)]
+        strategy = ContrastWrong(lam=job.lam)
+        return lambda: decode(model, tokenizer, w.prefix_ids, prompts, strategy, settings, w.separator)
     if method.kind == "loop":
         return lambda: per_example_loop(model, tokenizer, w, job.lam, job.max_new_tokens)
     if method.kind in ("hf_cfg", "hf_greedy"):

@@ -4,6 +4,7 @@ a group names with ``_target_`` (the training objective), so their own checks ru
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 from dataclasses import dataclass, field, fields, make_dataclass
@@ -112,6 +113,9 @@ class TeacherConfig:
     batch_size: int = 16
     # Context length to check prompts against; null: the model config's max_position_embeddings.
     max_context: Optional[int] = None
+    # Longest question part of a prompt (tokens after the demonstrations) the teacher decodes; a longer one is named in
+    # an error before decoding starts, since a row's memory grows with its length. null: no limit.
+    max_prompt_tokens: Optional[int] = 1024
 
     def check(self) -> None:
         sources = [self.name_or_path is not None, self.random_init is not None, self.trained is not None]
@@ -122,31 +126,63 @@ class TeacherConfig:
         if self.random_init is not None:
             check_random_init(self.random_init, "teacher.random_init")
         _check_seed("teacher.seed", self.seed)
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 1:
+            raise ValueError(f"teacher.max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
+
+
+# The decoding keys passed to the strategy class when set; null leaves the class's default (or a class without them).
+STRATEGY_ARGUMENTS = ("lam", "plausibility")
 
 
 @dataclass
 class DecodingConfig:
+    """The teacher's decoding: a strategy class (``scd.teacher.strategies``) and the batched loop's settings."""
+
+    # The strategy class, e.g. scd.teacher.strategies.ContrastWrong.
+    _target_: str = MISSING
     name: str = MISSING
-    # null: greedy; "wrong": contrast with a wrong answer; "empty": contrast with no answer.
-    contrast: Optional[str] = None
-    lam: float = 0.5
+    # Weight of the contrast prompts: argmax of log p(t | gold) - lam * log p(t | contrast).
+    lam: Optional[float] = None
     # Keep only tokens with p >= plausibility * max p under the gold prompt (0 disables the filter).
-    plausibility: float = 0.0
-    # Run both branches as one batch of 2B rows (true) or as two forwards of B rows (false).
+    plausibility: Optional[float] = None
+    # Run all branches as one batch (true) or as one forward per branch (false).
     merge_branches: bool = True
     # Encode the demonstrations once and share their KV cache across rows and branches.
     shared_prefix: bool = True
     # "chosen": stop when the chosen token completes the separator; "teacher": when the teacher's own top token would.
     stop_rule: str = "chosen"
 
+    def strategy(self) -> Any:
+        """The ``_target_`` class built with the strategy arguments that are set. The class checks their ranges; an
+        argument it does not take, or a value it refuses, is one error naming the ``decoding.`` key."""
+        module, _, name = self._target_.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"decoding._target_: cannot import {self._target_!r} ({err})") from None
+        arguments = {key: getattr(self, key) for key in STRATEGY_ARGUMENTS if getattr(self, key) is not None}
+        takes = inspect.signature(cls).parameters
+        for key in arguments:
+            if key not in takes:
+                raise ValueError(f"decoding.{key}: {self._target_} takes no {key} (it takes: "
+                                 f"{', '.join(takes) or 'no arguments'}); remove it from the decoding config")
+        try:
+            return instantiate({"_target_": self._target_, **arguments})
+        except InstantiationException as err:
+            if isinstance(err.__cause__, ValueError):
+                raise ValueError(f"decoding.{err.__cause__}") from None
+            raise ValueError(f"decoding: cannot build {self._target_}: {err.__cause__ or err}") from None
+
     def check(self) -> None:
-        _check_choice("decoding.contrast", self.contrast, (None, "wrong", "empty"))
-        _check_choice("decoding.stop_rule", self.stop_rule, ("chosen", "teacher"))
-        if not 0 <= self.lam <= 1:
-            # Beyond 1 the perturbed prompt would outweigh the gold one.
-            raise ValueError(f"decoding.lam must be in [0, 1], got {self.lam}")
-        if not 0 <= self.plausibility < 1:
-            raise ValueError(f"decoding.plausibility must be in [0, 1), got {self.plausibility}")
+        # Building the strategy and the loop's settings runs their own checks, before any work starts. (Imported
+        # here: the decoding module loads torch and transformers, which the config schema does not need.)
+        from scd.teacher.decoding import DecodingSettings
+
+        self.strategy()
+        try:
+            DecodingSettings(stop_rule=self.stop_rule)
+        except ValueError as err:
+            raise ValueError(f"decoding.{err}") from None
 
 
 @dataclass

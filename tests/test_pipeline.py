@@ -36,12 +36,13 @@ def test_every_group_option_composes_and_validates(group, option, tmp_path):
         assert getattr(typed, group).name == option
 
 
-def test_decoding_options_set_the_contrast(tmp_path):
-    contrasts = {}
+def test_decoding_options_build_their_strategy(tmp_path):
+    from scd.teacher.strategies import ContrastEmpty, ContrastWrong, Greedy
+
+    built = {}
     for option in ("greedy", "contrast_empty", "contrast_wrong"):
-        cfg = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path))
-        contrasts[option] = (cfg.decoding.contrast, cfg.decoding.lam)
-    assert contrasts == {"greedy": (None, 0.0), "contrast_empty": ("empty", 0.5), "contrast_wrong": ("wrong", 0.5)}
+        built[option] = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path)).decoding.strategy()
+    assert built == {"greedy": Greedy(), "contrast_empty": ContrastEmpty(lam=0.5), "contrast_wrong": ContrastWrong(lam=0.5)}
 
 
 @pytest.mark.slow

@@ -70,3 +70,70 @@ def test_same_teacher_config_reuses_rationales(make_config, tmp_path, monkeypatc
 def test_prompt_longer_than_the_context_is_refused(make_config, tmp_path):
     with pytest.raises(ValueError, match="prompt longer than the teacher's context"):
         generate(make_config("teacher.max_context=64"), tmp_path / "run")
+
+
+@pytest.mark.parametrize("device_map", ["cpu", None])
+def test_a_teacher_placed_by_device_map_is_not_moved_by_the_predict_loop(make_config, tmp_path, monkeypatch, device_map):
+    moves = []
+    load = stage.load_teacher_model
+
+    def load_and_watch(cfg, teacher_dir):
+        model, tokenizer = load(cfg, teacher_dir)
+        # Lightning moves a module by applying .to() to each registered submodule: record any that reaches the model.
+        apply = model._apply
+        model._apply = lambda fn, *args, **kwargs: (moves.append(fn), apply(fn, *args, **kwargs))[1]
+        return model, tokenizer
+
+    monkeypatch.setattr(stage, "load_teacher_model", load_and_watch)
+    override = f"teacher.device_map={device_map}" if device_map else "teacher.device_map=null"
+    _, splits, out = generate(make_config(override), tmp_path / "run")
+    assert len(read_split(out, "test")) == len(splits["test"])
+    # Without device_map Lightning owns the placement and does move it (to the CPU here): the probe works.
+    assert (moves == []) == (device_map is not None)
+
+
+def test_placeholder_text_in_the_data_does_not_cut_the_prompt():
+    from scd.teacher.prompt import PromptTemplate
+
+    prompt = PromptTemplate()
+    question = "Is '{rationale}' or {answer} a {choices} placeholder, {0}?"
+    gold, wrong = (prompt.query(question, ["yes", "no"], answer) for answer in ("yes", "no"))
+    assert gold == f"Q: {question}\nAnswer choices: yes | no\nA: The answer is yes."
+    assert wrong.endswith("The answer is no.") and gold != wrong
+    demonstration = prompt.render(question, ["yes", "no"], "yes", "Because {rationale}.")
+    assert demonstration == f"{gold} Because {{rationale}}."
+
+
+def test_template_needs_exactly_one_rationale_slot_at_its_end():
+    from scd.teacher.prompt import PromptTemplate
+
+    for template in ("Q: {question} {rationale} A: {answer}", "{rationale} Q: {question} A: {answer} {rationale}"):
+        with pytest.raises(ValueError, match="teacher.template must end with"):
+            PromptTemplate(template)
+
+
+def test_a_question_longer_than_max_prompt_tokens_is_named_before_decoding(make_config, tmp_path, monkeypatch):
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoding started")
+
+    monkeypatch.setattr(stage.pl.Trainer, "predict", no_decoding)
+    with pytest.raises(ValueError, match=r"question too long for the teacher: test example 'dev_0' has \d+ tokens after "
+                                         r"the demonstrations > teacher.max_prompt_tokens=20; shorten or drop it"):
+        generate(make_config("teacher.max_prompt_tokens=20"), tmp_path / "run")
+
+
+def test_mostly_empty_rationales_are_warned_about_naming_the_setting(make_config, tmp_path, caplog):
+    # The case reported: contrast_empty with λ = 1 ends all 32 rationales of the smoke run at once.
+    with caplog.at_level("WARNING", logger="scd.teacher.generation"):
+        _, _, out = generate(make_config("decoding=contrast_empty", "decoding.lam=1"), tmp_path / "run")
+    assert all(record["rationale"] == "" for record in read_split(out, "train"))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "32 of 32 rationales came out empty under decoding=contrast_empty" in warnings[0]
+    assert "Lower decoding.lam or set decoding.plausibility=0.1" in warnings[0]
+
+
+def test_no_warning_when_rationales_are_written(make_config, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="scd.teacher.generation"):
+        _, _, out = generate(make_config("decoding=contrast_wrong"), tmp_path / "run")
+    assert any(record["rationale"] for record in read_split(out, "train"))
+    assert not [r for r in caplog.records if "came out empty" in r.getMessage()]

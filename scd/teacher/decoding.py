@@ -1,20 +1,21 @@
-"""Greedy and contrastive decoding for the teacher, batched, with the few-shot prefix cached once for all rows.
+"""The teacher's batched decoding loop, with the few-shot prefix cached once for all rows, for any decoding strategy.
 
-Contrastive decoding (SCOTT, eq. 2) picks, at each step, the token that maximizes
+A strategy (``scd.teacher.strategies``, named by ``conf/decoding/<name>.yaml``) says which contrast prompts each
+example needs beside its gold prompt and how their log-probabilities combine into scores; contrastive decoding
+(SCOTT, eq. 2) picks, at each step, the token that maximizes
 
-    log p(t | prompt with the gold answer) − λ · log p(t | prompt with a perturbed answer)
+    log p(t | prompt with the gold answer) − λ · log p(t | prompt with a perturbed answer).
 
-where the perturbed prompt carries a wrong answer (``contrast_wrong``) or none (``contrast_empty``). Greedy decoding is the
-same loop without the perturbed branch. Both branches advance with the chosen token.
+Every branch of every example is a row of one batch, and all of an example's branches advance with the chosen token.
 
 Speed comes from these choices (measured in ``benchmarks/``):
-- the few-shot demonstrations are identical for every row and both branches, so they are encoded once, and their keys
+- the few-shot demonstrations are identical for every row and branch, so they are encoded once, and their keys
   and values stay a single batch-1 copy: a custom attention function (``shared_prefix_attention``) attends every row's
   queries to that one copy and to the row's own keys, and merges the two softmax parts. Rows neither re-encode nor
   store nor re-read the prefix, which is most of the prompt and, in a decode step, most of the memory traffic;
 - each row's own tokens (question and continuation) live in a pre-allocated ``StaticCache``, since a growing cache
   re-concatenates every step;
-- the two branches run as one batch of 2B rows or as two forwards of B rows (``merge_branches``);
+- all branches run as one batch, or as one forward per branch (``merge_branches``);
 - rows that have stopped are dropped from the batch once they are a quarter of it;
 - stop checks decode a row's text only when the candidate token could end the separator.
 Rows are left-padded between the shared prefix and their own suffix; position ids come from the attention mask, so a
@@ -24,48 +25,25 @@ through the model's own attention: the reference the shared-prefix path is teste
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
+
+if TYPE_CHECKING:
+    from scd.teacher.strategies import DecodingStrategy
 
 PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
 SHARED_PREFIX_ATTENTION = "scd_shared_prefix"
 
 
-def contrastive_scores(
-    logp_pos: torch.Tensor, logp_neg: torch.Tensor | None, lam: float, plausibility: float = 0.0
-) -> torch.Tensor:
-    """Scores ``[B, V]`` whose argmax is the contrastive choice.
-
-    ``logp_pos``/``logp_neg`` are log-probabilities ``[B, V]`` given the gold and the perturbed prompt. With
-    ``plausibility > 0``, tokens whose probability under the gold prompt is below ``plausibility`` times the top
-    token's are excluded (the adaptive plausibility constraint of Li et al., 2023), which keeps large λ from
-    promoting tokens the teacher itself finds implausible.
-
-    >>> pos = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
-    >>> neg = torch.log(torch.tensor([[0.9, 0.05, 0.05]]))
-    >>> contrastive_scores(pos, neg, lam=1.0).argmax(-1).item()
-    1
-    """
-    if lam < 0:
-        raise ValueError(f"lam must be >= 0, got {lam}")
-    scores = logp_pos if logp_neg is None or lam == 0 else logp_pos - lam * logp_neg
-    if plausibility > 0:
-        floor = logp_pos.max(dim=-1, keepdim=True).values + torch.log(torch.tensor(plausibility))
-        scores = scores.masked_fill(logp_pos < floor, float("-inf"))
-    return scores
-
-
-@dataclass
+@dataclass(frozen=True)
 class DecodingSettings:
-    """How to decode; see ``conf/decoding/``."""
+    """How the batched loop runs; see ``conf/decoding/``. Only ``max_new_tokens`` and ``stop_rule`` change output."""
 
-    lam: float = 0.5
-    plausibility: float = 0.0
     max_new_tokens: int = 64
     merge_branches: bool = True
     shared_prefix: bool = True
@@ -74,12 +52,15 @@ class DecodingSettings:
     stop_rule: str = "chosen"
 
     def __post_init__(self) -> None:
-        if self.lam < 0:
-            raise ValueError(f"decoding.lam must be >= 0, got {self.lam}")
-        if not 0 <= self.plausibility < 1:
-            raise ValueError(f"decoding.plausibility must be in [0, 1), got {self.plausibility}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.stop_rule not in ("chosen", "teacher"):
-            raise ValueError(f"decoding.stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
+            raise ValueError(f"stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
+
+
+# Attention scores (float32) computed at once. A prefill of long prompts runs in chunks of rows and queries, so its
+# peak memory stays bounded (64 MB of scores) instead of growing with rows × length².
+ATTENTION_CHUNK_SCORES = 2**24
 
 
 def shared_prefix_attention(
@@ -98,14 +79,38 @@ def shared_prefix_attention(
     ``query`` is ``[rows, heads, q, dim]``; ``key``/``value`` ``[rows, kv_heads, cache_len, dim]`` hold the rows' own
     tokens; ``attention_mask`` is a boolean ``[rows, 1, q, own_len]`` (True: visible) over the first ``own_len`` of
     them; every query sees the whole prefix ``shared_prefix[layer]`` (``[1, kv_heads, prefix_len, dim]``). The result
-    is softmax attention over the concatenation, computed as two parts sharing one normalizer.
+    is softmax attention over the concatenation, computed as two parts sharing one normalizer, in chunks of at most
+    ``ATTENTION_CHUNK_SCORES`` scores.
     """
     if shared_prefix is None:
         raise ValueError(f"the {SHARED_PREFIX_ATTENTION} attention needs the shared_prefix keys and values")
     if kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise ValueError("shared-prefix attention does not support sliding windows, soft-capping or attention sinks: "
                          "set decoding.shared_prefix=false for this model")
-    prefix_keys, prefix_values = shared_prefix[module.layer_idx]
+    prefix = shared_prefix[module.layer_idx]
+    rows, heads, q_len, dim = query.shape
+    scores_per_query = heads * (prefix[0].shape[-2] + attention_mask.shape[-1])
+    queries = max(1, ATTENTION_CHUNK_SCORES // scores_per_query)  # (row, query) pairs per chunk
+    if rows * q_len <= queries:
+        return _attend(query, key, value, attention_mask, scaling, prefix), None
+    q_step, row_step = min(q_len, queries), max(1, queries // q_len)
+    out = query.new_empty(rows, q_len, heads, dim)
+    for r in range(0, rows, row_step):
+        for q in range(0, q_len, q_step):
+            chunk_rows, chunk_queries = slice(r, r + row_step), slice(q, q + q_step)
+            out[chunk_rows, chunk_queries] = _attend(
+                query[chunk_rows, :, chunk_queries], key[chunk_rows], value[chunk_rows],
+                attention_mask[chunk_rows, :, chunk_queries], scaling, prefix,
+            )
+    return out, None
+
+
+def _attend(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor, scaling: float,
+    prefix: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """``shared_prefix_attention`` of one chunk, all at once; returns ``[rows, q, heads, dim]``."""
+    prefix_keys, prefix_values = prefix
     rows, heads, q_len, dim = query.shape
     kv_heads, own_len = key.shape[1], attention_mask.shape[-1]
     group = heads // kv_heads
@@ -127,7 +132,7 @@ def shared_prefix_attention(
     out = torch.matmul(own.to(value.dtype), value[:, :, :own_len])
     from_prefix = torch.matmul(shared.to(value.dtype), prefix_values[0])
     out += from_prefix.view(kv_heads, rows, group * q_len, dim).transpose(0, 1)
-    return out.view(rows, heads, q_len, dim).transpose(1, 2).contiguous(), None
+    return out.view(rows, heads, q_len, dim).transpose(1, 2).contiguous()
 
 
 AttentionInterface.register(SHARED_PREFIX_ATTENTION, shared_prefix_attention)
@@ -141,6 +146,12 @@ def _attention_implementation(model: PreTrainedModel, name: str) -> Iterator[Non
         yield
     finally:
         model.set_attn_implementation(previous)
+
+
+def padded_positions(visible: torch.Tensor, offset: int) -> torch.Tensor:
+    """Position ids of left-padded rows (``visible``: True on real tokens): a row's first real token is at ``offset``,
+    as it would be without padding."""
+    return offset + (visible.cumsum(-1) - 1).clamp(min=0)
 
 
 class _Rows:
@@ -164,7 +175,7 @@ class _Rows:
         self.model, self.prefix_kv, self.length = model, prefix_kv, width
         self.cache = StaticCache(config=model.config, max_cache_len=self.mask.shape[1])
         offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[-2]
-        positions = offset + (self.mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        positions = padded_positions(self.mask[:, :width], offset)
         self.next_position = positions[:, -1] + 1
         causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
         self.logits = self._forward(ids, positions, causal)
@@ -247,75 +258,153 @@ def decode(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     prefix_ids: list[int],
-    gold_suffixes: list[list[int]],
-    contrast_suffixes: list[list[int]] | None,
+    prompts: Sequence[Sequence[list[int]]],
+    strategy: DecodingStrategy,
     settings: DecodingSettings,
     separator: str,
     prefix_kv: PrefixKV | None = None,
 ) -> list[list[int]]:
-    """Decode one batch; returns each row's generated token ids, up to (not including) the stop.
+    """Decode one batch of examples; returns each example's generated token ids, up to (not including) the stop.
 
-    The prompt of row ``i`` is ``prefix_ids + gold_suffixes[i]``; its contrast prompt is ``prefix_ids +
-    contrast_suffixes[i]`` (``None`` or λ = 0: plain greedy). ``prefix_kv`` may pass a precomputed
-    ``encode_prefix(model, prefix_ids)`` so callers decoding many batches encode the demonstrations only once.
+    ``prompts[i]`` holds example ``i``'s branches, each to follow ``prefix_ids``: its gold prompt first, then its
+    contrast prompts, as many as its strategy asks for (none: greedy). Every branch advances with the token that
+    ``strategy.scores`` picks from all of them. ``prefix_kv`` may pass a precomputed ``encode_prefix(model,
+    prefix_ids)`` so callers decoding many batches encode the demonstrations only once.
     """
-    contrast = contrast_suffixes is not None and settings.lam > 0
     shared = settings.shared_prefix and bool(prefix_ids)
     if shared and not model._supports_attention_backend:
         raise ValueError(f"{type(model).__name__} does not take custom attention functions, which decoding's shared "
                          "prefix needs: set decoding.shared_prefix=false")
     if shared:
         prefix_kv = prefix_kv if prefix_kv is not None else encode_prefix(model, prefix_ids)
-        gold, negative = gold_suffixes, contrast_suffixes
     else:
         prefix_kv = None
-        gold = [prefix_ids + s for s in gold_suffixes]
-        negative = [prefix_ids + s for s in contrast_suffixes] if contrast else None
+        prompts = [[prefix_ids + branch for branch in branches] for branches in prompts]
     with _attention_implementation(model, SHARED_PREFIX_ATTENTION) if shared else nullcontext():
-        return _decode_rows(model, tokenizer, prefix_kv, gold, negative if contrast else None, settings, separator)
+        return _decode_rows(model, tokenizer, prefix_kv, prompts, strategy, settings, separator)
+
+
+# Padded tokens (rows × width) up to which rows always share one forward: below it, one forward per step is fastest.
+GROUP_SPLIT_TOKENS = 2**14
+
+
+def length_groups(lengths: Sequence[int], min_split: int = GROUP_SPLIT_TOKENS) -> list[list[int]]:
+    """Rows (indices into ``lengths``) in groups that each run as one forward, so that one long row does not pad every
+    other row to its length. Rows are taken shortest first; a group closes before a row that would make it both larger
+    than ``min_split`` padded tokens and more than half padding. A group lists its rows in their original order, so
+    a batch that stays one group runs exactly as it would unsplit."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for row in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = (len(current) + 1) * lengths[row]
+        if current and padded > min_split and 2 * (used + lengths[row]) < padded:
+            groups.append(sorted(current))
+            current, used = [], 0
+        current.append(row)
+        used += lengths[row]
+    return [*groups, sorted(current)]
+
+
+class _Batch:
+    """Every branch of every example as rows, split into groups that run as one forward each.
+
+    Rows are ordered branch by branch (every gold prompt, then every first contrast, ...); with ``merge_branches`` all
+    rows share a forward, otherwise each branch has its own; either is split by ``length_groups`` where lengths
+    differ widely. ``gold``/``contrast`` index the concatenated log-probs of the groups by example slot
+    (``contrast`` padded, ``present`` marking the real entries), which restores the rows' order.
+    """
+
+    def __init__(
+        self, model: PreTrainedModel, prefix_kv: PrefixKV | None, prompts: Sequence[Sequence[list[int]]], pad_id: int,
+        settings: DecodingSettings,
+    ) -> None:
+        widest = max(len(branches) for branches in prompts)
+        rows = [(example, branch) for branch in range(widest) for example, branches in enumerate(prompts)
+                if branch < len(branches)]
+        by_branch = [[i for i, (_, branch) in enumerate(rows) if branch == b] for b in range(widest)]
+        forwards = [list(range(len(rows)))] if settings.merge_branches else by_branch
+        suffix = [prompts[example][branch] for example, branch in rows]
+        self.groups: list[tuple[list[int], _Rows]] = []
+        for forward in forwards:
+            for local in length_groups([len(suffix[i]) for i in forward], GROUP_SPLIT_TOKENS):
+                group = [forward[i] for i in local]
+                state = _Rows(model, prefix_kv, [suffix[i] for i in group], pad_id, settings.max_new_tokens)
+                self.groups.append((group, state))
+        self.rows = rows
+        self.active = list(range(len(prompts)))  # the example of each slot still in the batch
+        self._index()
+
+    def _index(self) -> None:
+        order = [row for group, _ in self.groups for row in group]
+        position = {row: i for i, row in enumerate(order)}
+        slot = {example: i for i, example in enumerate(self.active)}
+        branches: list[list[int]] = [[] for _ in self.active]
+        for row, (example, _) in enumerate(self.rows):
+            if example in slot:
+                branches[slot[example]].append(position[row])
+        device = self.groups[0][1].mask.device
+        width = max(len(b) for b in branches) - 1
+        self.gold = torch.tensor([b[0] for b in branches], device=device)
+        self.contrast = torch.tensor([b[1:] + [b[0]] * (width + 1 - len(b)) for b in branches], dtype=torch.long,
+                                     device=device).view(len(branches), width)
+        self.present = torch.tensor([[k < len(b) - 1 for k in range(width)] for b in branches], dtype=torch.bool,
+                                    device=device).view(len(branches), width)
+        # The example slot of each position, to feed every row its example's token.
+        self.slot_of_position = torch.tensor([slot[self.rows[row][0]] for row in order], device=device)
+
+    def log_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        logp = torch.cat([state.log_probs() for _, state in self.groups])
+        return logp[self.gold], logp[self.contrast]
+
+    def keep(self, slots: list[int]) -> None:
+        """Keep the examples in ``slots`` (in order), dropping every row of the others."""
+        kept = {self.active[i] for i in slots}
+        groups = []
+        for group, state in self.groups:
+            local = [i for i, row in enumerate(group) if self.rows[row][0] in kept]
+            if local:
+                state.keep(torch.tensor(local, device=state.mask.device))
+                groups.append(([group[i] for i in local], state))
+        self.groups, self.active = groups, [self.active[i] for i in slots]
+        self._index()
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Feed every row its example's token (``tokens`` by slot)."""
+        by_position = tokens[self.slot_of_position]
+        start = 0
+        for group, state in self.groups:
+            state.advance(by_position[start : start + len(group)])
+            start += len(group)
 
 
 def _decode_rows(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix_kv: PrefixKV | None, gold: list[list[int]],
-    negative: list[list[int]] | None, settings: DecodingSettings, separator: str,
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prefix_kv: PrefixKV | None,
+    prompts: Sequence[Sequence[list[int]]], strategy: DecodingStrategy, settings: DecodingSettings, separator: str,
 ) -> list[list[int]]:
-    pad_id, steps = tokenizer.pad_token_id, settings.max_new_tokens
-    if negative is None:
-        branches = [_Rows(model, prefix_kv, gold, pad_id, steps)]
-    elif settings.merge_branches:
-        branches = [_Rows(model, prefix_kv, gold + negative, pad_id, steps)]
-    else:
-        branches = [_Rows(model, prefix_kv, gold, pad_id, steps), _Rows(model, prefix_kv, negative, pad_id, steps)]
-    merged = negative is not None and len(branches) == 1
-
+    pad_id = tokenizer.pad_token_id
+    batch = _Batch(model, prefix_kv, prompts, pad_id, settings)
     stop = StopChecker(tokenizer, separator)
-    generated: list[list[int]] = [[] for _ in gold]
-    active = list(range(len(gold)))  # the original row of each row still in the batch
-    done = [False] * len(active)
-    for _ in range(steps):
-        logp = torch.cat([branch.log_probs() for branch in branches])
-        logp_pos = logp[: len(active)]
-        logp_neg = logp[len(active) :] if negative is not None else None
-        chosen = contrastive_scores(logp_pos, logp_neg, settings.lam, settings.plausibility).argmax(-1)
-        candidates = chosen if settings.stop_rule == "chosen" else logp_pos.argmax(-1)
-        for i, (row, token, candidate) in enumerate(zip(active, chosen.tolist(), candidates.tolist())):
+    generated: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(prompts)
+    for _ in range(settings.max_new_tokens):
+        logp_gold, logp_contrast = batch.log_probs()
+        chosen = strategy.scores(logp_gold, logp_contrast, batch.present).argmax(-1)
+        candidates = chosen if settings.stop_rule == "chosen" else logp_gold.argmax(-1)
+        for i, (example, token, candidate) in enumerate(zip(batch.active, chosen.tolist(), candidates.tolist())):
             if done[i]:
                 continue
-            if stop.hits(generated[row], candidate):
+            if stop.hits(generated[example], candidate):
                 done[i] = True
             else:
-                generated[row].append(token)
+                generated[example].append(token)
         if all(done):
             break
         if sum(done) * 4 >= len(done):
             # Stopped rows are a quarter of the batch: copying the caches without them costs less than carrying them.
             keep = [i for i, finished in enumerate(done) if not finished]
-            rows = torch.tensor(keep, device=chosen.device)
-            for branch in branches:
-                branch.keep(torch.cat([rows, rows + len(active)]) if merged else rows)
-            active, done, chosen = [active[i] for i in keep], [False] * len(keep), chosen[rows]
+            batch.keep(keep)
+            done, chosen = [False] * len(keep), chosen[torch.tensor(keep, device=chosen.device)]
         # Stopped rows still in the batch are fed a pad token: their output is fixed and the batch stays rectangular.
-        chosen = chosen.masked_fill(torch.tensor(done, device=chosen.device), pad_id)
-        for branch in branches:
-            branch.advance(torch.cat([chosen, chosen]) if merged else chosen)
+        batch.advance(chosen.masked_fill(torch.tensor(done, device=chosen.device), pad_id))
     return generated

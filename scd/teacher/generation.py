@@ -9,6 +9,7 @@ only decodes what is missing (``scd.teacher.store``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,11 @@ from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.prompt import PromptTemplate
+from scd.teacher.strategies import DecodingStrategy
 
-CONTRASTS = (None, "wrong", "empty")
+log = logging.getLogger(__name__)
+# Above this share of empty rationales the teacher stage warns.
+EMPTY_WARNING_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,13 @@ def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
 
 
 class TeacherModule(pl.LightningModule):
-    """A frozen causal LM that writes rationales with greedy or contrastive decoding."""
+    """A frozen causal LM that writes rationales with a decoding strategy (greedy, contrastive, ...).
+
+    The model's placement has one owner. ``placed``: its loader put it on its devices (``teacher.device_map``, which
+    may spread it over several GPUs), so it is kept out of the module's registered submodules and Lightning's predict
+    loop, which moves the module to its device, cannot move it. Otherwise the model is a submodule and Lightning
+    places it.
+    """
 
     def __init__(
         self,
@@ -64,44 +74,58 @@ class TeacherModule(pl.LightningModule):
         prompt: PromptTemplate,
         prefix_text: str,
         decoding_name: str,
-        contrast: str | None,
+        strategy: DecodingStrategy,
         settings: DecodingSettings,
+        placed: bool = False,
     ) -> None:
         super().__init__()
-        if contrast not in CONTRASTS:
-            raise ValueError(f"decoding.contrast must be one of {CONTRASTS}, got {contrast!r}")
-        self.model = model.eval().requires_grad_(False)
+        model = model.eval().requires_grad_(False)
+        if placed:
+            object.__setattr__(self, "model", model)  # a plain attribute: not a submodule
+        else:
+            self.model = model
         self.tokenizer = tokenizer
         self.prompt = prompt
         self.decoding_name = decoding_name
-        self.contrast = contrast
+        self.strategy = strategy
         self.settings = settings
         self.prefix_ids = leading_special_ids(tokenizer) + tokenizer(prefix_text, add_special_tokens=False).input_ids
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._written = self._empty = 0  # rationales written by this predict loop, and how many are empty
 
     def query_ids(self, example: Example, answer: int | None) -> list[int]:
         answer_text = "" if answer is None else example.choices[answer]
         text = self.prompt.query(example.question, example.choices, answer_text)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
-    def prompts(self, jobs: Sequence[RationaleJob]) -> tuple[list[list[int]], list[list[int]] | None]:
-        gold = [self.query_ids(job.example, job.rationale_for) for job in jobs]
-        if self.contrast is None:
-            return gold, None
-        other = [self.query_ids(job.example, job.other if self.contrast == "wrong" else None) for job in jobs]
-        return gold, other
+    def prompts(self, jobs: Sequence[RationaleJob]) -> list[list[list[int]]]:
+        """Each job's branches after the shared prefix: its gold prompt, then the strategy's contrast prompts."""
+        return [
+            [self.query_ids(job.example, answer) for answer in [job.rationale_for, *self.strategy.contrasts(job)]]
+            for job in jobs
+        ]
 
     def on_predict_start(self) -> None:
+        self._written = self._empty = 0
         # The demonstrations are the same for every batch: encode them once per run, not once per batch.
         if self.settings.shared_prefix and self.prefix_ids:
             with torch.inference_mode():
                 self._prefix_kv = encode_prefix(self.model, self.prefix_ids)
 
+    def on_predict_end(self) -> None:
+        # Empty rationales are valid records, so nothing downstream fails; a share this large is a setting to change.
+        if self._written and self._empty > EMPTY_WARNING_SHARE * self._written:
+            log.warning(
+                "Teacher: %d of %d rationales came out empty under decoding=%s (%s): the first chosen token ends "
+                "them. Lower decoding.lam or set decoding.plausibility=0.1 (a strong contrast can make the separator "
+                "the best-scoring token), or check teacher.separator and the demonstrations.",
+                self._empty, self._written, self.decoding_name, self.strategy,
+            )
+
     def predict_step(self, batch: list[RationaleJob], batch_idx: int = 0) -> list[tuple[str, RationaleRecord]]:
-        gold, other = self.prompts(batch)
         generated = decode(
-            self.model, self.tokenizer, self.prefix_ids, gold, other, self.settings, self.prompt.separator,
-            prefix_kv=self._prefix_kv,
+            self.model, self.tokenizer, self.prefix_ids, self.prompts(batch), self.strategy, self.settings,
+            self.prompt.separator, prefix_kv=self._prefix_kv,
         )
         records = []
         for job, ids in zip(batch, generated):
@@ -112,6 +136,8 @@ class TeacherModule(pl.LightningModule):
                 self.decoding_name, dict(ex.meta),
             )
             records.append((job.split, record))
+        self._written += len(records)
+        self._empty += sum(not record.rationale for _, record in records)
         return records
 
 

@@ -31,12 +31,14 @@ class PromptTemplate:
     instruction: str = ""
 
     def __post_init__(self) -> None:
-        if not self.template.rstrip().endswith(RATIONALE_SLOT):
-            raise ValueError(f"teacher.template must end with {RATIONALE_SLOT}, got {self.template!r}")
+        if not self.template.rstrip().endswith(RATIONALE_SLOT) or self.template.count(RATIONALE_SLOT) != 1:
+            raise ValueError(f"teacher.template must end with {RATIONALE_SLOT}, its one rationale slot, got "
+                             f"{self.template!r}")
         if not self.separator:
             raise ValueError("teacher.separator must not be empty: it is where a rationale stops")
 
     def render(self, question: str, choices: Sequence[str], answer: str, rationale: str) -> str:
+        # One pass of str.format over the template: text from the data is inserted, never read as a placeholder.
         return self.template.format(question=question, choices=" | ".join(choices), answer=answer, rationale=rationale)
 
     def prefix(self, demonstrations: Sequence[Demonstration]) -> str:
@@ -47,7 +49,10 @@ class PromptTemplate:
 
     def query(self, question: str, choices: Sequence[str], answer: str) -> str:
         """The example's own part, ending where the rationale begins. An empty ``answer`` is contrast_empty's prompt."""
-        return self.render(question, choices, answer, RATIONALE_SLOT).split(RATIONALE_SLOT)[0].rstrip()
+        # The template is cut at its rationale slot before the data goes in, so a question that contains the text
+        # "{rationale}" cannot cut the prompt.
+        head = self.template[: self.template.index(RATIONALE_SLOT)]
+        return head.format(question=question, choices=" | ".join(choices), answer=answer).rstrip()
 
 
 def pick_demonstrations(train: Sequence[Example], k: int, seed: int) -> list[Demonstration]:

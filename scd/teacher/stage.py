@@ -44,8 +44,8 @@ Teacher = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 # Measures the rationale set in a cache directory, given a loader of the teacher (called only if it is needed).
 Measure = Callable[[Path, Callable[[], Teacher]], dict[str, float]]
 
-# Knobs that change speed, not output: they do not enter the cache key.
-SPEED_ONLY = {"teacher": ("batch_size",), "decoding": ("merge_branches", "shared_prefix")}
+# Knobs that change speed (or refuse input), not output: they do not enter the cache key.
+SPEED_ONLY = {"teacher": ("batch_size", "max_prompt_tokens"), "decoding": ("merge_branches", "shared_prefix")}
 
 
 def data_digest(splits: dict[str, list[Example]]) -> str:
@@ -64,6 +64,8 @@ def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str 
     enters by name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
+    # The strategy's own settings, its defaults included: an unset lam and lam=0.5 decode the same rationales.
+    decoding["strategy"] = asdict(cfg.decoding.strategy())
     trained = Path(teacher_dir).name if teacher_dir else None
     data = {"digest": data_digest(splits), "seed": cfg.dataset.seed}
     # The splits enter too: a store written before a split was added lacks its file.
@@ -100,17 +102,27 @@ def teacher_prompt(t: TeacherConfig) -> PromptTemplate:
 
 def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> DecodingSettings:
     return DecodingSettings(
-        lam=decoding.lam, plausibility=decoding.plausibility, max_new_tokens=teacher.max_new_tokens,
-        merge_branches=decoding.merge_branches, shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
+        max_new_tokens=teacher.max_new_tokens, merge_branches=decoding.merge_branches,
+        shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
     )
 
 
-def check_context(module: TeacherModule, jobs: list[RationaleJob], max_context: int) -> None:
-    """Fail before decoding if any prompt plus its rationale budget cannot fit the teacher's context."""
+def check_prompts(
+    module: TeacherModule, jobs: list[RationaleJob], max_context: int | None, max_prompt_tokens: int | None
+) -> None:
+    """Fail before decoding, naming the first example, if a question is longer than ``teacher.max_prompt_tokens`` or a
+    prompt plus its rationale budget cannot fit the teacher's context."""
     budget = module.settings.max_new_tokens
-    for job in jobs:
-        length = len(module.prefix_ids) + max(len(q) for q in module.prompts([job])[0] + (module.prompts([job])[1] or []))
-        if length + budget > max_context:
+    for job, branches in zip(jobs, module.prompts(jobs)):
+        own = max(map(len, branches))
+        if max_prompt_tokens is not None and own > max_prompt_tokens:
+            raise ValueError(
+                f"question too long for the teacher: {job.split} example {job.example.id!r} has {own} tokens after "
+                f"the demonstrations > teacher.max_prompt_tokens={max_prompt_tokens}; shorten or drop it, or raise "
+                "teacher.max_prompt_tokens if the teacher's memory allows (a row's memory grows with its length)"
+            )
+        length = len(module.prefix_ids) + own
+        if max_context is not None and length + budget > max_context:
             raise ValueError(
                 f"prompt longer than the teacher's context: {job.split} example {job.example.id!r} needs "
                 f"{length} prompt + {budget} new tokens > {max_context}; use fewer teacher.num_demonstrations "
@@ -138,8 +150,8 @@ def load_teacher_module(
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
-    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.contrast,
-                         decoding_settings(cfg.decoding, t))
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.strategy(),
+                         decoding_settings(cfg.decoding, t), placed=t.device_map is not None)
 
 
 def run_teacher_stage(
@@ -196,8 +208,7 @@ def generate(
     prefix, module = load_teacher_module(cfg, splits, teacher_dir)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
-    if context:
-        check_context(module, pending, context)
+    check_prompts(module, pending, context, cfg.teacher.max_prompt_tokens)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,

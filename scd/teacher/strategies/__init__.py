@@ -1,0 +1,113 @@
+"""Decoding strategies: what each rationale is contrasted with, and how the branches' log-probabilities combine.
+
+``conf/decoding/<name>.yaml`` names its strategy with ``_target_``. A strategy owns two things:
+
+- ``contrasts(job)``: the answers whose prompts are decoded beside the gold prompt, as choice indices, ``None`` being
+  the prompt with no answer (none for greedy, one for the paper's contrastive decodings, any number otherwise);
+- ``scores(logp_gold, logp_contrast, present)``: per-token scores whose argmax is the next token.
+
+The batched loop (``scd.teacher.decoding.decode``) runs every branch of every example over one shared prefix, whatever
+the strategy. A strategy checks its own arguments in ``__post_init__``; its errors start with the argument's name, so
+the config reports them as ``decoding.<name> ...``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from scd.teacher.generation import RationaleJob
+
+
+def contrastive_scores(
+    logp_pos: torch.Tensor, logp_neg: torch.Tensor | None, lam: float, plausibility: float = 0.0
+) -> torch.Tensor:
+    """Scores ``[B, V]`` whose argmax is the contrastive choice (SCOTT, eq. 2).
+
+    ``logp_pos``/``logp_neg`` are log-probabilities ``[B, V]`` given the gold and the perturbed prompt. With
+    ``plausibility > 0``, tokens whose probability under the gold prompt is below ``plausibility`` times the top
+    token's are excluded (the adaptive plausibility constraint of Li et al., 2023), which keeps large λ from
+    promoting tokens the teacher itself finds implausible.
+
+    >>> pos = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    >>> neg = torch.log(torch.tensor([[0.9, 0.05, 0.05]]))
+    >>> contrastive_scores(pos, neg, lam=1.0).argmax(-1).item()
+    1
+    """
+    scores = logp_pos if logp_neg is None or lam == 0 else logp_pos - lam * logp_neg
+    if plausibility > 0:
+        floor = logp_pos.max(dim=-1, keepdim=True).values + torch.log(torch.tensor(plausibility))
+        scores = scores.masked_fill(logp_pos < floor, float("-inf"))
+    return scores
+
+
+@dataclass(frozen=True)
+class DecodingStrategy:
+    """The interface the batched loop decodes with."""
+
+    def contrasts(self, job: RationaleJob) -> list[int | None]:
+        """The answers (choice indices; ``None``: no answer) whose prompts are decoded beside ``job``'s gold prompt."""
+        raise NotImplementedError
+
+    def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, V]`` whose argmax is the next token. ``logp_gold`` is ``[B, V]``; ``logp_contrast`` is
+        ``[B, K, V]``, branch k of row b being the prompt for ``contrasts(job)[k]`` where ``present[b, k]`` (rows
+        with fewer contrasts are padded with copies that ``present`` marks False)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Greedy(DecodingStrategy):
+    """No contrast: the next token is the teacher's top token under the gold prompt."""
+
+    def contrasts(self, job: RationaleJob) -> list[int | None]:
+        return []
+
+    def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        return logp_gold
+
+
+@dataclass(frozen=True)
+class Contrastive(DecodingStrategy):
+    """log p(t | gold prompt) − λ · log p(t | the contrast prompt); subclasses choose the contrast answers."""
+
+    lam: float = 0.5
+    plausibility: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lam <= 1:
+            # Beyond 1 the contrast prompt would outweigh the gold one.
+            raise ValueError(f"lam must be in [0, 1], got {self.lam}")
+        if not 0 <= self.plausibility < 1:
+            raise ValueError(f"plausibility must be in [0, 1), got {self.plausibility}")
+
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+        raise NotImplementedError
+
+    def contrasts(self, job: RationaleJob) -> list[int | None]:
+        # λ = 0 is greedy: contrast branches would change nothing, so they are not decoded.
+        return self.contrast_answers(job) if self.lam > 0 else []
+
+    def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        negative = logp_contrast[:, 0] if logp_contrast.shape[1] else None
+        return contrastive_scores(logp_gold, negative, self.lam, self.plausibility)
+
+
+@dataclass(frozen=True)
+class ContrastEmpty(Contrastive):
+    """Contrast with the prompt that gives no answer."""
+
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+        return [None]
+
+
+@dataclass(frozen=True)
+class ContrastWrong(Contrastive):
+    """Contrast with the prompt that gives the other answer: the perturbed one for a gold rationale, the gold one for
+    a counterfactual rationale."""
+
+    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+        return [job.other]
