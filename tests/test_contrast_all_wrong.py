@@ -10,7 +10,7 @@ import torch
 from scd.config import validate
 from scd.data.example import Example
 from scd.models import load_model, load_tokenizer
-from scd.pipeline import load_data
+from scd.task import build_task
 from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.generation import RationaleJob, TeacherModule
 from scd.teacher.prompt import PromptTemplate
@@ -121,7 +121,7 @@ def test_config_option_on_true_false_claims_writes_contrast_wrongs_rationales(ma
     texts = {}
     for option in ("contrast_all_wrong", "contrast_wrong"):
         cfg = validate(make_config(f"decoding={option}", run=option))
-        splits, _ = load_data(cfg)
+        splits = build_task(cfg).splits()
         out = run_teacher_stage(cfg, splits, tmp_path / option)
         records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
         assert {r["decoding"] for r in records} == {option}

@@ -123,12 +123,12 @@ def test_a_question_longer_than_max_prompt_tokens_is_named_before_decoding(make_
 
 
 def test_mostly_empty_rationales_are_warned_about_naming_the_setting(make_config, tmp_path, caplog):
-    # The case reported: contrast_empty with λ = 1 ends all 32 rationales of the smoke run at once.
+    # The case reported: contrast_empty with λ = 1 ends every rationale of the smoke run (36, six splits of 8 and 4) at once.
     with caplog.at_level("WARNING", logger="scd.teacher.generation"):
         _, _, out = generate(make_config("decoding=contrast_empty", "decoding.lam=1"), tmp_path / "run")
     assert all(record["rationale"] == "" for record in read_split(out, "train"))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "32 of 32 rationales came out empty under decoding=contrast_empty" in warnings[0]
+    assert len(warnings) == 1 and "36 of 36 rationales came out empty under decoding=contrast_empty" in warnings[0]
     assert "Lower decoding.lam or set decoding.plausibility=0.1" in warnings[0]
 
 

@@ -54,7 +54,7 @@ def data_digest(splits: dict[str, list[Example]]) -> str:
     digest = hashlib.sha256()
     for name in sorted(splits):
         for example in splits[name]:
-            digest.update(json.dumps([name, example.to_dict()], sort_keys=True, default=str).encode() + b"\n")
+            digest.update(json.dumps([name, asdict(example)], sort_keys=True, default=str).encode() + b"\n")
     return digest.hexdigest()
 
 
