@@ -92,13 +92,9 @@ class SweepSummary(Callback):
 def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> bool:
     """Print the sweep's one summary line (to stderr if a job failed or the sweep was ``interrupted``); True if every
     job completed."""
-    from scd.report import ReportError, collect_runs
+    from scd.report import collect_runs
 
-    try:
-        runs = collect_runs(sweep_dir)
-    except ReportError as err:
-        print(f"scd: error: sweep {sweep_dir}: {err}", file=sys.stderr)
-        return False
+    runs = collect_runs(sweep_dir)
     failed = [run for run in runs if run.status != "completed"]
     if not failed and interrupted is None:
         print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")

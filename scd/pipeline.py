@@ -30,6 +30,7 @@ from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
 from scd.signals import raise_if_interrupted
 from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
+from scd.summary import print_summary
 from scd.task import build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
 
@@ -100,14 +101,6 @@ def rationale_set_metrics(run_dir: Path) -> dict[str, float]:
             log.warning("No teacher metrics in %s: rerun the teacher stage to measure its rationales", path.parent)
         return {}
     return json.loads(path.read_text())
-
-
-def print_summary(cfg: Config, run_dir: Path, metrics: dict[str, float]) -> None:
-    lines = [f"scd: {cfg.dataset.name} | decoding={cfg.decoding.name} training={cfg.training.mode} -> {run_dir}"]
-    for key in sorted(metrics):
-        value = metrics[key]
-        lines.append(f"  {key:<40} {value:.4f}" if isinstance(value, float) else f"  {key:<40} {value}")
-    print("\n".join(lines))
 
 
 def is_global_zero() -> bool:

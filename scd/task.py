@@ -8,7 +8,8 @@ other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task fo
   checkpoint or a random init;
 - ``shared_tokenizer()``: what ``tokenizer: teacher`` loads for the student and simulator;
 - ``teacher_metrics(rationale_dir)``: exact metrics of a set of teacher rationales, computed once with the set;
-- ``student_metrics(rationale_dir, predictions)``: exact metrics of a student's test predictions.
+- ``student_metrics(rationale_dir, predictions)``: exact metrics of a student's test predictions;
+- ``label_rationale(record)``: a label for one rationale, which the sweep report shows beside it.
 
 ``DatasetTask``, the default, reads a data set's files (or hub copy) and has no metrics of its own. A data set that
 brings its own generator, teacher and metrics subclasses ``Task`` in its own package (ToyWorld:
@@ -28,6 +29,7 @@ from hydra.utils import instantiate
 from scd.config import Config
 from scd.data.example import Example
 from scd.data.formats import FORMATS
+from scd.data.records import RationaleRecord
 from scd.data.sources import load_splits
 
 
@@ -57,6 +59,10 @@ class Task:
 
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         return {}
+
+    def label_rationale(self, record: RationaleRecord) -> str | None:
+        """A word on one rationale, shown beside it in the sweep report; None: the task has none."""
+        return None
 
 
 class DatasetTask(Task):

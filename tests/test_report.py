@@ -109,11 +109,62 @@ def test_a_run_without_metrics_or_still_running_is_failed(tmp_path):
     assert "| greedy | standard | 0 (+3 failed) | failed |" in markdown
 
 
-def test_a_config_without_the_decoding_name_names_file_and_field(tmp_path):
+def test_a_config_without_the_decoding_name_marks_the_job_naming_file_and_field(tmp_path):
     run_dir = make_run(tmp_path, 0, "greedy", "standard", 0)
     (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\ntraining:\n  mode: standard\n")
-    with pytest.raises(ReportError, match=r"0/\.hydra/config\.yaml: field 'decoding\.name' is missing"):
-        collect_runs(tmp_path)
+    [run] = collect_runs(tmp_path)
+    assert run.status == "failed"
+    assert run.error == f"{run_dir}/.hydra/config.yaml: field 'decoding.name' is missing; the report needs it to place the run"
+
+
+def test_one_unparsable_config_marks_its_job_and_the_others_are_tabulated(sweep):
+    (sweep / "1" / ".hydra" / "config.yaml").write_text("seed: 1\ndecoding: {name: greedy\n")  # cut short
+    runs = collect_runs(sweep)
+    assert [run.status for run in runs] == ["completed", "failed", "failed"]
+    assert runs[1].error.startswith(f"{sweep}/1/.hydra/config.yaml: cannot parse: ")
+    assert "line 2" in runs[1].error
+    markdown = write_report(sweep)
+    assert "| greedy | standard | 1 | 0.700 |" in markdown
+    assert "| – | – | 0 (+1 failed) | failed |" in markdown
+    assert f"- job `1` (–/–, seed None): {sweep}/1/.hydra/config.yaml: cannot parse" in markdown
+
+
+def test_runs_group_by_every_override_but_the_seed(tmp_path):
+    """A sweep over decoding.lam: each lam is a cell of its own, its seeds summarized; the varying key is a column."""
+    for job, (lam, seed, accuracy) in enumerate([(0.5, 0, 0.6), (0.5, 1, 0.8), (0.9, 0, 0.3), (0.9, 1, 0.5)]):
+        run_dir = make_run(tmp_path, job, "contrast_wrong", "standard", seed,
+                           metrics(accuracy, 0.1, 0.0, 0.2, 0.5, 20.0))
+        (run_dir / ".hydra" / "overrides.yaml").write_text(
+            f"- experiment=smoke\n- decoding=contrast_wrong\n- decoding.lam={lam}\n- seed={seed}\n"
+        )
+    runs = collect_runs(tmp_path)
+    assert runs[2].overrides == {"experiment": "smoke", "decoding": "contrast_wrong", "decoding.lam": "0.9", "seed": "0"}
+    lines = write_report(tmp_path).splitlines()
+    assert lines[0].startswith("| decoding | training | decoding.lam | seeds | student/accuracy |")
+    assert lines[2].startswith("| contrast_wrong | standard | 0.5 | 2 | 0.700 ± 0.141 |")
+    assert lines[3].startswith("| contrast_wrong | standard | 0.9 | 2 | 0.400 ± 0.141 |")
+    assert len([line for line in lines if line.startswith("| contrast_wrong")]) == 2
+    with (tmp_path / "table.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["decoding.lam"], row["n_completed"], row["student/accuracy/mean"]) for row in rows] == [
+        ("0.5", "2", "0.7"), ("0.9", "2", "0.4")]
+
+
+def test_an_override_set_in_some_runs_only_shows_the_default_elsewhere(tmp_path):
+    make_run(tmp_path, 0, "greedy", "standard", 0, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
+    run_dir = make_run(tmp_path, 1, "greedy", "standard", 0, metrics(0.5, 0.1, 0.0, 0.2, 0.5, 20.0))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- training.alpha=0.9\n- seed=0\n")
+    lines = write_report(tmp_path).splitlines()
+    assert lines[0].startswith("| decoding | training | training.alpha | seeds |")
+    assert lines[2].startswith("| greedy | standard | (default) | 1 | 0.700 |")
+    assert lines[3].startswith("| greedy | standard | 0.9 | 1 | 0.500 |")
+
+
+def test_a_bad_overrides_file_marks_its_job(tmp_path):
+    run_dir = make_run(tmp_path, 0, "greedy", "standard", 0, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
+    (run_dir / ".hydra" / "overrides.yaml").write_text("decoding: greedy\n")
+    [run] = collect_runs(tmp_path)
+    assert run.status == "failed" and run.error == f"{run_dir}/.hydra/overrides.yaml: expected a list of key=value overrides"
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -72,6 +72,16 @@ def test_student_consistency_and_shortcut_split(toy):
     assert metrics["shortcut_gap"] == 1.0
 
 
+def test_cue_following_accuracy_is_right_where_the_cue_agrees_and_chance_without_a_cue(toy):
+    world, test = toy
+    agrees = [record(ex, "") for ex in test if ex.meta["cue_aligned"]][:2]
+    opposes = [record(ex, "") for ex in test if not ex.meta["cue_aligned"]][:1]
+    no_cue = record(test[0], "")
+    no_cue.choices, no_cue.meta = [*no_cue.choices, "maybe"], {**no_cue.meta, "cue_answer": None}
+    # (1 + 1 + 0 + 1/3) / 4: a question without a cue leaves the cue follower guessing among its 3 choices.
+    assert student_metrics(world, [*agrees, *opposes, no_cue], [])["cue_following_accuracy"] == pytest.approx(7 / 12)
+
+
 def test_counterfactual_consistency_where_the_cue_argues_against(toy):
     world, test = toy
     exs = test[:6]

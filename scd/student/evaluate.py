@@ -40,9 +40,17 @@ from scd.student.formatting import (
 )
 
 
-def _prompt_ids(tokenizer: PreTrainedTokenizerBase, arch: Arch, record: RationaleRecord, tag: str) -> list[int]:
-    text = format_input(record.question, record.choices, tag)
+def prompt_ids(
+    tokenizer: PreTrainedTokenizerBase, arch: Arch, question: str, choices: list[str] | tuple[str, ...], tag: str
+) -> list[int]:
+    """The student's input for a question: the encoder input (seq2seq) or the prompt a causal model continues."""
+    text = format_input(question, choices, tag)
     return tokenizer(text)["input_ids"] if arch == "seq2seq" else encode_prompt(tokenizer, text)
+
+
+def rationale_prefix_ids(tokenizer: PreTrainedTokenizerBase, rationale: str, tag: str) -> list[int]:
+    """Token ids of ``"{tag} {rationale} So the answer is"``: a given rationale, for the student to answer after."""
+    return tokenizer(format_rationale_prefix(rationale, tag), add_special_tokens=False)["input_ids"]
 
 
 @torch.inference_mode()
@@ -120,7 +128,7 @@ def predict_rationales(
         model,
         tokenizer,
         arch,
-        [_prompt_ids(tokenizer, arch, record, tag) for record in records],
+        [prompt_ids(tokenizer, arch, record.question, record.choices, tag) for record in records],
         [[] for _ in records],
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -170,7 +178,7 @@ def _answers_after(
         model,
         tokenizer,
         arch,
-        [_prompt_ids(tokenizer, arch, record, tag) for record in records],
+        [prompt_ids(tokenizer, arch, record.question, record.choices, tag) for record in records],
         prefixes,
         desc=desc,
         **generation,
@@ -180,8 +188,7 @@ def _answers_after(
 
 def _teacher_prefixes(tokenizer: PreTrainedTokenizerBase, records: list[RationaleRecord], tag: str) -> list[list[int]]:
     """Token ids of ``"{tag} {teacher's rationale} So the answer is"`` per record."""
-    texts = [format_rationale_prefix(record.rationale, tag) for record in records]
-    return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    return [rationale_prefix_ids(tokenizer, record.rationale, tag) for record in records]
 
 
 def _share(flags: list[bool]) -> float:

@@ -3,8 +3,8 @@
 Teacher (``teacher_metrics``, once per rationale set): the share of its rationales that state a complete true chain
 for the answer they were written for, and the share of each checker label. Student (``prediction_metrics``): whether
 its answer follows from its own rationale, whether that rationale is a correct chain, its accuracy split by whether
-the question's wording cue (the shortcut) agrees with the gold answer, and whether it follows a forced
-counterfactual rationale when the cue argues against it.
+the question's wording cue (the shortcut) agrees with the gold answer, whether it follows a forced counterfactual
+rationale when the cue argues against it, and the accuracy of always following the cue.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: 
     # Shortcut reliance shows as low accuracy where the cue points at the wrong answer.
     metrics["accuracy_cue_opposes"] = _mean(opposed)
     metrics["shortcut_gap"] = metrics["accuracy_cue_agrees"] - metrics["accuracy_cue_opposes"]
+    # The floor a reader compares accuracy with: always answering what the wording cue says (chance where a question
+    # has no cue).
+    metrics["cue_following_accuracy"] = _mean([
+        1 / len(r.choices) if cue_agrees(r, r.answer) is None else float(cue_agrees(r, r.answer)) for r in test
+    ])
     forced = [(r, p) for r, p, _ in judged if "counterfactual_predicted" in p]
     against_cue = [p["counterfactual_predicted"] == p["counterfactual_rationale_for"] for r, p in forced
                    if cue_agrees(r, p["counterfactual_rationale_for"]) is False]

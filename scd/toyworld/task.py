@@ -20,11 +20,13 @@ from transformers import AutoTokenizer
 
 from scd.config import Config
 from scd.data.example import Example
+from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
 from scd.io import exclusive, publish_directory
 from scd.student import formatting
 from scd.task import Task
 from scd.teacher.stage import teacher_prompt
+from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
 from scd.toyworld.metrics import prediction_metrics, teacher_metrics
 from scd.toyworld.teacher import TeacherConfig, ensure_teacher
@@ -116,3 +118,7 @@ class ToyWorldTask(Task):
 
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         return prediction_metrics(self.world, rationale_dir, predictions)
+
+    def label_rationale(self, record: RationaleRecord) -> str:
+        """The checker's label: supporting, restatement, partial, irrelevant, generic, contradicting or malformed."""
+        return judge(self.world, record.to_example(), record.rationale).label
