@@ -95,7 +95,8 @@ def holds_a_run(run_dir: Path) -> bool:
 def _refusal(run_dir: Path, recorded: dict[str, Any], current: dict[str, Any], cfg: Config) -> str | None:
     """Why this command may not run in ``run_dir``, which holds the run ``recorded``; None if it may."""
     changed = _differences(recorded, current)
-    fixed = [key for key in changed if key not in RESUMABLE]
+    # A readable key first: `decoding.name` says more than `decoding._target_`.
+    fixed = sorted((key for key in changed if key not in RESUMABLE), key=lambda key: "._" in key)
     if fixed:
         key = fixed[0]
         return (f"run directory {run_dir} holds another run ({key}: {recorded.get(key)!r} there, "

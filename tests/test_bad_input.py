@@ -190,7 +190,7 @@ def test_full_disk_everywhere(fails, monkeypatch, tmp_path):
     "override,message",
     [
         ("decoding=beam", "scd: error: In 'config': Could not find 'decoding/beam'; "
-                          "options: contrast_empty, contrast_wrong, greedy"),
+                          "options: contrast_all_wrong, contrast_empty, contrast_wrong, greedy"),
         ("decoding.lamda=0.5", "scd: error: Could not override 'decoding.lamda'. Key 'lamda' not in 'DecodingConfig'"),
     ],
 )

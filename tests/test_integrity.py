@@ -193,8 +193,8 @@ def test_case4_a_run_with_another_config_is_refused(config, tmp_path, fails):
     run_dir = tmp_path / "run"
     assert main_task(config("decoding=greedy")) is not None
     line = fails(config("decoding=contrast_wrong", "stages=[student,evaluate]"))
-    assert line == (f"scd: error: run directory {run_dir} holds another run (decoding.contrast: None there, 'wrong' "
-                    "now); use another hydra.run.dir, or overwrite=true to replace that run")
+    assert line == (f"scd: error: run directory {run_dir} holds another run (decoding.lam: None there, 0.5 now); "
+                    "use another hydra.run.dir, or overwrite=true to replace that run")
     # Refused before anything was touched: the greedy rationales are still there.
     assert {r["decoding"] for r in records(run_dir / "rationales", "test")} == {"greedy"}
     # overwrite=true replaces that run.
@@ -221,7 +221,7 @@ def test_case4_resuming_with_another_config_is_refused(config, tmp_path, fails):
     run_dir = tmp_path / "run"
     assert main_task(config()) is not None
     line = fails(config("stages=[student]", "ckpt_path=last", "training=standard"))
-    assert line == (f"scd: error: run directory {run_dir} holds another run (training.alpha: 0.5 there, 0.0 now); "
+    assert line == (f"scd: error: run directory {run_dir} holds another run (training.alpha: 0.5 there, None now); "
                     "use another hydra.run.dir, or overwrite=true to replace that run")
     # A resumable key may change only where the student trains again.
     line = fails(config("stages=[evaluate]", "trainer.max_steps=8"))
