@@ -8,6 +8,7 @@ package (scd.teacher, scd.student, scd.evaluation); this module only wires confi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -31,7 +32,7 @@ from scd.loggers import build_logger
 from scd.signals import raise_if_interrupted
 from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
 from scd.summary import print_summary
-from scd.task import build_task
+from scd.task import Task, build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
     teacher_dir = task.trained_teacher()
     shared_tokenizer = task.shared_tokenizer()
+    if {"student", "evaluate"} & set(cfg.stages):
+        cfg = with_pretrained_models(cfg, task)
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
     metrics: dict[str, float] = {}
@@ -65,7 +68,8 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         if "student" in cfg.stages:
             raise_if_interrupted()
             stage_started = time.perf_counter()
-            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, shared_tokenizer))
+            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, shared_tokenizer),
+                              extra_rows=task.student_extra_rows)
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
         if not is_global_zero():
             # A rank that Lightning's DDP launcher started: it took its share of the teacher and student stages;
@@ -91,6 +95,17 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print_summary(cfg, run_dir, metrics)
     return metrics
+
+
+def with_pretrained_models(cfg: Config, task: Task) -> Config:
+    """``cfg`` with each student or simulator that has a ``pretrain`` block loading the checkpoint the task
+    pretrained for it instead of a random initialization."""
+    updates = {}
+    for group in ("student", "simulator"):
+        path = task.pretrained_model(group)
+        if path is not None:
+            updates[group] = dataclasses.replace(getattr(cfg, group), name_or_path=path, random_init=None)
+    return dataclasses.replace(cfg, **updates)
 
 
 def rationale_set_metrics(run_dir: Path) -> dict[str, float]:

@@ -57,6 +57,19 @@ class Task:
     def teacher_metrics(self, rationale_dir: Path) -> dict[str, float]:
         return {}
 
+    def pretrained_model(self, group: str) -> str | None:
+        """The checkpoint ``group`` (student or simulator) starts from when its config has a ``pretrain`` block: a
+        model the task pretrains on its own text. None when the block is not set."""
+        if getattr(self.config, group).pretrain is not None:
+            raise ValueError(f"{group}.pretrain: dataset {self.config.dataset.name} pretrains no model; remove it")
+        return None
+
+    def student_extra_rows(self, tokenizer: Any, decoder_start_token_id: int | None) -> list[Any]:
+        """Rows of another objective trained beside the rationales (``student.pretrain_mix``); none by default."""
+        if self.config.student.pretrain_mix:
+            raise ValueError(f"student.pretrain_mix: dataset {self.config.dataset.name} has no pretraining objective")
+        return []
+
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         return {}
 

@@ -110,7 +110,7 @@ def test_simulator_learns_the_answer_stated_in_the_rationale(tokenizer):
     assert trained["x"] <= max(student.mean(), 1 - student.mean()) + 1e-9
 
     # Every rationale states the answer: (nearly) all leak, and the leaked gain is the rationale's gain over x alone.
-    las = simulator_las(model, tokenizer, test_rows, bootstrap_samples=200, seed=1)
+    las, _ = simulator_las(model, tokenizer, test_rows, bootstrap_samples=200, seed=1)
     assert las == leakage_adjusted_simulatability(
         student, predictions["xe"], predictions["x"], predictions["e"], bootstrap_samples=200, seed=1
     )

@@ -222,16 +222,18 @@ def simulator_las(
     max_source_length: int = 512,
     bootstrap_samples: int = 1000,
     seed: int = 0,
-) -> LASResult:
-    """LAS of the rationales in ``rows`` (test split, ``target`` = the student's answer) under a trained simulator."""
+) -> tuple[LASResult, dict[View, np.ndarray]]:
+    """LAS of the rationales in ``rows`` (test split, ``target`` = the student's answer) under a trained simulator,
+    and the simulator's answer per row from each view."""
     predictions = {
         view: simulate(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
         for view in VIEWS
     }
-    return leakage_adjusted_simulatability(
+    result = leakage_adjusted_simulatability(
         [row.target for row in rows], predictions["xe"], predictions["x"], predictions["e"],
         bootstrap_samples=bootstrap_samples, seed=seed,
     )
+    return result, predictions
 
 
 def fit_simulator(cfg: Config, rows: Sequence[SimulatorRow], tokenizer_source: str | None) -> tuple[Any, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 
 from scd.config import Config
 from scd.data.records import RationaleRecord
-from scd.evaluation.simulator import SimulatorRow, fit_simulator, simulator_las
-from scd.io import read_split
+from scd.evaluation.simulator import VIEWS, SimulatorRow, fit_simulator, simulator_las
+from scd.io import atomic_write_text, read_split
 from scd.models import inference_device, load_model, load_tokenizer
 from scd.student.evaluate import evaluate_student, predict_rationales
 from scd.task import Task
@@ -58,9 +58,15 @@ def run_evaluate_stage(cfg: Config, run_dir: Path, task: Task, shared_tokenizer:
     if train_rows and test_rows:
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
         simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
-        las = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
-                            bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
+        las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
+                                       bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
         metrics.update({key: value for key, value in las.to_metrics().items() if value is not None})
+        # Per item, beside predictions/test.jsonl: the simulator's answer from each view (items the student answered),
+        # what a bootstrap over test items needs.
+        answered = [p["id"] for p in test_predictions if p["predicted"] is not None]
+        lines = [json.dumps({"id": item, **{view: int(simulated[view][k]) for view in VIEWS}}) + "\n"
+                 for k, item in enumerate(answered)]  # fmt: skip
+        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "".join(lines))
     else:
         log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
                     len(train_rows), len(test_rows))

@@ -6,6 +6,7 @@ whole target (rationale and answer), or only on the answer tokens that follow it
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,7 @@ class StudentDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         decoder_start_token_id: int | None = None,
+        extra_train_rows: Sequence[EncodedRow] = (),
     ) -> None:
         super().__init__()
         if arch == "seq2seq" and decoder_start_token_id is None:
@@ -140,6 +142,9 @@ class StudentDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.decoder_start_token_id = decoder_start_token_id
+        # Rows of another objective trained beside the rationales, each its own group (ToyWorld mixes its
+        # pretraining objective into distillation so that the facts stay reachable).
+        self.extra_train_rows = list(extra_train_rows)
         self.train_groups: list[list[EncodedRow]] = []
         self.dev_groups: list[list[EncodedRow]] = []
 
@@ -151,7 +156,7 @@ class StudentDataModule(pl.LightningDataModule):
         ]
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_groups = self._encode("train")
+        self.train_groups = self._encode("train") + [[row] for row in self.extra_train_rows]
         self.dev_groups = self._encode("dev")
 
     def _collate(self) -> partial:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger
+from transformers import PreTrainedTokenizerBase
 
 from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
 from scd.student.callbacks import build_callbacks
-from scd.student.data import StudentDataModule
+from scd.student.data import EncodedRow, StudentDataModule
 from scd.student.module import StudentModule
 from scd.student.train import build_trainer, fit_student
 
@@ -67,11 +68,16 @@ def check_student_trainer(cfg: Config, run_dir: Path) -> None:
         student_trainer(cfg, run_dir, logger=False)
 
 
-def run_student_stage(cfg: Config, run_dir: Path, logger: Logger | bool, tokenizer_source: str) -> Path:
+def run_student_stage(
+    cfg: Config, run_dir: Path, logger: Logger | bool, tokenizer_source: str,
+    extra_rows: Callable[[PreTrainedTokenizerBase, int | None], Sequence[EncodedRow]] | None = None,
+) -> Path:
+    """``extra_rows(tokenizer, decoder_start_token_id)``, when given, makes rows trained beside the rationales."""
     module = build_student(cfg, tokenizer_source)
+    start = getattr(module.model.config, "decoder_start_token_id", None)
     datamodule = StudentDataModule(
         run_dir / "rationales", module.tokenizer, cfg.student.arch, cfg.training,
         batch_size=cfg.student.batch_size, eval_batch_size=cfg.student.eval_batch_size,
-        decoder_start_token_id=getattr(module.model.config, "decoder_start_token_id", None),
+        decoder_start_token_id=start, extra_train_rows=extra_rows(module.tokenizer, start) if extra_rows else (),
     )
     return fit_student(module, datamodule, student_trainer(cfg, run_dir, logger), ckpt_path=cfg.ckpt_path)

@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from scd.config import Config, DecodingConfig, TeacherConfig
 from scd.data.example import Example
 from scd.data.perturb import perturbed_answer
-from scd.data.records import RATIONALE_SPLITS
+from scd.data.records import RATIONALE_SPLITS, RationaleRecord
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.models import load_model, load_tokenizer
 from scd.signals import StopPredictionOnSigterm
@@ -32,6 +32,7 @@ from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
 from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
+from scd.teacher.strategies import WrittenRationales
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +206,10 @@ def generate(
     log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
     if not pending:
         return None, None
+    strategy = cfg.decoding.strategy()
+    if isinstance(strategy, WrittenRationales):
+        write_rationales_of(strategy, cfg, splits, store, pending)
+        return None, None
     prefix, module = load_teacher_module(cfg, splits, teacher_dir)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
@@ -219,6 +224,22 @@ def generate(
     # Rank 0 merges every rank's shard: all must be flushed first.
     trainer.strategy.barrier("teacher_shards_written")
     return trainer, module
+
+
+def write_rationales_of(strategy: WrittenRationales, cfg: Config, splits: dict[str, list[Example]], store: Path,
+                        jobs: list[RationaleJob]) -> None:  # fmt: skip
+    """The jobs' rationales as ``strategy`` writes them, into rank 0's shard; the prompt prefix is still written (the
+    teacher's fluency metric scores the rationales after it)."""
+    t = cfg.teacher
+    atomic_write_text(store / PROMPT_PREFIX_FILE,
+                      teacher_prompt(t).prefix(demonstrations(t, splits["train"], cfg.dataset.seed)))  # fmt: skip
+    lines = []
+    for job in jobs:
+        ex = job.example
+        record = RationaleRecord(ex.id, ex.question, list(ex.choices), ex.answer, job.perturbed_answer,
+                                 job.rationale_for, strategy.rationale(job), cfg.decoding.name, dict(ex.meta))  # fmt: skip
+        lines.append(json.dumps({"split": job.split, **record.to_dict()}) + "\n")
+    atomic_write_text(store / "shard-rank0.jsonl", "".join(lines))
 
 
 def publish(store: Path, run_dir: Path, metrics: dict[str, float] | None) -> Path:

@@ -262,6 +262,7 @@ def _yes_no_example(world: World, split: str, entity: str, prop: str, cue: str) 
         "cue_answer": grammar.CUE_ANSWER[cue],
         "cue_aligned": grammar.CUE_ANSWER[cue] == YES_NO[answer],
         "split": split,
+        "rationale_format": world.rationale_format,
     }
     question = grammar.yes_no_question(entity, prop, cue)
     return Example("", question, YES_NO, answer, world.gold_rationale(entity, prop), meta)
@@ -281,6 +282,7 @@ def _mc_example(world: World, split: str, entity: str, prop: str, position: int,
         "cue_answer": None,
         "cue_aligned": None,
         "split": split,
+        "rationale_format": world.rationale_format,
     }
     return Example("", grammar.mc_question(prop), tuple(choices), position, world.gold_rationale(entity, prop), meta)
 

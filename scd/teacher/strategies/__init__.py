@@ -60,6 +60,21 @@ class DecodingStrategy:
 
 
 @dataclass(frozen=True)
+class WrittenRationales(DecodingStrategy):
+    """A strategy that writes each rationale itself, without the teacher (a data set's gold chains): the teacher
+    stage asks ``rationale(job)`` and decodes nothing."""
+
+    def rationale(self, job: RationaleJob) -> str:
+        raise NotImplementedError
+
+    def contrasts(self, job: RationaleJob) -> list[int | None]:
+        return []
+
+    def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        raise TypeError(f"{type(self).__name__} writes its rationales itself: it is never decoded")
+
+
+@dataclass(frozen=True)
 class Greedy(DecodingStrategy):
     """No contrast: the next token is the teacher's top token under the gold prompt."""
 

@@ -1,0 +1,354 @@
+"""The pre-registered analysis (experiments/toyworld/PREREGISTRATION.md): a ToyWorld sweep -> one table per hypothesis.
+
+    python experiments/toyworld/analyze.py <sweep dir> [--out DIR] [--samples 2000]
+
+Every job directory of the sweep (one with ``metrics.json`` and ``.hydra/config.yaml``) is an (arm, seed) pair; an arm
+is (teacher, decoding, training, tags, teacher error rate). Per test item the script reads
+
+- from ``predictions/test.jsonl``: the student's answer and rationale, and its answer after the teacher's rationale for
+  the perturbed answer (``counterfactual_predicted``);
+- from ``predictions/simulator.jsonl`` where present: the LAS simulator's answers from question+rationale, question
+  and rationale (``xe``, ``x``, ``e``);
+- from ``rationales/test.jsonl``: the teacher's rationale and the question's wording cue;
+
+and judges rationales with the world's checker (the world is rebuilt from the job's ``dataset.world``).
+
+A comparison "A - B" is a paired difference: over the seeds both arms ran and the test items both have, the mean over
+seeds of (metric of A - metric of B) on the same items. Its 95% interval is a percentile bootstrap that resamples
+seeds and test items with replacement (the same draw for both arms). Verdicts: a claim "A > B" holds when the interval
+lies above 0, does not hold when it lies below 0, and is inconclusive otherwise; a claim "A within +-m of B" holds when
+the interval lies inside [-m, m], does not hold when it lies wholly outside, and is inconclusive otherwise. A hypothesis
+holds when all its claims hold, does not hold when any does not, and is inconclusive otherwise.
+
+Writes ``hypotheses.md`` and ``hypotheses.json`` (into ``--out``, default the sweep directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from scd.data.example import Example
+from scd.toyworld.checker import judge
+from scd.toyworld.world import World, WorldConfig, generate_world
+
+DECODINGS = ("greedy", "contrast_empty", "contrast_wrong", "gold")
+EQUIVALENCE_MARGIN = 0.02  # H2: "accuracy within 2 points"
+DEFAULT_ERROR_RATE = 0.2  # the teacher's default (conf/teacher/toyworld.yaml)
+
+
+class SweepError(ValueError):
+    """A sweep directory the analysis cannot read."""
+
+
+@dataclass(frozen=True, order=True)
+class Arm:
+    teacher: str
+    decoding: str
+    training: str
+    tags: str
+    error_rate: float | None  # the ToyWorld teacher's error rate; None for a teacher that has none (gold)
+
+    def label(self) -> str:
+        parts = [self.decoding if self.teacher == "toyworld" else f"{self.teacher}/{self.decoding}", self.training]
+        if self.tags != "distinct":
+            parts.append(f"tags={self.tags}")
+        if self.error_rate is not None and self.error_rate != DEFAULT_ERROR_RATE:
+            parts.append(f"error={self.error_rate:g}")
+        return " ".join(parts)
+
+
+@dataclass
+class Job:
+    """One finished job: its arm, seed and per-item columns (aligned with ``ids``; NaN where undefined)."""
+
+    arm: Arm
+    seed: int
+    ids: list[str]
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _world(config: Any, cache: dict[str, World]) -> World:
+    task = config.dataset.get("task") or {}
+    values = OmegaConf.to_container(task.world, resolve=False) if task.get("world") else {}
+    key = json.dumps(values, sort_keys=True)
+    if key not in cache:
+        cache[key] = generate_world(WorldConfig(**values))
+    return cache[key]
+
+
+def _arm(config: Any) -> Arm:
+    teacher = str(config.teacher.name)
+    decoding = str(config.decoding.name)
+    trained = config.teacher.get("trained") or {}
+    corpus = trained.get("corpus") or {}
+    error_rate = None if decoding == "gold" or not trained else float(corpus.get("teacher_error_rate", DEFAULT_ERROR_RATE))
+    return Arm(teacher, decoding, str(config.training.mode), str(config.training.tags), error_rate)
+
+
+def read_job(job_dir: Path, worlds: dict[str, World]) -> Job:
+    """The per-item columns of one job directory."""
+    config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+    world = _world(config, worlds)
+    rationales = {r["id"]: r for r in _read_jsonl(job_dir / "rationales" / "test.jsonl")}
+    predictions = _read_jsonl(job_dir / "predictions" / "test.jsonl")
+    simulator_path = job_dir / "predictions" / "simulator.jsonl"
+    simulator = {r["id"]: r for r in _read_jsonl(simulator_path)} if simulator_path.exists() else {}
+    ids, rows = [], {name: [] for name in ("correct", "cue_opposes", "consistent", "cf_followed", "teacher_supports",
+                                           "student", "sim_xe", "sim_x", "sim_e")}  # fmt: skip
+    for p in predictions:
+        record = rationales.get(p["id"])
+        if record is None:
+            raise SweepError(f"{job_dir}: prediction {p['id']!r} has no line in rationales/test.jsonl")
+        example = Example(record["id"], record["question"], tuple(record["choices"]), record["answer"], None,
+                          record.get("meta") or {})  # fmt: skip
+        cue_answer = example.meta.get("cue_answer")
+        ids.append(p["id"])
+        rows["correct"].append(float(p["predicted"] == record["answer"]))
+        rows["cue_opposes"].append(math.nan if cue_answer is None else float(cue_answer != example.answer_text))
+        own = judge(world, example, p.get("rationale") or "")
+        rows["consistent"].append(float(p["predicted"] is not None and own.entailed == p["predicted"]))
+        rows["cf_followed"].append(math.nan if "counterfactual_predicted" not in p
+                                   else float(p["counterfactual_predicted"] == p["counterfactual_rationale_for"]))
+        rows["teacher_supports"].append(float(judge(world, example, record["rationale"]).supports(record["answer"])))
+        sim = simulator.get(p["id"])
+        # LAS needs a parsable student answer and the simulator's three views (-1: none).
+        rows["student"].append(-1 if p["predicted"] is None or sim is None else p["predicted"])
+        for view in ("xe", "x", "e"):
+            rows[f"sim_{view}"].append(-1 if sim is None else sim[view])
+    columns = {name: np.asarray(values, dtype=float) for name, values in rows.items()}
+    return Job(_arm(config), int(config.seed), ids, columns)
+
+
+def read_sweep(sweep_dir: Path) -> list[Job]:
+    """Every finished job under ``sweep_dir`` (a directory with ``metrics.json`` and ``.hydra/config.yaml``)."""
+    job_dirs = sorted(p.parent for p in sweep_dir.rglob("metrics.json") if (p.parent / ".hydra" / "config.yaml").exists())
+    if not job_dirs:
+        raise SweepError(f"{sweep_dir}: no finished job (a directory with metrics.json and .hydra/config.yaml)")
+    worlds: dict[str, World] = {}
+    jobs = [read_job(d, worlds) for d in job_dirs]
+    seen: dict[tuple[Arm, int], Path] = {}
+    for job, job_dir in zip(jobs, job_dirs):
+        if (job.arm, job.seed) in seen:
+            raise SweepError(f"{job_dir}: arm {job.arm.label()!r} seed {job.seed} also ran in {seen[(job.arm, job.seed)]}")
+        seen[(job.arm, job.seed)] = job_dir
+    return jobs
+
+
+# A statistic maps a job's columns restricted to item indices to one number.
+Statistic = Callable[[dict[str, np.ndarray], np.ndarray], float]
+
+
+def mean_of(column: str, where: str | None = None) -> Statistic:
+    """The mean of ``column`` over the items (those where ``where`` is 1, when given); NaN values are left out."""
+
+    def statistic(columns: dict[str, np.ndarray], items: np.ndarray) -> float:
+        values = columns[column][items]
+        keep = ~np.isnan(values)
+        if where is not None:
+            keep &= columns[where][items] == 1
+        return float(values[keep].mean()) if keep.any() else math.nan
+
+    return statistic
+
+
+def las(columns: dict[str, np.ndarray], items: np.ndarray) -> float:
+    """Leakage-adjusted simulatability on the items (scd.evaluation.las), over items with a usable answer."""
+    student = columns["student"][items]
+    keep = student >= 0
+    if not keep.any():
+        return math.nan
+    student, xe, x, e = student[keep], columns["sim_xe"][items][keep], columns["sim_x"][items][keep], columns["sim_e"][items][keep]
+    leaked = e == student
+    gain = (xe == student).astype(float) - (x == student)
+    groups = [gain[group].mean() for group in (leaked, ~leaked) if group.any()]
+    return float(np.mean(groups))
+
+
+METRICS: dict[str, Statistic] = {
+    "accuracy": mean_of("correct"),
+    "accuracy_cue_opposes": mean_of("correct", where="cue_opposes"),
+    "consistency": mean_of("consistent"),
+    "counterfactual_consistency": mean_of("cf_followed"),
+    "teacher_supports": mean_of("teacher_supports"),
+    "las": las,
+}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One claim: ``metric(a) - metric(b)`` is positive (``kind="greater"``) or within ±margin (``"within"``)."""
+
+    a: Arm
+    b: Arm
+    metric: str
+    kind: str = "greater"
+    margin: float = EQUIVALENCE_MARGIN
+
+
+@dataclass
+class Result:
+    comparison: str
+    metric: str
+    claim: str
+    difference: float
+    ci_low: float
+    ci_high: float
+    seeds: list[int]
+    n_items: int
+    verdict: str
+
+
+def paired_difference(a: Sequence[Job], b: Sequence[Job], statistic: Statistic, samples: int,
+                      rng: np.random.Generator) -> tuple[float, float, float, list[int], int]:  # fmt: skip
+    """Mean over shared seeds of statistic(a) - statistic(b) on the shared items, and its bootstrap 95% interval."""
+    by_a, by_b = {j.seed: j for j in a}, {j.seed: j for j in b}
+    seeds = sorted(set(by_a) & set(by_b))
+    if not seeds:
+        return math.nan, math.nan, math.nan, [], 0
+    shared = sorted(set.intersection(*(set(j.ids) for s in seeds for j in (by_a[s], by_b[s]))))
+
+    def rows(job: Job) -> np.ndarray:
+        position = {item: k for k, item in enumerate(job.ids)}
+        return np.array([position[item] for item in shared], dtype=int)
+
+    pairs = [(by_a[s].columns, rows(by_a[s]), by_b[s].columns, rows(by_b[s])) for s in seeds]
+
+    def difference(seed_draw: Sequence[int], item_draw: np.ndarray) -> float:
+        values = [statistic(ca, ra[item_draw]) - statistic(cb, rb[item_draw])
+                  for ca, ra, cb, rb in (pairs[k] for k in seed_draw)]  # fmt: skip
+        values = [v for v in values if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    estimate = difference(range(len(seeds)), np.arange(len(shared)))
+    replicates = [difference(rng.integers(0, len(seeds), len(seeds)), rng.integers(0, len(shared), len(shared)))
+                  for _ in range(samples)]  # fmt: skip
+    replicates = [r for r in replicates if not math.isnan(r)]
+    if not replicates:
+        return estimate, math.nan, math.nan, seeds, len(shared)
+    low, high = np.percentile(replicates, [2.5, 97.5])
+    return estimate, float(low), float(high), seeds, len(shared)
+
+
+def verdict(kind: str, low: float, high: float, margin: float) -> str:
+    if math.isnan(low) or math.isnan(high):
+        return "inconclusive"
+    if kind == "greater":
+        return "holds" if low > 0 else "does not hold" if high < 0 else "inconclusive"
+    if kind == "within":
+        if -margin <= low and high <= margin:
+            return "holds"
+        return "does not hold" if high < -margin or low > margin else "inconclusive"
+    raise ValueError(f"unknown claim kind {kind!r}")
+
+
+def overall(verdicts: Sequence[str]) -> str:
+    if not verdicts:
+        return "not run"
+    if "does not hold" in verdicts:
+        return "does not hold"
+    return "holds" if all(v == "holds" for v in verdicts) else "inconclusive"
+
+
+def arm_of(teacher: str = "toyworld", decoding: str = "contrast_wrong", training: str = "standard", tags: str = "distinct",
+         error_rate: float | None = DEFAULT_ERROR_RATE) -> Arm:  # fmt: skip
+    return Arm(teacher, decoding, training, tags, None if decoding == "gold" else error_rate)
+
+
+def hypotheses() -> dict[str, tuple[str, list[Comparison]]]:
+    """The pre-registered claims (PREREGISTRATION.md), each a list of comparisons."""
+    std = {d: arm_of(decoding=d) for d in DECODINGS}
+    cf = {d: arm_of(decoding=d, training="counterfactual") for d in DECODINGS}
+    error_free = {t: arm_of(decoding="contrast_wrong", training=t, error_rate=0.0) for t in ("standard", "counterfactual")}
+    h1 = [Comparison(std["contrast_wrong"], std["contrast_empty"], "teacher_supports"),
+          Comparison(std["contrast_empty"], std["greedy"], "teacher_supports")]  # fmt: skip
+    h2 = [c for d in DECODINGS for c in (Comparison(cf[d], std[d], "las"),
+                                         Comparison(cf[d], std[d], "accuracy", kind="within"))]  # fmt: skip
+    h3 = [Comparison(cf[d], std[d], m) for d in DECODINGS for m in ("consistency", "counterfactual_consistency")]
+    h3 += [Comparison(error_free["counterfactual"], error_free["standard"], m)
+           for m in ("consistency", "counterfactual_consistency")]  # fmt: skip
+    h4 = [Comparison(cf[d], std[d], "accuracy_cue_opposes") for d in DECODINGS]
+    h4 += [Comparison(error_free["counterfactual"], error_free["standard"], "accuracy_cue_opposes")]
+    tagged = {t: arm_of(decoding="contrast_wrong", training="counterfactual", tags=t) for t in ("shared", "none")}
+    h5 = [Comparison(tagged[t], cf["contrast_wrong"], m) for t in ("shared", "none")
+          for m in ("consistency", "counterfactual_consistency", "accuracy_cue_opposes")]  # fmt: skip
+    return {
+        "H1": ("teacher supports-answer: contrast_wrong > contrast_empty > greedy", h1),
+        "H2": ("counterfactual training raises LAS, accuracy within 2 points", h2),
+        "H3": ("counterfactual training raises rationale-answer and counterfactual consistency", h3),
+        "H4": ("counterfactual training raises accuracy where the cue opposes (less shortcut reliance)", h4),
+        "H5": ("one shared tag or no tag raises H3's and H4's metrics over distinct tags (contrast_wrong)", h5),
+    }
+
+
+def analyze(jobs: Sequence[Job], samples: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every hypothesis's comparisons (``Result``s) and its overall verdict; arms not in the sweep are skipped."""
+    by_arm: dict[Arm, list[Job]] = {}
+    for job in jobs:
+        by_arm.setdefault(job.arm, []).append(job)
+    rng = np.random.default_rng(seed)
+    report = {}
+    for name, (statement, comparisons) in hypotheses().items():
+        results = []
+        for c in comparisons:
+            if c.a not in by_arm or c.b not in by_arm:
+                continue
+            estimate, low, high, seeds, n_items = paired_difference(by_arm[c.a], by_arm[c.b], METRICS[c.metric],
+                                                                    samples, rng)  # fmt: skip
+            claim = "> 0" if c.kind == "greater" else f"within ±{c.margin:g}"
+            results.append(Result(f"{c.a.label()} - {c.b.label()}", c.metric, claim, estimate, low, high, seeds,
+                                  n_items, verdict(c.kind, low, high, c.margin)))  # fmt: skip
+        report[name] = {"statement": statement, "verdict": overall([r.verdict for r in results]),
+                        "results": [asdict(r) for r in results]}  # fmt: skip
+    return report
+
+
+def markdown(report: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for name, entry in report.items():
+        lines += [f"### {name}: {entry['statement']} — **{entry['verdict']}**", "",
+                  "| comparison | metric | claim | difference | 95% interval | seeds | items | verdict |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in entry["results"]:
+            lines.append(f"| {r['comparison']} | {r['metric']} | {r['claim']} | {r['difference']:+.3f} | "
+                         f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {len(r['seeds'])} | {r['n_items']} | "
+                         f"{r['verdict']} |")  # fmt: skip
+        if not entry["results"]:
+            lines.append("| (no arm of this hypothesis in the sweep) | | | | | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--out", type=Path, default=None, help="where hypotheses.md/json go (default: the sweep dir)")
+    parser.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
+    args = parser.parse_args(argv)
+    try:
+        report = analyze(read_sweep(args.sweep_dir), samples=args.samples)
+    except (SweepError, OSError, KeyError) as err:
+        print(f"analyze: {err}")
+        return 1
+    out = args.out or args.sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "hypotheses.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "hypotheses.md").write_text(markdown(report))
+    print(markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""The pre-registered analysis script on a fake sweep directory: paired differences, intervals and verdicts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from scd.data.perturb import perturbed_answer
+from scd.toyworld.gold import gold_rationale
+from scd.toyworld.world import WorldConfig, load_toyworld
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("analyze", ROOT / "experiments" / "toyworld" / "analyze.py")
+analyze = importlib.util.module_from_spec(_spec)
+sys.modules["analyze"] = analyze  # dataclasses look their module up while the class is built
+_spec.loader.exec_module(analyze)
+
+WORLD = {"n_categories": 2, "entities_per_category": 4, "n_properties": 8, "n_train": 20, "n_dev": 4, "n_test": 24}
+
+
+def write_job(job_dir: Path, *, decoding: str, training: str, seed: int, follows: float, tags: str = "distinct",
+              simulator: bool = False) -> None:  # fmt: skip
+    """A finished job whose student is right (and writes the gold chain) on the first ``follows`` share of items,
+    and elsewhere writes the chain for the perturbed answer but answers the gold one (inconsistent)."""
+    world, splits = load_toyworld(WorldConfig(**WORLD))
+    config = {"seed": seed, "dataset": {"task": {"world": WORLD}}, "decoding": {"name": decoding},
+              "training": {"mode": training, "tags": tags},
+              "teacher": {"name": "toyworld", "trained": {"corpus": {"teacher_error_rate": 0.2}}}}  # fmt: skip
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (job_dir / "metrics.json").write_text("{}")
+    test = splits["test"]
+    rationales, predictions, simulated = [], [], []
+    for k, ex in enumerate(test):
+        wrong = perturbed_answer(ex, 0)
+        good = k < follows * len(test)
+        rationales.append({"id": ex.id, "question": ex.question, "choices": list(ex.choices), "answer": ex.answer,
+                           "perturbed_answer": wrong, "rationale_for": ex.answer,
+                           "rationale": gold_rationale(ex, ex.answer if decoding != "greedy" else wrong),
+                           "decoding": decoding, "meta": ex.meta})  # fmt: skip
+        predictions.append({"id": ex.id, "predicted": ex.answer if good or k % 2 else wrong,
+                            "rationale": gold_rationale(ex, ex.answer if good else wrong),
+                            "counterfactual_predicted": wrong if good else ex.answer,
+                            "counterfactual_rationale_for": wrong})  # fmt: skip
+        simulated.append({"id": ex.id, "xe": predictions[-1]["predicted"], "x": ex.answer if good else wrong,
+                          "e": ex.answer})  # fmt: skip
+    (job_dir / "rationales").mkdir()
+    (job_dir / "rationales" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rationales))
+    (job_dir / "predictions").mkdir()
+    (job_dir / "predictions" / "test.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions))
+    if simulator:
+        (job_dir / "predictions" / "simulator.jsonl").write_text("".join(json.dumps(s) + "\n" for s in simulated))
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    job = 0
+    for seed in (0, 1, 2):
+        for decoding in ("greedy", "contrast_wrong"):
+            for training, follows in (("standard", 0.25), ("counterfactual", 0.75)):
+                write_job(tmp_path / str(job), decoding=decoding, training=training, seed=seed, follows=follows,
+                          simulator=True)  # fmt: skip
+                job += 1
+    return tmp_path
+
+
+def test_read_job_judges_each_item(sweep: Path) -> None:
+    jobs = analyze.read_sweep(sweep)
+    assert len(jobs) == 12
+    job = next(j for j in jobs if j.arm.training == "counterfactual" and j.arm.decoding == "contrast_wrong")
+    n = len(job.ids)
+    good = np.arange(n) < 0.75 * n
+    # The student's own rationale entails its answer exactly on the "good" items and on half of the others.
+    consistent = good | (np.arange(n) % 2 == 0)
+    assert np.array_equal(job.columns["consistent"], consistent.astype(float))
+    assert np.array_equal(job.columns["cf_followed"], good.astype(float))
+    assert job.columns["teacher_supports"].mean() == 1.0  # gold chains for the gold answer
+    greedy = next(j for j in jobs if j.arm.decoding == "greedy")
+    assert greedy.columns["teacher_supports"].mean() == 0.0  # chains for the perturbed answer support nothing true
+
+
+def test_hypotheses_get_differences_intervals_and_verdicts(sweep: Path) -> None:
+    report = analyze.analyze(analyze.read_sweep(sweep), samples=300)
+    h3 = {(r["comparison"], r["metric"]): r for r in report["H3"]["results"]}
+    cf_followed = h3[("contrast_wrong counterfactual - contrast_wrong standard", "counterfactual_consistency")]
+    # Every seed of both arms differs by exactly 0.75 - 0.25 of the items.
+    assert cf_followed["difference"] == pytest.approx(0.5, abs=1 / 24)
+    assert cf_followed["ci_low"] > 0 and cf_followed["verdict"] == "holds" and cf_followed["seeds"] == [0, 1, 2]
+    assert report["H3"]["verdict"] == "holds"
+    # H1: contrast_wrong's rationales support their answer, greedy's here never do; contrast_empty was not run.
+    h1 = report["H1"]["results"]
+    assert report["H1"]["verdict"] == "not run" or all(r["metric"] == "teacher_supports" for r in h1)
+    assert report["H5"]["verdict"] == "not run"  # no shared/none-tag arm in this sweep
+    markdown = analyze.markdown(report)
+    assert "### H3" in markdown and "holds" in markdown
+
+
+def test_identical_arms_are_inconclusive_and_within_the_margin(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        for training in ("standard", "counterfactual"):
+            write_job(tmp_path / f"{seed}-{training}", decoding="gold", training=training, seed=seed, follows=0.5)
+    report = analyze.analyze(analyze.read_sweep(tmp_path), samples=200)
+    results = {r["metric"]: r for r in report["H2"]["results"] + report["H3"]["results"]}
+    assert results["consistency"]["difference"] == 0 and results["consistency"]["verdict"] == "inconclusive"
+    assert results["accuracy"]["verdict"] == "holds"  # a difference of exactly 0 is within 2 points
+    assert "las" not in {r["metric"] for r in report["H2"]["results"] if not np.isnan(r["difference"])}
+
+
+def test_verdict_rules() -> None:
+    assert analyze.verdict("greater", 0.01, 0.2, 0.02) == "holds"
+    assert analyze.verdict("greater", -0.3, -0.01, 0.02) == "does not hold"
+    assert analyze.verdict("greater", -0.01, 0.2, 0.02) == "inconclusive"
+    assert analyze.verdict("within", -0.01, 0.015, 0.02) == "holds"
+    assert analyze.verdict("within", 0.03, 0.1, 0.02) == "does not hold"
+    assert analyze.verdict("within", -0.01, 0.05, 0.02) == "inconclusive"
+    assert analyze.overall(["holds", "inconclusive"]) == "inconclusive"
+    assert analyze.overall(["holds", "does not hold"]) == "does not hold"
+
+
+def test_las_column_matches_the_project_las(sweep: Path) -> None:
+    """The per-item LAS the bootstrap uses is the one scd.evaluation.las computes."""
+    from scd.evaluation.las import leakage_adjusted_simulatability
+
+    job = analyze.read_sweep(sweep)[0]
+    c = job.columns
+    items = np.arange(len(job.ids))
+    reference = leakage_adjusted_simulatability(c["student"].astype(int), c["sim_xe"].astype(int),
+                                                c["sim_x"].astype(int), c["sim_e"].astype(int), bootstrap_samples=1)  # fmt: skip
+    assert analyze.las(c, items) == pytest.approx(reference.las)
+
+
+def test_a_sweep_without_jobs_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert analyze.main([str(tmp_path)]) == 1
+    assert capsys.readouterr().out.count("\n") == 1
