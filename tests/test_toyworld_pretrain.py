@@ -174,7 +174,7 @@ def test_pretraining_rows_are_mixed_into_distillation(tmp_path) -> None:
     world = generate_world(TINY_WORLD)
     tokenizer = student_tokenizer()
     rows = pretrain.pretraining_rows(world, tokenizer, PretrainConfig(), 5, tokenizer.pad_token_id)
-    assert len(rows) == 5 and not any(r.counterfactual for r in rows)
+    assert len(rows) == 5 and all(r.task == 0 for r in rows)
     sentinel = tokenizer.convert_tokens_to_ids(SENTINELS[0])
     for row in rows:
         assert sentinel in row.input_ids and row.labels[0] == sentinel and row.labels[-1] == tokenizer.eos_token_id

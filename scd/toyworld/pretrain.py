@@ -434,5 +434,6 @@ def pretraining_rows(world: World, tokenizer: PreTrainedTokenizerBase, config: P
     documents = iter(PretrainDocuments(world, tokenizer, dataclasses.replace(config, seed=config.seed + 1)))
     rows = []
     for source, target in itertools.islice(documents, n):
-        rows.append(EncodedRow(source, target, [decoder_start_token_id] + target[:-1], counterfactual=False))
+        # Task 0: the objective's factual task, whose loss covers every target token.
+        rows.append(EncodedRow(source, target, [decoder_start_token_id] + target[:-1], task=0))
     return rows
