@@ -64,7 +64,9 @@ def test_gold_teacher_and_pretrained_student_run_end_to_end(tmp_path: Path) -> N
     # What the pre-registered bootstrap reads per test item: the student's and the simulator's answers.
     predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
     simulated = [json.loads(line) for line in (run_dir / "predictions" / "simulator.jsonl").read_text().splitlines()]
-    assert [s["id"] for s in simulated] == [p["id"] for p in predictions if p["predicted"] is not None]
+    answered = [p["id"] for p in predictions if p["predicted"] is not None]
+    # Four student steps may leave every answer unparsable: then LAS is skipped and no item is simulated.
+    assert [s["id"] for s in simulated] == (answered if "student/las" in metrics else [])
     assert all(set(s) == {"id", "xe", "x", "e"} for s in simulated)
 
 

@@ -70,5 +70,6 @@ def run_evaluate_stage(cfg: Config, run_dir: Path, task: Task, shared_tokenizer:
     else:
         log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
                     len(train_rows), len(test_rows))
+        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "")
     metrics.update(task.student_metrics(rationale_dir, test_predictions))
     return metrics
