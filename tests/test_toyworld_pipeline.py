@@ -24,7 +24,7 @@ TINY_MODEL = ("{model_type: t5, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, n
 
 def toyworld_overrides(*extra: str) -> list[str]:
     return [
-        "experiment=toyworld_comparison", "decoding=gold", "training=counterfactual", "trainer.max_steps=4",
+        "experiment=toyworld_comparison", "student=toyworld", "simulator=toyworld", "decoding=gold", "training=counterfactual", "trainer.max_steps=4",
         *(f"dataset.task.world.{k}={v}" for k, v in TINY_WORLD.items()),
         *(f"teacher.trained.training.{k}={v}" for k, v in
           {"n_layers": 1, "d_model": 32, "n_heads": 2, "max_steps": 2, "probe_threshold": 0.0}.items()),
@@ -77,5 +77,5 @@ def test_student_and_simulator_share_the_pretraining(tmp_path: Path) -> None:
     simulator = OmegaConf.load(CONF / "simulator" / "toyworld.yaml")
     assert student.pretrain is not None and student.pretrain == simulator.pretrain
     assert student.random_init == simulator.random_init
-    scratch = OmegaConf.load(CONF / "student" / "toyworld_scratch.yaml")
-    assert scratch.pretrain is None
+    for group in ("student", "simulator"):
+        assert OmegaConf.load(CONF / group / "toyworld_scratch.yaml").pretrain is None
