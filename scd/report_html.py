@@ -118,9 +118,8 @@ def rationales_section(runs: Sequence[Run], samples: int) -> str:
                      f"perturbed: <b>{escape(answers['perturbed'])}</b> · id <code>{escape(question_id)}</code></p>")
         rows = [header]
         for _, side in SIDES:
-            answer = answers[side]
             cells = "".join(_rationale_cell(s, side, question_id) for s in sets)
-            rows.append(f"<tr><th>for the {side} answer ({escape(answer)})</th>{cells}</tr>")
+            rows.append(f"<tr><th>for the {side} answer ({escape(answers[side])})</th>{cells}</tr>")
         parts.append(f'<div class="scroll"><table class="rationales">{"".join(rows)}</table></div>')
     return "".join(parts)
 
