@@ -361,8 +361,8 @@ def test_case8_sigterm_during_student_training_keeps_lightnings_handling(tmp_pat
 @pytest.mark.slow
 def test_case8_sigint_during_evaluation(tmp_path):
     run_dir = tmp_path / "run"
-    # The simulator trains far longer than the signal takes to arrive.
-    process = start(["experiment=smoke", "simulator.max_steps=100000", f"hydra.run.dir={run_dir}"], tmp_path,
+    # The student generates far longer than the signal takes to arrive (the simulator now trains in the teacher stage).
+    process = start(["experiment=smoke", "student.max_new_tokens=100000", f"hydra.run.dir={run_dir}"], tmp_path,
                     "evaluate.log", cli_env(tmp_path))
     assert signal_when(process, (run_dir / "student").exists, signal.SIGINT) == 128 + signal.SIGINT
     assert status(run_dir) == {"status": "interrupted", "error": "interrupted by SIGINT"}
