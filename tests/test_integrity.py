@@ -234,14 +234,14 @@ def test_case4_stages_that_run_remove_the_stale_outputs_of_later_stages(config, 
     run_dir = tmp_path / "run"
     assert main_task(config()) is not None
     # What an earlier full run left: predictions and metrics of its student, and a checkpoint of its training.
-    for name in ("predictions/test.jsonl", "metrics.json", "checkpoints/best-step2.ckpt"):
+    for name in ("predictions/test.jsonl", "metrics.json", "checkpoints/best-step999.ckpt"):
         (run_dir / name).parent.mkdir(exist_ok=True)
         (run_dir / name).write_text('{"student/accuracy": 0.9}\n')
     assert main_task(config("stages=[teacher,student]")) is not None
     # metrics.json now holds this invocation's metrics (stage times) only.
     assert not (run_dir / "predictions").exists()
     assert "student/accuracy" not in json.loads((run_dir / "metrics.json").read_text())
-    assert not (run_dir / "checkpoints" / "best-step2.ckpt").exists()
+    assert not (run_dir / "checkpoints" / "best-step999.ckpt").exists()
     assert (run_dir / "student" / "model.safetensors").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
 
 
