@@ -27,6 +27,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+import scd.io
 import scd.teacher.stage as stage
 import scd.teacher.store as store_module
 from scd.cli import main_task, one_line
@@ -428,7 +429,9 @@ def test_case9_a_read_only_cache_serves_complete_entries(config, tmp_path, monke
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
         return builtins.open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(store_module, "open", read_only_open, raising=False)
+    # The cache's writers: the store's manifest and shards, and scd.io's lock and atomic files.
+    for module in (store_module, scd.io):
+        monkeypatch.setattr(module, "open", read_only_open, raising=False)
     monkeypatch.setattr(stage, "load_teacher_module", no_teacher)
     second = teacher_run(config(run="b"), tmp_path / "b")
     assert (second / "test.jsonl").read_bytes() == (first / "test.jsonl").read_bytes()
