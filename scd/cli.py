@@ -27,7 +27,6 @@ from omegaconf.errors import OmegaConfBaseException
 from scd.config import validate
 from scd.io import atomic_write_text
 from scd.pipeline import is_global_zero, is_multirun, run
-from scd.io import atomic_write_text
 from scd.rundir import claim_run_dir, holds_a_run
 from scd.signals import Interrupted, interrupt_on_signals
 

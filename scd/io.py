@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from scd.data.records import RATIONALE_SPLITS, RationaleRecord
+
+# The lock files each thread holds (``lock_file``).
+_held_locks = threading.local()
 
 # --- atomic writes and locks -----------------------------------------------------------------------------------------
 
@@ -74,13 +78,30 @@ def exclusive(directory: Path) -> Iterator[None]:
 @contextmanager
 def lock_file(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (created if need be) for the duration of the block; the lock goes
-    with the process, so a killed holder never leaves it locked."""
+    with the process, so a killed holder never leaves it locked. A thread that holds it already just goes on (a
+    second flock of the same file by one process would wait for itself); other threads and processes wait."""
+    held = _held_locks.__dict__.setdefault("paths", set())
+    key = Path(path).resolve()
+    if key in held:
+        yield
+        return
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
+        held.add(key)
         try:
             yield
         finally:
+            held.discard(key)
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def can_write(directory: Path) -> bool:
+    """Whether files can be created in ``directory`` (a read-only cache cannot take new files, nor a lock)."""
+    try:
+        with open(directory / ".lock", "a"):
+            return True
+    except OSError:
+        return False
 
 
 # --- rationale files -------------------------------------------------------------------------------------------------

@@ -29,7 +29,14 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from scd.cli import one_line
 from scd.models import Arch, inference_device, load_model, load_tokenizer
 from scd.student.evaluate import generate_continuations, prompt_ids, rationale_prefix_ids
-from scd.student.formatting import TAG_MODES, TagMode, extract_rationale, format_rationale_prefix, parse_answer, task_tag
+from scd.student.formatting import (
+    TAG_MODES,
+    TagMode,
+    extract_rationale,
+    format_rationale_prefix,
+    parse_answer,
+    task_tag,
+)
 from scd.io import atomic_write_text
 
 # What evaluation gives the student for its own rationale and for an answer after a rationale (StudentConfig's

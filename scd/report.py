@@ -325,7 +325,8 @@ def table_row(cell: Cell, columns: Sequence[str]) -> list[str]:
             *(cell_text(cell, metric) for metric in columns)]
 
 
-TABLE_NOTE = "Values are mean ± sample std over seeds; LAS shows its bootstrap 95% interval (mean of the runs' bounds)."
+TABLE_NOTE = ("Values are mean ± sample std over seeds; LAS shows its bootstrap 95% interval (mean of the runs' "
+              "bounds).")
 
 
 def failed_runs(cells: Sequence[Cell]) -> list[str]:

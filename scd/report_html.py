@@ -112,15 +112,14 @@ def rationales_section(runs: Sequence[Run], samples: int) -> str:
     header = "<tr><th></th>" + "".join(f"<th>{escape(s.name)}</th>" for s in sets) + "</tr>"
     for question_id in question_ids:
         record = sets[0].records["gold"][question_id]
+        answers = {"gold": record.answer_text, "perturbed": record.choices[record.perturbed_answer]}
         parts.append(f'<p class="question">{escape(record.question)}</p><p>choices: '
-                     f"{escape(' | '.join(record.choices))} · gold: <b>{escape(record.answer_text)}</b> · "
-                     f"perturbed: <b>{escape(record.perturbed_answer_text)}</b> · id <code>{escape(question_id)}</code>"
-                     "</p>")
+                     f"{escape(' | '.join(record.choices))} · gold: <b>{escape(answers['gold'])}</b> · "
+                     f"perturbed: <b>{escape(answers['perturbed'])}</b> · id <code>{escape(question_id)}</code></p>")
         rows = [header]
         for _, side in SIDES:
-            answer = record.answer_text if side == "gold" else record.perturbed_answer_text
             cells = "".join(_rationale_cell(s, side, question_id) for s in sets)
-            rows.append(f"<tr><th>for the {side} answer ({escape(answer)})</th>{cells}</tr>")
+            rows.append(f"<tr><th>for the {side} answer ({escape(answers[side])})</th>{cells}</tr>")
         parts.append(f'<div class="scroll"><table class="rationales">{"".join(rows)}</table></div>')
     return "".join(parts)
 

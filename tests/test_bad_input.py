@@ -189,8 +189,8 @@ def test_full_disk_everywhere(fails, monkeypatch, tmp_path):
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("decoding=beam", "scd: error: In 'config': Could not find 'decoding/beam'; "
-                          "options: contrast_all_wrong, contrast_empty, contrast_wrong, greedy"),
+        ("decoding=beam", "scd: error: In 'config': Could not find 'decoding/beam'; options: "
+                          + ", ".join(sorted(path.stem for path in (ROOT / "conf" / "decoding").glob("*.yaml")))),
         ("decoding.lamda=0.5", "scd: error: Could not override 'decoding.lamda'. Key 'lamda' not in 'DecodingConfig'"),
     ],
 )

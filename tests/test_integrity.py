@@ -27,6 +27,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 
+import scd.io
 import scd.teacher.stage as stage
 import scd.teacher.store as store_module
 from scd.cli import main_task, one_line
@@ -234,14 +235,14 @@ def test_case4_stages_that_run_remove_the_stale_outputs_of_later_stages(config, 
     run_dir = tmp_path / "run"
     assert main_task(config()) is not None
     # What an earlier full run left: predictions and metrics of its student, and a checkpoint of its training.
-    for name in ("predictions/test.jsonl", "metrics.json", "checkpoints/best-step2.ckpt"):
+    for name in ("predictions/test.jsonl", "metrics.json", "checkpoints/best-step999.ckpt"):
         (run_dir / name).parent.mkdir(exist_ok=True)
         (run_dir / name).write_text('{"student/accuracy": 0.9}\n')
     assert main_task(config("stages=[teacher,student]")) is not None
     # metrics.json now holds this invocation's metrics (stage times) only.
     assert not (run_dir / "predictions").exists()
     assert "student/accuracy" not in json.loads((run_dir / "metrics.json").read_text())
-    assert not (run_dir / "checkpoints" / "best-step2.ckpt").exists()
+    assert not (run_dir / "checkpoints" / "best-step999.ckpt").exists()
     assert (run_dir / "student" / "model.safetensors").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
 
 
@@ -361,8 +362,8 @@ def test_case8_sigterm_during_student_training_keeps_lightnings_handling(tmp_pat
 @pytest.mark.slow
 def test_case8_sigint_during_evaluation(tmp_path):
     run_dir = tmp_path / "run"
-    # The simulator trains far longer than the signal takes to arrive.
-    process = start(["experiment=smoke", "simulator.max_steps=100000", f"hydra.run.dir={run_dir}"], tmp_path,
+    # The student generates far longer than the signal takes to arrive (the simulator now trains in the teacher stage).
+    process = start(["experiment=smoke", "student.max_new_tokens=100000", f"hydra.run.dir={run_dir}"], tmp_path,
                     "evaluate.log", cli_env(tmp_path))
     assert signal_when(process, (run_dir / "student").exists, signal.SIGINT) == 128 + signal.SIGINT
     assert status(run_dir) == {"status": "interrupted", "error": "interrupted by SIGINT"}
@@ -428,7 +429,9 @@ def test_case9_a_read_only_cache_serves_complete_entries(config, tmp_path, monke
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
         return builtins.open(file, mode, *args, **kwargs)
 
-    monkeypatch.setattr(store_module, "open", read_only_open, raising=False)
+    # The cache's writers: the store's manifest and shards, and scd.io's lock and atomic files.
+    for module in (store_module, scd.io):
+        monkeypatch.setattr(module, "open", read_only_open, raising=False)
     monkeypatch.setattr(stage, "load_teacher_module", no_teacher)
     second = teacher_run(config(run="b"), tmp_path / "b")
     assert (second / "test.jsonl").read_bytes() == (first / "test.jsonl").read_bytes()

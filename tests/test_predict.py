@@ -184,7 +184,8 @@ def test_input_file_in_batches_with_a_progress_bar(student_dir, tmp_path):
     ('{"choices": ["a", "b"]}', "line 2: field 'question' must be a non-empty string, got None"),
     ('{"question": "q", "choices": ["a", "b"], "answer": 2}',
      "line 2: field 'answer' must be one of the choices (index or text), got 2"),
-    ('{"question": "q", "choices": ["a", "b"], "rationale_for": "a"}', "line 2: field 'rationale_for' needs a 'rationale'"),
+    ('{"question": "q", "choices": ["a", "b"], "rationale_for": "a"}',
+     "line 2: field 'rationale_for' needs a 'rationale'"),
 ])
 def test_a_bad_input_line_is_named_in_one_error_line(student_dir, tmp_path, capsys, line, message):
     path = write_lines(tmp_path / "q.jsonl", [{"question": "fine ?", "choices": ["a", "b"]}, line])
@@ -198,7 +199,8 @@ def test_bad_command_lines_end_in_one_error_line(student_dir, tmp_path, capsys):
         "by save_pretrained holding config.json)")
     assert error_line(capsys, [str(student_dir), "--question", "q"]) == (
         "scd: error: --question needs --choices: the student answers by naming one of them")
-    assert error_line(capsys, [str(student_dir), "--input", str(missing)]) == f"scd: error: {missing}: no such input file"
+    no_file = error_line(capsys, [str(student_dir), "--input", str(missing)])
+    assert no_file == f"scd: error: {missing}: no such input file"
     assert error_line(capsys, [str(student_dir), "--question", "q", "--choices", "a", "b", "--rationale", "r",
                                "--rationale-for", "c"]) == (
         "scd: error: command line: field 'rationale_for' must be one of the choices (index or text), got 'c'")

@@ -114,7 +114,8 @@ def test_a_config_without_the_decoding_name_marks_the_job_naming_file_and_field(
     (run_dir / ".hydra" / "config.yaml").write_text("seed: 0\ntraining:\n  mode: standard\n")
     [run] = collect_runs(tmp_path)
     assert run.status == "failed"
-    assert run.error == f"{run_dir}/.hydra/config.yaml: field 'decoding.name' is missing; the report needs it to place the run"
+    assert run.error == (f"{run_dir}/.hydra/config.yaml: field 'decoding.name' is missing; the report needs it to "
+                         "place the run")
 
 
 def test_one_unparsable_config_marks_its_job_and_the_others_are_tabulated(sweep):
@@ -138,7 +139,8 @@ def test_runs_group_by_every_override_but_the_seed(tmp_path):
             f"- experiment=smoke\n- decoding=contrast_wrong\n- decoding.lam={lam}\n- seed={seed}\n"
         )
     runs = collect_runs(tmp_path)
-    assert runs[2].overrides == {"experiment": "smoke", "decoding": "contrast_wrong", "decoding.lam": "0.9", "seed": "0"}
+    assert runs[2].overrides == {"experiment": "smoke", "decoding": "contrast_wrong", "decoding.lam": "0.9",
+                                 "seed": "0"}
     lines = write_report(tmp_path).splitlines()
     assert lines[0].startswith("| decoding | training | decoding.lam | seeds | student/accuracy |")
     assert lines[2].startswith("| contrast_wrong | standard | 0.5 | 2 | 0.700 ± 0.141 |")
@@ -164,7 +166,8 @@ def test_a_bad_overrides_file_marks_its_job(tmp_path):
     run_dir = make_run(tmp_path, 0, "greedy", "standard", 0, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
     (run_dir / ".hydra" / "overrides.yaml").write_text("decoding: greedy\n")
     [run] = collect_runs(tmp_path)
-    assert run.status == "failed" and run.error == f"{run_dir}/.hydra/overrides.yaml: expected a list of key=value overrides"
+    assert run.status == "failed"
+    assert run.error == f"{run_dir}/.hydra/overrides.yaml: expected a list of key=value overrides"
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -45,8 +45,10 @@ def test_summary_groups_student_faithfulness_teacher_and_time(make_config, tmp_p
         "answer 0.404",
         "  faithfulness LAS 0.016 [-0.021, 0.055] | answer kept under a perturbed rationale 0.831 | follows a "
         "counterfactual rationale 0.804",
-        "               answer entailed by own rationale 0.758 | follows a counterfactual rationale against the cue 0.772",
-        "  teacher      supports the answer 0.752 | new info 0.551 | perplexity (lower is better) 1.220 | vacuous 0.065",
+        "               answer entailed by own rationale 0.758 | follows a counterfactual rationale against the cue "
+        "0.772",
+        "  teacher      supports the answer 0.752 | new info 0.551 | perplexity (lower is better) 1.220 | vacuous "
+        "0.065",
         "               true chain for its answer 0.614 | counterfactual rationale entails its answer 0.650",
         "  time         teacher 13 s | student 99 s | evaluate 83 s | total 283 s",
         f"  all {len(METRICS)} metrics: {tmp_path / 'metrics.json'}",

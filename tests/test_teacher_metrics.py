@@ -3,12 +3,16 @@ run's random state."""
 
 from __future__ import annotations
 
+import builtins
+import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+import scd.io
 import scd.teacher.stage as stage
 from scd.config import validate
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
@@ -58,3 +62,23 @@ def test_a_judge_stored_for_another_config_is_refused(smoke, tmp_path):
     judge_file.write_text(json.dumps(judged))
     with pytest.raises(ValueError, match=rf"{judge_file}: written for another judge config"):
         run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+
+
+def test_a_read_only_cache_gives_the_metrics_it_lacks_without_storing_them(smoke, tmp_path, monkeypatch):
+    cfg, task, splits = smoke
+    run_teacher_stage(cfg, splits, tmp_path / "a")  # a complete entry without metrics
+    cache = (tmp_path / "cache").resolve()
+    (store,) = (cache / "rationales").iterdir()
+    files = sorted(path.name for path in store.iterdir())
+
+    def read_only_open(file, mode="r", *args, **kwargs):
+        if Path(file).resolve().is_relative_to(cache) and any(flag in mode for flag in "wax+"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(file))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(scd.io, "open", read_only_open, raising=False)
+    measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
+    published = run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+    assert sorted(path.name for path in store.iterdir()) == files
+    metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
+    assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}

@@ -9,11 +9,14 @@ set (a sweep over training modes or seeds) shares them, and the evaluate stage n
 - ``judge-<key>.json``: ``teacher/supports_answer``, from a judge simulator trained on the rationales, with the
   judge's config. The key is that config's hash, and the config is checked on reuse: a run with another simulator
   trains its own judge, without loading the teacher.
+
+Each is written once, under the entry's lock; a read-only cache gives what it holds and computes what it lacks.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -25,15 +28,27 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from scd.config import Config
 from scd.evaluation.simulator import fit_simulator
 from scd.evaluation.teacher_quality import fluency, supports_answer_with_simulator, teacher_simulator_rows, text_metrics
-from scd.io import atomic_write_text, read_split
+from scd.io import atomic_write_text, can_write, exclusive, read_split
 from scd.models import inference_device
 from scd.task import Task
 from scd.teacher.stage import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, Teacher, teacher_prompt
 from scd.teacher.store import config_key
 
+log = logging.getLogger(__name__)
 
-def _write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+def stored(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The JSON object in ``path``, computed and written once, under the lock of its cache entry (held already while
+    the teacher stage generates; taken here when it reuses a complete entry). A read-only cache keeps what it holds:
+    what it lacks is computed for this run only."""
+    if not path.exists():
+        if not can_write(path.parent):
+            log.info("%s is read-only: %s computed for this run only", path.parent, path.name)
+            return compute()
+        with exclusive(path.parent):
+            if not path.exists():
+                atomic_write_text(path, json.dumps(compute(), indent=2, sort_keys=True) + "\n")
+    return json.loads(path.read_text())
 
 
 class RationaleSetMetrics:
@@ -50,18 +65,14 @@ class RationaleSetMetrics:
     def __call__(self, store: Path, teacher: Callable[[], Teacher]) -> dict[str, float]:
         # The global random state is the run's (the student trains next); the judge's own is fixed by its seed, so the
         # stored value does not depend on which job of a sweep computed it.
+        judge_file = store / f"judge-{config_key(self.judge_config)}.json"
         with isolate_rng():
             torch.manual_seed(self.cfg.simulator.seed)
-            teacher_file = store / TEACHER_METRICS_FILE
-            if not teacher_file.exists():
-                _write_json(teacher_file, self.with_teacher(store, *teacher()))
-            judge_file = store / f"judge-{config_key(self.judge_config)}.json"
-            if not judge_file.exists():
-                _write_json(judge_file, {"config": self.judge_config, "metrics": self.with_judge(store)})
-        judged = json.loads(judge_file.read_text())
+            measured = stored(store / TEACHER_METRICS_FILE, lambda: self.with_teacher(store, *teacher()))
+            judged = stored(judge_file, lambda: {"config": self.judge_config, "metrics": self.with_judge(store)})
         if judged["config"] != self.judge_config:
             raise ValueError(f"{judge_file}: written for another judge config; delete it to train this one's judge")
-        return {**json.loads(teacher_file.read_text()), **judged["metrics"]}
+        return {**measured, **judged["metrics"]}
 
     def with_teacher(self, store: Path, model: Any, tokenizer: Any) -> dict[str, float]:
         """Fluency under ``model``, the model-free text metrics and the task's exact teacher metrics."""

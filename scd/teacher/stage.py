@@ -161,7 +161,7 @@ def run_teacher_stage(
 ) -> Path:
     """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory.
 
-    ``measure`` (on global rank 0, under the cache entry's lock) gives the metrics of the rationale set; the teacher
+    ``measure`` (on global rank 0) gives the metrics of the rationale set, stored under the entry's lock; the teacher
     it may ask for is the one that just generated, or is loaded then. With several ranks (``trainer.devices`` > 1),
     each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
