@@ -131,7 +131,7 @@ class TeacherConfig:
 
 
 # The decoding keys passed to the strategy class when set; null leaves the class's default (or a class without them).
-STRATEGY_ARGUMENTS = ("lam", "plausibility")
+STRATEGY_ARGUMENTS = ("lam", "plausibility", "counterfactual")
 
 
 @dataclass
@@ -145,6 +145,9 @@ class DecodingConfig:
     lam: Optional[float] = None
     # Keep only tokens with p >= plausibility * max p under the gold prompt (0 disables the filter).
     plausibility: Optional[float] = None
+    # decoding=human: the strategy (a _target_ entry) that decodes rationales for perturbed answers, which data sets
+    # do not annotate; null leaves the counterfactual splits empty (training=counterfactual is then refused).
+    counterfactual: Optional[dict[str, Any]] = None
     # Run all branches as one batch (true) or as one forward per branch (false).
     merge_branches: bool = True
     # Encode the demonstrations once and share their KV cache across rows and branches.
@@ -186,6 +189,22 @@ class DecodingConfig:
 
 
 @dataclass
+class InContextConfig:
+    """``student=icl_teacher``: the teacher answers the test questions in context instead of a trained student."""
+
+    # The demonstrations' and the query's form, with both slots. {answer} before {rationale} (the paper's teacher
+    # prompt) answers first and explains after; {rationale} first reasons, then answers. null: teacher.template.
+    template: Optional[str] = None
+    # Tokens the teacher may write for answer and rationale together.
+    max_new_tokens: int = 48
+    batch_size: int = 100
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError("student.in_context: max_new_tokens and batch_size must be >= 1")
+
+
+@dataclass
 class StudentConfig:
     name: str = MISSING
     arch: str = "seq2seq"
@@ -211,10 +230,17 @@ class StudentConfig:
     pretrain: Optional[dict[str, Any]] = None
     # With pretrain: span-corrupted fact documents mixed into distillation, per training question (0: none).
     pretrain_mix: float = 0.0
+    # The in-context teacher in the student's place (conf/student/icl_teacher.yaml): nothing is trained.
+    in_context: Optional[InContextConfig] = None
 
     def check(self) -> None:
         _check_choice("student.arch", self.arch, ("seq2seq", "causal"))
         _check_choice("student.optimizer", self.optimizer, ("adamw", "adafactor"))
+        if self.in_context is not None:
+            if self.name_or_path is not None or self.random_init is not None:
+                raise ValueError("student.in_context: the teacher answers, so set no student name_or_path or random_init")
+            self.in_context.check()
+            return
         if (self.name_or_path is None) == (self.random_init is None):
             raise ValueError("student: set exactly one of name_or_path and random_init")
         if self.random_init is not None:
@@ -349,4 +375,12 @@ def validate(cfg: DictConfig) -> Config:
         if hasattr(group, "check"):
             group.check()
     config.training = instantiate_component("training", config.training)
+    if "counterfactual" in config.training.tasks and not config.decoding.strategy().writes_counterfactual:
+        raise ValueError(
+            f"training={config.training.mode} also trains on rationales for perturbed answers, which "
+            f"decoding={config.decoding.name} does not make (data sets explain gold answers only): set "
+            "decoding.counterfactual to a strategy that decodes them with the teacher, e.g. "
+            "'decoding.counterfactual={_target_:scd.teacher.strategies.ContrastWrong,lam:0.5}', or use "
+            "training=standard"
+        )
     return config

@@ -30,7 +30,7 @@ from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
 from scd.signals import raise_if_interrupted
-from scd.student.stage import check_student_trainer, run_student_stage, student_tokenizer_source
+from scd.student.stage import check_student_trainer, run_student_stage
 from scd.summary import print_summary
 from scd.task import Task, build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
@@ -68,7 +68,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         if "student" in cfg.stages:
             raise_if_interrupted()
             stage_started = time.perf_counter()
-            run_student_stage(cfg, run_dir, logger, student_tokenizer_source(cfg, shared_tokenizer),
+            run_student_stage(cfg, run_dir, logger, shared_tokenizer,
                               extra_rows=task.student_extra_rows)
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
         if not is_global_zero():
@@ -78,7 +78,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         if "evaluate" in cfg.stages:
             raise_if_interrupted()
             stage_started = time.perf_counter()
-            metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer))
+            metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer, teacher_dir, splits["train"]))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
         metrics.update(rationale_set_metrics(run_dir))
         raise_if_interrupted()

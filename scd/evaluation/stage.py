@@ -13,12 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from scd.config import Config
+from scd.data.example import Example
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import VIEWS, SimulatorRow, fit_simulator, simulator_las
 from scd.io import atomic_write_text, read_split
 from scd.models import inference_device, load_model, load_tokenizer
 from scd.student.evaluate import evaluate_student, predict_rationales
 from scd.task import Task
+from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context
+from scd.teacher.stage import demonstrations, load_teacher_model
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +34,43 @@ def simulator_rows(records: list[RationaleRecord], predictions: list[dict[str, A
     ]
 
 
-def run_evaluate_stage(cfg: Config, run_dir: Path, task: Task, shared_tokenizer: str | None) -> dict[str, float]:
-    """``shared_tokenizer`` is what the simulator's ``tokenizer: teacher`` loads."""
+def run_evaluate_stage(
+    cfg: Config, run_dir: Path, task: Task, shared_tokenizer: str | None, teacher_dir: str | None,
+    train_examples: list[Example],
+) -> dict[str, float]:
+    """``shared_tokenizer`` is what the simulator's ``tokenizer: teacher`` loads; ``teacher_dir`` and the training
+    examples (its demonstrations) serve ``student=icl_teacher``, where the teacher answers in the student's place."""
     rationale_dir = run_dir / "rationales"
+    test, test_cf = read_split(rationale_dir, "test"), read_split(rationale_dir, "test_counterfactual")
+    train = read_split(rationale_dir, "train")
+    if cfg.student.in_context is not None:
+        metrics, test_predictions, train_predictions = evaluate_in_context_teacher(
+            cfg, run_dir, teacher_dir, train_examples, test, test_cf, train
+        )
+    else:
+        metrics, test_predictions, train_predictions = evaluate_trained_student(cfg, run_dir, test, test_cf, train)
+    train_rows, test_rows = simulator_rows(train, train_predictions), simulator_rows(test, test_predictions)
+    if train_rows and test_rows:
+        # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
+        simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
+        las = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
+                            bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
+        metrics.update({key: value for key, value in las.to_metrics().items() if value is not None})
+    else:
+        log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
+                    len(train_rows), len(test_rows))
+    metrics.update(task.student_metrics(rationale_dir, test_predictions))
+    return metrics
+
+
+Predictions = list[dict[str, Any]]
+
+
+def evaluate_trained_student(
+    cfg: Config, run_dir: Path, test: list[RationaleRecord], test_cf: list[RationaleRecord],
+    train: list[RationaleRecord],
+) -> tuple[dict[str, float], Predictions, Predictions]:
+    """The trained student's metrics on test (``predictions/test.jsonl``), and its own answers on train."""
     student_dir = run_dir / "student"
     if not student_dir.is_dir():
         raise ValueError(f"no trained student in {student_dir}: run the student stage first (stages=[student,evaluate])")
@@ -42,34 +79,36 @@ def run_evaluate_stage(cfg: Config, run_dir: Path, task: Task, shared_tokenizer:
     device = inference_device(cfg.trainer.accelerator)
     model = load_model(s.arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=s.trust_remote_code)
     model = model.to(device).eval()
-    test, test_cf = read_split(rationale_dir, "test"), read_split(rationale_dir, "test_counterfactual")
     metrics = evaluate_student(
         model, tokenizer, s.arch, test, run_dir=run_dir, test_counterfactual=test_cf, tags=cfg.training.tags,
         batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, perturb_share=s.perturb_share, seed=cfg.seed,
         show_progress=cfg.trainer.enable_progress_bar,
     )
     test_predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
-    train = read_split(rationale_dir, "train")
     train_predictions = predict_rationales(
         model, tokenizer, s.arch, train, tags=cfg.training.tags, batch_size=s.eval_batch_size,
         max_new_tokens=s.max_new_tokens, show_progress=cfg.trainer.enable_progress_bar,
     )
-    train_rows, test_rows = simulator_rows(train, train_predictions), simulator_rows(test, test_predictions)
-    if train_rows and test_rows:
-        # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
-        simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
-        las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
-                                       bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
-        metrics.update({key: value for key, value in las.to_metrics().items() if value is not None})
-        # Per item, beside predictions/test.jsonl: the simulator's answer from each view (items the student answered),
-        # what a bootstrap over test items needs.
-        answered = [p["id"] for p in test_predictions if p["predicted"] is not None]
-        lines = [json.dumps({"id": item, **{view: int(simulated[view][k]) for view in VIEWS}}) + "\n"
-                 for k, item in enumerate(answered)]  # fmt: skip
-        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "".join(lines))
-    else:
-        log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
-                    len(train_rows), len(test_rows))
-        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "")
-    metrics.update(task.student_metrics(rationale_dir, test_predictions))
-    return metrics
+    return metrics, test_predictions, train_predictions
+
+
+def evaluate_in_context_teacher(
+    cfg: Config, run_dir: Path, teacher_dir: str | None, train_examples: list[Example],
+    test: list[RationaleRecord], test_cf: list[RationaleRecord], train: list[RationaleRecord],
+) -> tuple[dict[str, float], Predictions, Predictions]:
+    """The teacher answering in context (``scd.teacher.icl``): the same metrics and files as a student's."""
+    t, icl = cfg.teacher, cfg.student.in_context
+    model, tokenizer = load_teacher_model(cfg, teacher_dir)
+    if t.device_map is None:
+        model = model.to(inference_device(cfg.trainer.accelerator))
+    prompt = AnsweringPrompt(icl.template or t.template, t.separator, t.instruction)
+    answerer = InContextAnswerer(
+        model, tokenizer, prompt, demonstrations(t, train_examples, cfg.dataset.seed),
+        max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=cfg.trainer.enable_progress_bar,
+    )
+    metrics, test_predictions = evaluate_in_context(answerer, test, test_cf, perturb_share=cfg.student.perturb_share,
+                                                    seed=cfg.seed)  # fmt: skip
+    predictions = run_dir / "predictions" / "test.jsonl"
+    predictions.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(predictions, "".join(json.dumps(row) + "\n" for row in test_predictions))
+    return metrics, test_predictions, answerer.predict(train)

@@ -213,7 +213,8 @@ def evaluate_student(
 ) -> dict[str, float]:
     """Compute the ``student/*`` metrics on ``test_records`` and write ``run_dir/predictions/test.jsonl`` (one line per
     record, unparsable ones included). ``test_counterfactual`` holds the teacher's rationales for the perturbed answers
-    (matched by id); without it ``student/counterfactual_consistency`` is left out."""
+    (matched by id); without it (or with none, as ``decoding=human`` may leave) ``student/counterfactual_consistency``
+    is left out."""
     if not test_records:
         raise ValueError("no test records to evaluate")
     if not 0.0 <= perturb_share <= 1.0:
@@ -263,7 +264,7 @@ def evaluate_student(
         ),
     }
 
-    if test_counterfactual is not None:
+    if test_counterfactual:
         by_id = {record.id: record for record in test_counterfactual}
         matched = [(row, by_id[row["id"]]) for row in rows if row["id"] in by_id]
         if not matched:

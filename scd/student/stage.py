@@ -18,6 +18,8 @@ from scd.student.data import EncodedRow, StudentDataModule
 from scd.student.module import StudentModule
 from scd.student.train import build_trainer, fit_student
 
+log = logging.getLogger(__name__)
+
 
 def student_tokenizer_source(cfg: Config, teacher_source: str | None) -> str:
     """``student.tokenizer: teacher`` shares the teacher's tokenizer (ToyWorld's word-level one)."""
@@ -69,11 +71,16 @@ def check_student_trainer(cfg: Config, run_dir: Path) -> None:
 
 
 def run_student_stage(
-    cfg: Config, run_dir: Path, logger: Logger | bool, tokenizer_source: str,
+    cfg: Config, run_dir: Path, logger: Logger | bool, shared_tokenizer: str | None,
     extra_rows: Callable[[PreTrainedTokenizerBase, int | None], Sequence[EncodedRow]] | None = None,
 ) -> Path:
-    """``extra_rows(tokenizer, decoder_start_token_id)``, when given, makes rows trained beside the rationales."""
-    module = build_student(cfg, tokenizer_source)
+    """``shared_tokenizer`` is what ``student.tokenizer: teacher`` loads. ``extra_rows(tokenizer,
+    decoder_start_token_id)``, when given, makes rows trained beside the rationales.
+    ``student.in_context`` (the teacher answering in the student's place) trains nothing."""
+    if cfg.student.in_context is not None:
+        log.info("student=%s: the teacher answers in context at evaluation; nothing to train", cfg.student.name)
+        return run_dir / "student"
+    module = build_student(cfg, student_tokenizer_source(cfg, shared_tokenizer))
     start = getattr(module.model.config, "decoder_start_token_id", None)
     datamodule = StudentDataModule(
         run_dir / "rationales", module.tokenizer, cfg.student.arch, cfg.training,

@@ -32,7 +32,7 @@ from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
 from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
-from scd.teacher.strategies import WrittenRationales
+from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +144,14 @@ def load_teacher_model(cfg: Config, teacher_dir: str | None) -> Teacher:
 
 
 def load_teacher_module(
-    cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None
+    cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None, strategy: DecodingStrategy
 ) -> tuple[str, TeacherModule]:
     """The prompt prefix (instruction and demonstrations) and the teacher module that decodes after it."""
     t = cfg.teacher
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
-    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, cfg.decoding.strategy(),
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, strategy,
                          decoding_settings(cfg.decoding, t), placed=t.device_map is not None)
 
 
@@ -166,7 +166,8 @@ def run_teacher_stage(
     each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
     store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, splits, teacher_dir)
-    jobs = build_jobs(splits, cfg.dataset.seed)
+    strategy = cfg.decoding.strategy()
+    jobs = strategy.select(build_jobs(splits, cfg.dataset.seed))
     rank_zero = rank_zero_only.rank == 0
     # A complete entry never changes again: reading it needs no lock (nor a writable cache).
     complete = is_complete(store)
@@ -189,6 +190,12 @@ def run_teacher_stage(
                 return (module.model, module.tokenizer) if module else load_teacher_model(cfg, teacher_dir)
 
             metrics = measure(store, teacher) if measure else None
+            coverage = strategy.coverage(splits)
+            if any(coverage.values()):
+                log.warning("decoding=%s: examples without a usable explanation (left out of train and dev, empty in "
+                            "test): %s", cfg.decoding.name, {k.rsplit("/", 1)[1]: int(v) for k, v in coverage.items()})
+            if coverage:
+                metrics = {**(metrics or {}), **coverage}
             publish(store, run_dir, metrics)
         if trainer is not None:
             # The student stage comes next on every rank and reads the published files.
@@ -208,9 +215,15 @@ def generate(
         return None, None
     strategy = cfg.decoding.strategy()
     if isinstance(strategy, WrittenRationales):
-        write_rationales_of(strategy, cfg, splits, store, pending)
-        return None, None
-    prefix, module = load_teacher_module(cfg, splits, teacher_dir)
+        written = [job for job in pending if strategy.writes(job)]
+        if written:
+            write_rationales_of(strategy, cfg, splits, store, written)
+        pending = [job for job in pending if not strategy.writes(job)]
+        if not pending:
+            return None, None
+        # The jobs the source keeps but does not write (decoding=human's perturbed answers) are decoded.
+        strategy = strategy.decoder
+    prefix, module = load_teacher_module(cfg, splits, teacher_dir, strategy)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
     check_prompts(module, pending, context, cfg.teacher.max_prompt_tokens)
@@ -239,7 +252,8 @@ def write_rationales_of(strategy: WrittenRationales, cfg: Config, splits: dict[s
         record = RationaleRecord(ex.id, ex.question, list(ex.choices), ex.answer, job.perturbed_answer,
                                  job.rationale_for, strategy.rationale(job), cfg.decoding.name, dict(ex.meta))  # fmt: skip
         lines.append(json.dumps({"split": job.split, **record.to_dict()}) + "\n")
-    atomic_write_text(store / "shard-rank0.jsonl", "".join(lines))
+    # A shard of its own: the ranks' decoding shards append to theirs.
+    atomic_write_text(store / "shard-rank-written.jsonl", "".join(lines))
 
 
 def publish(store: Path, run_dir: Path, metrics: dict[str, float] | None) -> Path:

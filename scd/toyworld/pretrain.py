@@ -88,6 +88,7 @@ class PretrainConfig:
     mix_facts: float = 0.25  # weight of short documents of unrelated facts
     page_rules: int = 3  # rules of the category on an entity or category page
     page_abilities: int = 0  # sentences "E can P ." / "E cannot P ." on an entity page (facts derived from the rules)
+    fact_abilities: bool = False  # "facts" documents also draw from every entity's abilities
     masking: str = "salient"  # "salient": one fact-bearing word per sentence; "spans": T5's random spans
     probe_threshold: float = 0.95  # minimum recall (entity -> category and category -> property) for a ready student
 
@@ -151,8 +152,14 @@ def document(world: World, facts: dict[str, list[str]], kind: str, config: Pretr
         members = rng.sample(world.members[category], min(2, len(world.members[category])))
         sentences = rng.sample(facts[category], min(page_rules, len(facts[category]))) + [facts[e][0] for e in members]
     elif kind == "facts":
-        pool = [s for sentences in facts.values() for s in sentences]
-        sentences = rng.sample(pool, rng.choice((2, 3)))
+        if config.fact_abilities and rng.random() < 0.5:
+            # Half the sentences of such a document are abilities; the pool of all 2,400 would drown the rules.
+            entity, prop = rng.choice(world.entities), rng.choice(world.properties)
+            sentences = [grammar.sentence(grammar.can(entity, prop, world.can(entity, prop))),
+                         rng.choice([s for sentences in facts.values() for s in sentences])]  # fmt: skip
+        else:
+            pool = [s for sentences in facts.values() for s in sentences]
+            sentences = rng.sample(pool, rng.choice((2, 3)))
     else:
         raise ValueError(f"unknown document kind {kind!r}: use one of {DOCUMENT_KINDS}")
     rng.shuffle(sentences)

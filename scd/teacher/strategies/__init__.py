@@ -13,12 +13,14 @@ the config reports them as ``decoding.<name> ...``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:
+    from scd.data.example import Example
     from scd.teacher.generation import RationaleJob
 
 
@@ -58,14 +60,37 @@ class DecodingStrategy:
         with fewer contrasts are padded with copies that ``present`` marks False)."""
         raise NotImplementedError
 
+    def select(self, jobs: Sequence[RationaleJob]) -> list[RationaleJob]:
+        """The jobs this source makes rationales for; a decoding strategy makes every one."""
+        return list(jobs)
+
+    @property
+    def writes_counterfactual(self) -> bool:
+        """Whether it makes rationales for perturbed answers (the counterfactual splits)."""
+        return True
+
+    def coverage(self, splits: dict[str, list[Example]]) -> dict[str, float]:
+        """Metrics of what the source could not give (a decoding strategy gives every rationale: none)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class WrittenRationales(DecodingStrategy):
-    """A strategy that writes each rationale itself, without the teacher (a data set's gold chains): the teacher
-    stage asks ``rationale(job)`` and decodes nothing."""
+    """A rationale source that writes rationales itself, without decoding (a data set's annotations, ToyWorld's gold
+    chains): the teacher stage asks ``rationale(job)`` for every job it ``writes``, and decodes the others, if it
+    keeps any, with ``decoder``."""
 
     def rationale(self, job: RationaleJob) -> str:
         raise NotImplementedError
+
+    def writes(self, job: RationaleJob) -> bool:
+        """True for the jobs ``rationale`` serves; the rest are decoded with ``decoder``."""
+        return True
+
+    @property
+    def decoder(self) -> DecodingStrategy | None:
+        """The strategy that decodes the kept jobs this source does not write (None: it writes every kept job)."""
+        return None
 
     def contrasts(self, job: RationaleJob) -> list[int | None]:
         return []
