@@ -147,7 +147,7 @@ class DecodingConfig:
     plausibility: Optional[float] = None
     # decoding=human: the strategy (a _target_ entry) that decodes rationales for perturbed answers, which data sets
     # do not annotate; null leaves the counterfactual splits empty (training=counterfactual is then refused).
-    counterfactual: Optional[dict[str, Any]] = None
+    counterfactual: Any = None
     # Run all branches as one batch (true) or as one forward per branch (false).
     merge_branches: bool = True
     # Encode the demonstrations once and share their KV cache across rows and branches.
