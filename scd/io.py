@@ -117,37 +117,44 @@ def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: s
         raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
 
 
+def json_object_lines(path: Path, text: str, error: type[Exception]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("line N", object) for each non-blank line of the JSON-lines ``text`` read from ``path``. A line that is not a
+    JSON object raises ``error`` naming the file and line. Lines end at "\\n" only: a JSON string may hold U+2028,
+    which ``str.splitlines`` breaks on."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{path}, line {number}: malformed JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(row, dict):
+            raise error(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+        yield f"line {number}", row
+
+
 def read_rationales(path: str | Path) -> list[RationaleRecord]:
     """Read a ``rationales/<split>.jsonl`` file, checking every line against the RationaleRecord fields."""
     path = Path(path)
     if not path.is_file():
         raise RationaleFileError(f"{path}: no such rationale file")
     records = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise RationaleFileError(f"{where}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict):
-                raise RationaleFileError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
-                if name not in record:
-                    raise RationaleFileError(f"{where}: missing field {name!r}")
-            for name in ("question", "rationale"):
-                if not isinstance(record[name], str):
-                    raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
-            choices = record["choices"]
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-                raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
-            for name in ("answer", "perturbed_answer", "rationale_for"):
-                _check_index(record, name, choices, where)
-            record["id"] = str(record["id"])
-            record.setdefault("decoding", "")
-            records.append(RationaleRecord.from_dict(record))
+    for line, record in json_object_lines(path, path.read_text(encoding="utf-8"), RationaleFileError):
+        where = f"{path}, {line}"
+        for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
+            if name not in record:
+                raise RationaleFileError(f"{where}: missing field {name!r}")
+        for name in ("question", "rationale"):
+            if not isinstance(record[name], str):
+                raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
+        choices = record["choices"]
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+            raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
+        for name in ("answer", "perturbed_answer", "rationale_for"):
+            _check_index(record, name, choices, where)
+        record["id"] = str(record["id"])
+        record.setdefault("decoding", "")
+        records.append(RationaleRecord.from_dict(record))
     return records
 
 

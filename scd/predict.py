@@ -37,7 +37,7 @@ from scd.student.formatting import (
     parse_answer,
     task_tag,
 )
-from scd.io import atomic_write_text
+from scd.io import atomic_write_text, json_object_lines
 
 # What evaluation gives the student for its own rationale and for an answer after a rationale (StudentConfig's
 # max_new_tokens, evaluate_student's answer_max_new_tokens), where the run's config does not say.
@@ -106,17 +106,8 @@ def read_questions(path: Path) -> list[Question]:
     if not path.is_file():
         raise PredictError(f"{path}: no such input file")
     questions = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            fields = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise PredictError(f"{where}: malformed JSON ({error.msg} at column {error.colno})") from error
-        if not isinstance(fields, dict):
-            raise PredictError(f"{where}: expected a JSON object, got {type(fields).__name__}")
-        questions.append(make_question(fields, where, default_id=str(number)))
+    for line, fields in json_object_lines(path, path.read_text(encoding="utf-8"), PredictError):
+        questions.append(make_question(fields, f"{path}, {line}", default_id=line.removeprefix("line ")))
     if not questions:
         raise PredictError(f"{path}: no questions in the file")
     return questions

@@ -34,6 +34,8 @@ GROUPS: dict[str, list[list[tuple[str, str]]]] = {
          ("teacher/fluency", "perplexity (lower is better)"), ("teacher/vacuity", "vacuous")],
         [("toyworld/teacher_supports", "true chain for its answer"),
          ("toyworld/teacher_cf_entails", "counterfactual rationale entails its answer")],
+        [("rationales/missing_explanations/train", "no explanation: train"),
+         ("rationales/missing_explanations/dev", "dev"), ("rationales/missing_explanations/test", "test")],
     ],
     "time": [
         [("time/teacher_s", "teacher"), ("time/student_s", "student"), ("time/evaluate_s", "evaluate"),
@@ -56,6 +58,8 @@ def _item(key: str, name: str, metrics: dict[str, float], chance: float | None) 
     value = metrics[key]
     if key.startswith("time/"):
         return f"{name} {value:.0f} s"
+    if key.startswith("rationales/missing_explanations/"):
+        return f"{name} {value:.0f}"
     text = f"{name} {value:.3f}"
     if key == "student/las" and {"student/las_ci_low", "student/las_ci_high"} <= metrics.keys():
         text += f" [{metrics['student/las_ci_low']:.3f}, {metrics['student/las_ci_high']:.3f}]"
@@ -68,7 +72,10 @@ def _item(key: str, name: str, metrics: dict[str, float], chance: float | None) 
 
 
 def summary_lines(cfg: Config, run_dir: Path, metrics: dict[str, float], chance: float | None) -> list[str]:
-    lines = [f"scd: {cfg.dataset.name} | decoding={cfg.decoding.name} training={cfg.training.mode} -> {run_dir}"]
+    label = f"decoding={cfg.decoding.name} training={cfg.training.mode}"
+    if cfg.student.in_context is not None:
+        label = f"student={cfg.student.name} (the teacher answers in context; its rationales: {label})"
+    lines = [f"scd: {cfg.dataset.name} | {label} -> {run_dir}"]
     for group, rows in GROUPS.items():
         texts = [" | ".join(_item(key, name, metrics, chance) for key, name in row if key in metrics) for row in rows]
         for index, text in enumerate(t for t in texts if t):

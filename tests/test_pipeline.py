@@ -22,7 +22,9 @@ from scd.teacher.stage import TEACHER_METRICS_FILE
 from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "callbacks", "logger",
-          "experiment"]
+          "experiment", "arm"]
+# Options that compose only with another choice than the default's (decoding=human has no counterfactual rationales).
+NEEDS = {("decoding", "human"): ["training=standard"]}
 
 
 @pytest.mark.parametrize(
@@ -30,7 +32,7 @@ GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", 
     [(group, path.stem) for group in GROUPS for path in sorted((CONF / group).glob("*.yaml"))],
 )
 def test_every_group_option_composes_and_validates(group, option, tmp_path):
-    cfg = compose_config([f"{group}={option}"], tmp_path / "run", tmp_path / "cache")
+    cfg = compose_config([f"{group}={option}", *NEEDS.get((group, option), [])], tmp_path / "run", tmp_path / "cache")
     typed = validate(cfg)
     if group in ("dataset", "teacher", "decoding", "student", "simulator"):
         assert getattr(typed, group).name == option

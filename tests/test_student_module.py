@@ -123,14 +123,14 @@ def test_datamodule_needs_a_counterfactual_for_every_train_question(tmp_path: Pa
          '"rationale": "r"}', "field 'answer' must be a choice index below 2"),
         ('{"id": 1, "question": "q", "choices": ["a"], "answer": 0, "perturbed_answer": 0, "rationale_for": 0, '
          '"rationale": "r"}', "field 'choices'"),
-        ("{not json", "not valid JSON"),
+        ("{not json", "malformed JSON"),
     ],
 )
 def test_bad_rationale_lines_name_file_line_and_field(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "dev.jsonl"
     good = (FIXTURES / "dev.jsonl").read_text().splitlines()[0]
     path.write_text(good + "\n" + line + "\n")
-    with pytest.raises(RationaleFileError, match=rf"dev\.jsonl:2: .*{message}"):
+    with pytest.raises(RationaleFileError, match=rf"dev\.jsonl, line 2: .*{message}"):
         read_rationales(path)
 
 

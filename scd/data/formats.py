@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from scd.data.example import Example
+from scd.io import json_object_lines
 
 log = logging.getLogger(__name__)
 # Explanation cells that stand for "no explanation" (CREAK's contrast set has "n/a" on every row): read as missing.
@@ -229,17 +230,7 @@ def _decode(path: Path) -> str:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Row]]:
-    # split("\n"), not splitlines(): a JSON string may hold U+2028 and other characters splitlines() breaks on.
-    for number, line in enumerate(_decode(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataFormatError(f"{path}, line {number}: malformed JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
-        yield f"line {number}", row
+    return json_object_lines(path, _decode(path), DataFormatError)
 
 
 def _json_list(path: Path) -> Iterator[tuple[str, Row]]:

@@ -53,12 +53,19 @@ def run_evaluate_stage(
     if train_rows and test_rows:
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
         simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
-        las = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
-                            bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
+        las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
+                                       bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
         metrics.update({key: value for key, value in las.to_metrics().items() if value is not None})
+        # Per item, beside predictions/test.jsonl: the simulator's answer from each view (items the student answered),
+        # what a bootstrap over test items needs.
+        answered = [p["id"] for p in test_predictions if p["predicted"] is not None]
+        lines = [json.dumps({"id": item, **{view: int(simulated[view][k]) for view in VIEWS}}) + "\n"
+                 for k, item in enumerate(answered)]  # fmt: skip
+        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "".join(lines))
     else:
         log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
                     len(train_rows), len(test_rows))
+        atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "")
     metrics.update(task.student_metrics(rationale_dir, test_predictions))
     return metrics
 

@@ -66,8 +66,9 @@ class PretrainConfigError(ValueError):
     """A PretrainConfig field is out of range."""
 
 
-class StudentNotReadyError(RuntimeError):
-    """The pretrained student failed its knowledge probe."""
+class StudentNotReadyError(ValueError):
+    """The pretrained student failed its knowledge probe (a ValueError: the run ends with one line naming the
+    settings to change)."""
 
 
 @dataclass(frozen=True)
