@@ -57,7 +57,7 @@ REPORT_FILE = "pretrain.json"
 COMPLETE_MARKER = "COMPLETE"
 MODEL_DIR = "model"
 DOCUMENT_KINDS = ("entity", "category", "facts")
-MASKINGS = ("salient", "spans")
+MASKINGS = ("object", "salient", "spans")
 # Words of a fact sentence that carry no fact (the grammar's glue); every other word can be masked by "salient".
 GLUE_WORDS = frozenset({"is", "a", "lives", "in", "the", "."})
 
@@ -90,7 +90,9 @@ class PretrainConfig:
     page_rules: int = 3  # rules of the category on an entity or category page
     page_abilities: int = 0  # sentences "E can P ." / "E cannot P ." on an entity page (facts derived from the rules)
     fact_abilities: bool = False  # "facts" documents also draw from every entity's abilities
-    masking: str = "salient"  # "salient": one fact-bearing word per sentence; "spans": T5's random spans
+    # "object": each sentence's object (category, place, colour, polarity), i.e. fact completion; "salient": one
+    # fact-bearing word per sentence, subject or object; "spans": T5's random spans
+    masking: str = "salient"
     probe_threshold: float = 0.95  # minimum recall (entity -> category and category -> property) for a ready student
 
     def __post_init__(self) -> None:
@@ -194,12 +196,25 @@ def span_corrupt(
     return source, target
 
 
-def salient_corrupt(text: str, sentinels: Sequence[str], cues: frozenset[str], rng: random.Random) -> tuple[str, str]:
+def object_index(sentence: Sequence[str]) -> int:
+    """The position of a fact sentence's object: the polarity of "every|no C can P" and "E can|cannot P", else the
+    last word ("E is a C", "E lives in the L", "E is COLOUR")."""
+    if sentence[0] in ("every", "no"):
+        return 0
+    if len(sentence) > 1 and sentence[1] in ("can", "cannot"):
+        return 1
+    return len(sentence) - 1
+
+
+def salient_corrupt(
+    text: str, sentinels: Sequence[str], cues: frozenset[str], rng: random.Random, objects_only: bool = False
+) -> tuple[str, str]:
     """Salient-word masking: in each sentence of ``text`` one word that carries its fact (a name, a place, a colour,
     or the polarity "every" / "no" / "can" / "cannot"; never a word of ``cues``, the properties, which a question
     gives) is replaced by the next sentinel; the target
     lists each sentinel and its word. Every masked word is a fact to recall, so the facts are learnt in far fewer
-    steps than with random spans (which mostly hide glue words)."""
+    steps than with random spans (which mostly hide glue words). With ``objects_only`` the masked word is always the
+    sentence's object (``object_index``): fact completion, which never asks for a subject that many facts share."""
     words = text.split()
     ends = [i for i, word in enumerate(words) if word == "."]
     source, target, start = [], [], 0
@@ -208,7 +223,7 @@ def salient_corrupt(text: str, sentinels: Sequence[str], cues: frozenset[str], r
         # "can" is glue in "every C can P" and the polarity in "E can P".
         candidates = [i for i, w in enumerate(sentence)
                       if w not in GLUE_WORDS and w not in cues and not (w == "can" and i == 2)]  # fmt: skip
-        masked = rng.choice(candidates)
+        masked = object_index(sentence) if objects_only else rng.choice(candidates)
         source += sentence[:masked] + [sentinels[number]] + sentence[masked + 1 :] + ["."]
         target += [sentinels[number], sentence[masked]]
         start = end + 1
@@ -232,8 +247,9 @@ class PretrainDocuments(IterableDataset):
         while True:
             kind = rng.choices(DOCUMENT_KINDS, weights=self.config.mix)[0]
             text = document(self.world, self.facts, kind, self.config, rng)
-            if self.config.masking == "salient":
-                source_text, target_text = salient_corrupt(text, SENTINELS, self.properties, rng)
+            if self.config.masking in ("salient", "object"):
+                source_text, target_text = salient_corrupt(text, SENTINELS, self.properties, rng,
+                                                           objects_only=self.config.masking == "object")  # fmt: skip
                 source, target = (self.tokenizer(t, add_special_tokens=False)["input_ids"]
                                   for t in (source_text, target_text))  # fmt: skip
             else:
