@@ -205,3 +205,35 @@ def test_salient_masking_hides_one_fact_word_per_sentence() -> None:
         for sentinel, word in zip(SENTINELS, masked):
             restored = restored.replace(sentinel, word, 1)
         assert restored == text
+
+
+def test_object_masking_completes_each_facts_object_and_only_the_first_sentences() -> None:
+    """masking=object is fact completion: the masked word is the object (category, place, colour, polarity), never
+    the subject; with masked_sentences=1 the second sentence stays as context."""
+    assert [pretrain.object_index(s.split()) for s in
+            ("sizop is a batos", "every batos can howl", "no batos can howl", "sizop cannot howl", "sizop is red",
+             "sizop lives in the marsh")] == [3, 0, 0, 1, 2, 4]  # fmt: skip
+    source, target = pretrain.salient_corrupt("sizop is a batos . no gakos can howl .", SENTINELS, frozenset({"howl"}),
+                                              random.Random(0), objects_only=True)  # fmt: skip
+    assert (source, target) == ("sizop is a [mask0] . [mask1] gakos can howl .", "[mask0] batos [mask1] no")
+    source, target = pretrain.salient_corrupt("sizop is a batos . no gakos can howl .", SENTINELS, frozenset({"howl"}),
+                                              random.Random(0), objects_only=True, masked_sentences=1)  # fmt: skip
+    assert (source, target) == ("sizop is a [mask0] . no gakos can howl .", "[mask0] batos")
+
+
+@pytest.mark.parametrize("abilities", [False, True])
+def test_fact_documents_draw_each_kind_of_fact_evenly(abilities: bool) -> None:
+    world = generate_world(WorldConfig())
+    config = PretrainConfig(mix_entity=0, mix_category=0, mix_facts=0, mix_fact=1, fact_context=False,
+                            fact_abilities=abilities)  # fmt: skip
+    facts = pretrain.fact_sentences(world)
+    rng = random.Random(0)
+    kinds = []
+    for _ in range(600):
+        text = pretrain.document(world, facts, "fact", config, rng)
+        clauses = parse_rationale(world, text, grammar.YES_NO)
+        assert clauses is not None and len(clauses) == 1  # one sentence: nothing but the fact to complete
+        kinds.append(clauses[0].kind)
+    expected = {"isa", "rule", "can"} if abilities else {"isa", "rule"}
+    assert set(kinds) == expected
+    assert min(kinds.count(kind) for kind in expected) > 600 / len(expected) * 0.8

@@ -61,9 +61,11 @@ def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: 
         1 / len(r.choices) if cue_agrees(r, r.answer) is None else float(cue_agrees(r, r.answer)) for r in test
     ])
     forced = [(r, p) for r, p, _ in judged if "counterfactual_predicted" in p]
-    against_cue = [p["counterfactual_predicted"] == p["counterfactual_rationale_for"] for r, p in forced
-                   if cue_agrees(r, p["counterfactual_rationale_for"]) is False]
-    metrics["counterfactual_consistency_cue_opposes"] = _mean(against_cue)
+    if forced:
+        # Only where counterfactual rationales were given (not with decoding=human, nor an answer-first ICL teacher).
+        against_cue = [p["counterfactual_predicted"] == p["counterfactual_rationale_for"] for r, p in forced
+                       if cue_agrees(r, p["counterfactual_rationale_for"]) is False]
+        metrics["counterfactual_consistency_cue_opposes"] = _mean(against_cue)
     return metrics
 
 

@@ -11,7 +11,8 @@ The texts are documents of true fact sentences (``grammar``'s "E is a C .", "eve
 - ``entity``: an entity's page: its category, where it lives, its colour and a few rules of its category (the
   sentences in random order). The entity and the rules of its category are read together, as a question asks them;
 - ``category``: a few of a category's rules and two of its members;
-- ``facts``: two or three unrelated facts, so every fact is also seen out of its page's context.
+- ``facts``: two or three unrelated facts, so every fact is also seen out of its page's context;
+- ``fact``: one fact to complete (a membership, a rule or, with ``fact_abilities``, an ability), then one of context.
 
 A knowledge probe then asks every fact on a held-out prompt, a single masked sentence (documents always hold two
 sentences or more): "E is a [mask0] ." (entity -> category) and "[mask0] C can P ." (category -> property), and
@@ -56,7 +57,7 @@ CACHE_VERSION = 1  # bump when the text, the objective or the training code chan
 REPORT_FILE = "pretrain.json"
 COMPLETE_MARKER = "COMPLETE"
 MODEL_DIR = "model"
-DOCUMENT_KINDS = ("entity", "category", "facts")
+DOCUMENT_KINDS = ("entity", "category", "facts", "fact")
 MASKINGS = ("object", "salient", "spans")
 # Words of a fact sentence that carry no fact (the grammar's glue); every other word can be masked by "salient".
 GLUE_WORDS = frozenset({"is", "a", "lives", "in", "the", "."})
@@ -87,9 +88,12 @@ class PretrainConfig:
     mix_entity: float = 0.5  # weight of entity pages among the documents
     mix_category: float = 0.25  # weight of category pages
     mix_facts: float = 0.25  # weight of short documents of unrelated facts
+    mix_fact: float = 0.0  # weight of fact-completion documents: one fact to complete, then one of context
     page_rules: int = 3  # rules of the category on an entity or category page
     page_abilities: int = 0  # sentences "E can P ." / "E cannot P ." on an entity page (facts derived from the rules)
-    fact_abilities: bool = False  # "facts" documents also draw from every entity's abilities
+    fact_abilities: bool = False  # "fact" documents also complete abilities ("E can P ." / "E cannot P .")
+    masked_sentences: int = 0  # sentences masked per document, the first ones (0: every sentence)
+    fact_context: bool = True  # a "fact" document adds one unrelated fact after the one to complete
     # "object": each sentence's object (category, place, colour, polarity), i.e. fact completion; "salient": one
     # fact-bearing word per sentence, subject or object; "spans": T5's random spans
     masking: str = "salient"
@@ -118,9 +122,9 @@ class PretrainConfig:
             raise PretrainConfigError("PretrainConfig: the mix_* weights must be >= 0 and not all 0")
 
     @property
-    def mix(self) -> tuple[float, float, float]:
+    def mix(self) -> tuple[float, float, float, float]:
         """Weights in the order of ``DOCUMENT_KINDS``."""
-        return (self.mix_entity, self.mix_category, self.mix_facts)
+        return (self.mix_entity, self.mix_category, self.mix_facts, self.mix_fact)
 
 
 def fact_sentences(world: World) -> dict[str, list[str]]:
@@ -155,14 +159,23 @@ def document(world: World, facts: dict[str, list[str]], kind: str, config: Pretr
         members = rng.sample(world.members[category], min(2, len(world.members[category])))
         sentences = rng.sample(facts[category], min(page_rules, len(facts[category]))) + [facts[e][0] for e in members]
     elif kind == "facts":
-        if config.fact_abilities and rng.random() < 0.5:
-            # Half the sentences of such a document are abilities; the pool of all 2,400 would drown the rules.
-            entity, prop = rng.choice(world.entities), rng.choice(world.properties)
-            sentences = [grammar.sentence(grammar.can(entity, prop, world.can(entity, prop))),
-                         rng.choice([s for sentences in facts.values() for s in sentences])]  # fmt: skip
+        pool = [s for sentences in facts.values() for s in sentences]
+        sentences = rng.sample(pool, rng.choice((2, 3)))
+    elif kind == "fact":
+        # One fact to complete, of a kind drawn uniformly (so that 100 memberships are not drowned by 2,400
+        # abilities), then (fact_context) one more fact as context.
+        kinds = ("isa", "rule", "ability") if config.fact_abilities else ("isa", "rule")
+        drawn = rng.choice(kinds)
+        entity, prop = rng.choice(world.entities), rng.choice(world.properties)
+        if drawn == "isa":
+            first = facts[entity][0]
+        elif drawn == "rule":
+            first = grammar.sentence(grammar.rule(world.category_of[entity], prop, world.can(entity, prop)))
         else:
-            pool = [s for sentences in facts.values() for s in sentences]
-            sentences = rng.sample(pool, rng.choice((2, 3)))
+            first = grammar.sentence(grammar.can(entity, prop, world.can(entity, prop)))
+        if not config.fact_context:
+            return first
+        return first + " " + rng.choice([s for sentences in facts.values() for s in sentences])
     else:
         raise ValueError(f"unknown document kind {kind!r}: use one of {DOCUMENT_KINDS}")
     rng.shuffle(sentences)
@@ -207,18 +220,20 @@ def object_index(sentence: Sequence[str]) -> int:
 
 
 def salient_corrupt(
-    text: str, sentinels: Sequence[str], cues: frozenset[str], rng: random.Random, objects_only: bool = False
+    text: str, sentinels: Sequence[str], cues: frozenset[str], rng: random.Random, objects_only: bool = False,
+    masked_sentences: int = 0,
 ) -> tuple[str, str]:
     """Salient-word masking: in each sentence of ``text`` one word that carries its fact (a name, a place, a colour,
     or the polarity "every" / "no" / "can" / "cannot"; never a word of ``cues``, the properties, which a question
     gives) is replaced by the next sentinel; the target
     lists each sentinel and its word. Every masked word is a fact to recall, so the facts are learnt in far fewer
     steps than with random spans (which mostly hide glue words). With ``objects_only`` the masked word is always the
-    sentence's object (``object_index``): fact completion, which never asks for a subject that many facts share."""
+    sentence's object (``object_index``): fact completion, which never asks for a subject that many facts share. With
+    ``masked_sentences`` only the first that many sentences are masked; the rest are context."""
     words = text.split()
     ends = [i for i, word in enumerate(words) if word == "."]
     source, target, start = [], [], 0
-    for number, end in enumerate(ends[: len(sentinels)]):
+    for number, end in enumerate(ends[: masked_sentences or len(sentinels)]):
         sentence = words[start:end]
         # "can" is glue in "every C can P" and the polarity in "E can P".
         candidates = [i for i, w in enumerate(sentence)
@@ -248,8 +263,10 @@ class PretrainDocuments(IterableDataset):
             kind = rng.choices(DOCUMENT_KINDS, weights=self.config.mix)[0]
             text = document(self.world, self.facts, kind, self.config, rng)
             if self.config.masking in ("salient", "object"):
-                source_text, target_text = salient_corrupt(text, SENTINELS, self.properties, rng,
-                                                           objects_only=self.config.masking == "object")  # fmt: skip
+                source_text, target_text = salient_corrupt(
+                    text, SENTINELS, self.properties, rng, objects_only=self.config.masking == "object",
+                    masked_sentences=self.config.masked_sentences,
+                )
                 source, target = (self.tokenizer(t, add_special_tokens=False)["input_ids"]
                                   for t in (source_text, target_text))  # fmt: skip
             else:
