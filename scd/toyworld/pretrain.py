@@ -1,9 +1,10 @@
-"""Pretrain ToyWorld's T5 student on the world's facts (span corruption), probe its knowledge, cache it on disk.
+"""Pretrain ToyWorld's T5 student on the world's facts (T5-style masking), probe its knowledge, cache it on disk.
 
 The papers' students are pretrained T5s that hold world knowledge before distillation teaches them to explain with
 it. ToyWorld's student gets the same: before distillation it reads the world's facts, and nothing else (no question,
-no answer, no rationale), with T5's span-corruption objective: spans of a text are replaced by sentinels
-(``[mask0]``, ``[mask1]``, ...) and the model writes the missing spans after their sentinels.
+no answer, no rationale), with T5's objective: masked words of a text are replaced by sentinels (``[mask0]``,
+``[mask1]``, ...) and the model writes them after their sentinels. ``masking`` picks the words: ``object`` (fact
+completion), ``salient`` (a fact-bearing word of each sentence) or ``spans`` (T5's random spans).
 
 The texts are documents of true fact sentences (``grammar``'s "E is a C .", "every C can P .", "no C can P .",
 "E lives in the L .", "E is COLOUR ."), drawn at random each step:
@@ -12,11 +13,12 @@ The texts are documents of true fact sentences (``grammar``'s "E is a C .", "eve
   sentences in random order). The entity and the rules of its category are read together, as a question asks them;
 - ``category``: a few of a category's rules and two of its members;
 - ``facts``: two or three unrelated facts, so every fact is also seen out of its page's context;
-- ``fact``: one fact to complete (a membership, a rule or, with ``fact_abilities``, an ability), then one of context.
+- ``fact``: one fact to complete (a membership, a rule or, with ``fact_abilities``, an ability), then, with
+  ``fact_context``, one of context. Multi-sentence documents stall learning (experiments/toyworld/ATTEMPTS.md).
 
-A knowledge probe then asks every fact on a held-out prompt, a single masked sentence (documents always hold two
-sentences or more): "E is a [mask0] ." (entity -> category) and "[mask0] C can P ." (category -> property), and
-reads the model's argmax, teacher-forced. A student below ``probe_threshold`` on either raises
+A knowledge probe then asks every fact from a single masked sentence: "E is a [mask0] ." (entity -> category) and
+"[mask0] C can P ." (category -> property), and reads the model's argmax, teacher-forced. That prompt is held out
+of every multi-sentence document kind; a one-sentence ``fact`` document has its form. A student below ``probe_threshold`` on either raises
 ``StudentNotReadyError``: distillation from it would test nothing.
 
 ``ensure_pretrained_student`` trains once per configuration into ``cache_dir/toyworld-student-<key>/`` (model and
@@ -43,12 +45,13 @@ import pytorch_lightning as pl
 import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, IterableDataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_schedule
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.models import load_model
 from scd.student.data import EncodedRow
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.toyworld import grammar
+from scd.toyworld.teacher import adamw_warmup_stable_decay
 from scd.toyworld.tokenizer import SENTINELS
 from scd.toyworld.world import World, WorldConfig, generate_world
 
@@ -304,11 +307,8 @@ class Seq2SeqLMModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         c = self.config
-        optimizer = torch.optim.AdamW(self.parameters(), lr=c.learning_rate, weight_decay=c.weight_decay)
-        decay_steps = round(c.decay_fraction * c.max_steps)
-        schedule = get_wsd_schedule(optimizer, min(c.warmup_steps, c.max_steps - decay_steps), decay_steps,
-                                    num_training_steps=c.max_steps)  # fmt: skip
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        return adamw_warmup_stable_decay(self.parameters(), c.learning_rate, c.weight_decay, c.warmup_steps,
+                                         c.decay_fraction, c.max_steps)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -326,7 +326,8 @@ class KnowledgeProbe:
 
 
 def probe_prompts(world: World) -> dict[str, list[tuple[str, str]]]:
-    """The probe's held-out prompts (one masked sentence each) and the word that fills the mask."""
+    """The probe's prompts (one masked sentence each) and the word that fills the mask. They are held out of the
+    multi-sentence documents; a one-sentence ``fact`` document (``fact_context: false``) is their form."""
     mask = SENTINELS[0]
     return {
         "category": [(f"{grammar.isa(e, mask)} .", world.category_of[e]) for e in world.entities],
