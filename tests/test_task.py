@@ -14,7 +14,7 @@ from scd.student import formatting
 from scd.task import DatasetTask, build_task
 from scd.toyworld.task import ToyWorldTask, format_texts
 from scd.toyworld.teacher import demonstration
-from scd.toyworld.tokenizer import build_tokenizer, extend_tokenizer
+from scd.toyworld.tokenizer import SENTINELS, build_tokenizer, extend_tokenizer
 from scd.toyworld.world import WorldConfig, load_toyworld
 from tests.conftest import TOYWORLD_PROMPT, compose_config
 
@@ -78,7 +78,10 @@ def test_toyworld_vocabulary_covers_the_student_and_simulator_texts():
 def test_a_new_word_in_a_student_format_extends_the_student_tokenizer_not_the_teacher(tmp_path, monkeypatch):
     task = build_task(validate(compose_config(TINY_TOYWORLD, tmp_path / "run", tmp_path / "cache")))
     teacher_dir = task.trained_teacher()
-    assert task.shared_tokenizer() == teacher_dir  # today's formats need no word beyond the teacher's
+    # Today's formats need no word beyond the teacher's: the student's copy adds only the pretraining sentinels.
+    unedited = task.shared_tokenizer()
+    teacher_vocab = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
+    assert set(AutoTokenizer.from_pretrained(unedited).get_vocab()) - set(teacher_vocab) == set(SENTINELS)
 
     def no_training(*args, **kwargs):
         raise AssertionError("the ToyWorld teacher was trained again")
@@ -89,11 +92,10 @@ def test_a_new_word_in_a_student_format_extends_the_student_tokenizer_not_the_te
     edited = build_task(validate(compose_config(TINY_TOYWORLD, tmp_path / "run", tmp_path / "cache")))
     assert edited.trained_teacher() == teacher_dir
     student_dir = edited.shared_tokenizer()
-    assert Path(student_dir).parent == Path(teacher_dir).parent and student_dir != teacher_dir
-    teacher_vocab = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
+    assert Path(student_dir).parent == Path(teacher_dir).parent and student_dir not in (teacher_dir, unedited)
     student = AutoTokenizer.from_pretrained(student_dir)
     assert {word: student.get_vocab()[word] for word in teacher_vocab} == teacher_vocab
-    assert sorted(set(student.get_vocab()) - set(teacher_vocab)) == ["Question", "~"]
+    assert sorted(set(student.get_vocab()) - set(teacher_vocab) - set(SENTINELS)) == ["Question", "~"]
     question = edited.splits()["test"][0]
     assert student.unk_token_id not in student(formatting.format_input(question.question, question.choices, "")).input_ids
     assert edited.shared_tokenizer() == student_dir  # built once, then reused
