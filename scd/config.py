@@ -14,7 +14,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from scd.models import check_random_init
@@ -31,25 +31,28 @@ def _check_choice(key: str, value: Any, allowed: tuple) -> None:
         raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
 
 
-def instantiate_component(key: str, node: dict[str, Any]) -> Any:
+def instantiate_component(key: str, node: dict[str, Any], prefix_errors: bool = False) -> Any:
     """Build the object that config ``key`` names with ``_target_``. An unknown target or argument is one ValueError
-    naming the key; the class's own checks raise theirs (which name their keys) unchanged."""
+    naming the key. The class's own checks raise theirs unchanged, or, with ``prefix_errors`` (classes whose errors
+    start with the argument's name, as the decoding strategies' do), prefixed with ``key.``."""
     if not isinstance(node, dict) or "_target_" not in node:
         raise ValueError(f"{key} must name its class with _target_, got {node!r}")
+    module, _, name = node["_target_"].rpartition(".")
     try:
-        target = get_class(node["_target_"])
-    except (ImportError, ValueError) as err:
-        raise ValueError(f"{key}._target_: cannot import {node['_target_']!r}") from err
+        target = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"{key}._target_: cannot import {node['_target_']!r} ({err})") from None
     parameters = inspect.signature(target).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        for name in node:
-            if not name.startswith("_") and name not in parameters:
-                raise ValueError(f"{key}: unknown key {name!r} for {node['_target_']}; known: {', '.join(parameters)}")
+        for argument in node:
+            if not argument.startswith("_") and argument not in parameters:
+                raise ValueError(f"{key}: unknown key {argument!r} for {node['_target_']}; known: "
+                                 f"{', '.join(parameters) or 'none'}")  # fmt: skip
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
         if isinstance(err.__cause__, ValueError):
-            raise err.__cause__ from None
+            raise ValueError(f"{key}.{err.__cause__}") if prefix_errors else err.__cause__ from None
         raise ValueError(f"{key}: {err.__cause__ or err}") from err
 
 
@@ -156,25 +159,9 @@ class DecodingConfig:
     stop_rule: str = "chosen"
 
     def strategy(self) -> Any:
-        """The ``_target_`` class built with the strategy arguments that are set. The class checks their ranges; an
-        argument it does not take, or a value it refuses, is one error naming the ``decoding.`` key."""
-        module, _, name = self._target_.rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError, ValueError) as err:
-            raise ValueError(f"decoding._target_: cannot import {self._target_!r} ({err})") from None
+        """The ``_target_`` class built with the strategy arguments that are set; its checks run as it is built."""
         arguments = {key: getattr(self, key) for key in STRATEGY_ARGUMENTS if getattr(self, key) is not None}
-        takes = inspect.signature(cls).parameters
-        for key in arguments:
-            if key not in takes:
-                raise ValueError(f"decoding.{key}: {self._target_} takes no {key} (it takes: "
-                                 f"{', '.join(takes) or 'no arguments'}); remove it from the decoding config")
-        try:
-            return instantiate({"_target_": self._target_, **arguments})
-        except InstantiationException as err:
-            if isinstance(err.__cause__, ValueError):
-                raise ValueError(f"decoding.{err.__cause__}") from None
-            raise ValueError(f"decoding: cannot build {self._target_}: {err.__cause__ or err}") from None
+        return instantiate_component("decoding", {"_target_": self._target_, **arguments}, prefix_errors=True)
 
     def check(self) -> None:
         # Building the strategy and the loop's settings runs their own checks, before any work starts. (Imported

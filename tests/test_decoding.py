@@ -183,8 +183,8 @@ def test_strategy_ranges_are_checked_by_the_class(kwargs, message):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["decoding=greedy", "decoding.lam=0.5"], "decoding.lam: scd.teacher.strategies.Greedy takes no lam (it takes: "
-                                                  "no arguments); remove it from the decoding config"),
+        (["decoding=greedy", "decoding.lam=0.5"], "decoding: unknown key 'lam' for scd.teacher.strategies.Greedy; "
+                                                  "known: none"),
         (["decoding._target_=scd.teacher.strategies.Beam"], "decoding._target_: cannot import "
          "'scd.teacher.strategies.Beam' (module 'scd.teacher.strategies' has no attribute 'Beam')"),
         (["decoding.plausibility=1"], "decoding.plausibility must be in [0, 1), got 1.0"),
