@@ -35,7 +35,6 @@ import json
 import logging
 import random
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,7 +50,7 @@ from scd.models import load_model
 from scd.student.data import EncodedRow
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.toyworld import grammar
-from scd.toyworld.teacher import adamw_warmup_stable_decay
+from scd.toyworld.teacher import adamw_warmup_stable_decay, fit_on_cpu
 from scd.toyworld.tokenizer import SENTINELS
 from scd.toyworld.world import World, WorldConfig, generate_world
 
@@ -378,22 +377,10 @@ def pretrain_student(
     loader = DataLoader(documents, batch_size=config.batch_size,
                         collate_fn=lambda pairs: collate_pairs(pairs, tokenizer.pad_token_id,
                                                                model.config.decoder_start_token_id))  # fmt: skip
-    trainer = pl.Trainer(
-        max_steps=config.max_steps,
-        accelerator="cpu",
-        devices=1,
-        logger=pl.loggers.CSVLogger(str(log_dir), name="pretrain") if log_dir else False,
-        log_every_n_steps=max(1, min(50, config.max_steps // 10)),
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        gradient_clip_val=1.0,
-    )
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            trainer.fit(Seq2SeqLMModule(model, config), loader)
+    logger = pl.loggers.CSVLogger(str(log_dir), name="pretrain") if log_dir else False
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        fit_on_cpu(Seq2SeqLMModule(model, config), loader, config.max_steps, logger, progress)
     return model.eval()
 
 

@@ -250,22 +250,29 @@ def train_teacher(
     model = load_model("causal", tokenizer, random_init=teacher_config.model_init(), seed=teacher_config.seed)
     module = CausalLMModule(model, teacher_config.learning_rate, teacher_config.warmup_steps, teacher_config.max_steps,
                             teacher_config.decay_fraction, teacher_config.weight_decay)  # fmt: skip
+    fit_on_cpu(module, DataLoader(windows, batch_size=teacher_config.batch_size), teacher_config.max_steps,
+               CSVLogger(str(log_dir), name="teacher"), progress)  # fmt: skip
+    return model
+
+
+def fit_on_cpu(module: pl.LightningModule, loader: DataLoader, max_steps: int, logger: Any, progress: bool) -> None:
+    """Train one of ToyWorld's models built in code (the teacher, the pretrained student) for ``max_steps`` on the
+    CPU, gradients clipped at 1, no checkpoints."""
     trainer = pl.Trainer(
-        max_steps=teacher_config.max_steps,
+        max_steps=max_steps,
         accelerator="cpu",
         devices=1,
-        logger=CSVLogger(str(log_dir), name="teacher"),
-        log_every_n_steps=max(1, min(50, teacher_config.max_steps // 10)),
+        logger=logger,
+        log_every_n_steps=max(1, min(50, max_steps // 10)),
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
         gradient_clip_val=1.0,
     )
     with warnings.catch_warnings():
-        # One CPU process reads an in-memory corpus: extra data-loader workers would only compete for the cores.
+        # One CPU process reads in-memory data: extra data-loader workers would only compete for the cores.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, DataLoader(windows, batch_size=teacher_config.batch_size))
-    return model
+        trainer.fit(module, loader)
 
 
 def cache_key(world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
