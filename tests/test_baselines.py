@@ -18,7 +18,8 @@ from scd.io import read_split
 from scd.models import load_tokenizer
 from scd.pipeline import run
 from scd.student.objectives import Standard
-from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context, match_choice
+from scd.student.formatting import match_choice
+from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context
 from scd.teacher.prompt import Demonstration
 from tests.conftest import ROOT
 
@@ -129,6 +130,12 @@ def test_answering_prompt_parses_both_orders():
     assert match_choice(" Blue Whale. ", ("shark", "blue whale")) == 1
     with pytest.raises(ValueError, match="one {answer} and one {rationale}"):
         AnsweringPrompt("Q : {question} A : {rationale}", "\n\n")
+
+
+def test_an_icl_template_without_both_slots_is_refused_at_start(make_config):
+    raw = make_config("student=icl_teacher", "training=standard", "student.in_context.template='Q : {question} A :'")
+    with pytest.raises(ValueError, match=r"^student.in_context.template needs one \{answer\} and one \{rationale\}"):
+        validate(raw)
 
 
 def tiny_teacher() -> AutoModelForCausalLM:

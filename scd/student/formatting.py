@@ -99,11 +99,17 @@ def parse_answer(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
     cue = text.rfind(ANSWER_CUE)
     if cue < 0:
         return None
-    after = text[cue + len(ANSWER_CUE) :].strip()
-    exact = _match_start(after, choices)
+    return match_choice(text[cue + len(ANSWER_CUE) :], choices)
+
+
+def match_choice(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
+    """The index of the choice ``text`` starts with: exact text first, then ignoring case, punctuation and spacing;
+    the longest matching choice wins. None when it names none."""
+    text = text.strip()
+    exact = _match_start(text, choices)
     if exact is not None:
         return exact
-    return _match_start(_normalize(after), [_normalize(choice) for choice in choices])
+    return _match_start(_normalize(text), [_normalize(choice) for choice in choices])
 
 
 def first_token_at(tokenizer: PreTrainedTokenizerBase, text: str, char_index: int) -> tuple[list[int], int]:

@@ -19,7 +19,6 @@ metrics from them as it does for a student.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
+from scd.student.formatting import match_choice
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.generation import leading_special_ids
 from scd.teacher.prompt import Demonstration
@@ -38,10 +38,6 @@ from scd.teacher.strategies import Greedy
 ANSWER_SLOT, RATIONALE_SLOT = "{answer}", "{rationale}"
 # Tokens for an answer written after a given rationale.
 ANSWER_TOKENS = 16
-
-
-def _normalized(text: str) -> str:
-    return " ".join(text.casefold().split())
 
 
 @dataclass(frozen=True)
@@ -108,15 +104,6 @@ class AnsweringPrompt:
         """The choice in an answer written after a given rationale (rationale first)."""
         tail = self._parts()[2].strip()
         return match_choice(text.split(tail)[0] if tail else text, choices)
-
-
-def match_choice(text: str, choices: Sequence[str]) -> int | None:
-    """The index of the choice ``text`` names (case and spacing aside, trailing punctuation dropped), else None."""
-    wanted = _normalized(re.sub(r"[\s.,;:!?]+$", "", text))
-    for index, choice in enumerate(choices):
-        if _normalized(choice) == wanted:
-            return index
-    return None
 
 
 class InContextAnswerer:

@@ -180,7 +180,7 @@ def run_teacher_stage(
         if complete or is_complete(store):
             log.info("Reusing rationales from %s", store)
         else:
-            trainer, module = generate(cfg, splits, store, jobs, teacher_dir)
+            trainer, module = generate(cfg, splits, store, jobs, teacher_dir, strategy)
         if rank_zero:
             if not is_complete(store):
                 order = {split: [job.example.id for job in jobs if job.split == split] for split in RATIONALE_SPLITS}
@@ -204,7 +204,8 @@ def run_teacher_stage(
 
 
 def generate(
-    cfg: Config, splits: dict[str, list[Example]], store: Path, jobs: list[RationaleJob], teacher_dir: str | None
+    cfg: Config, splits: dict[str, list[Example]], store: Path, jobs: list[RationaleJob], teacher_dir: str | None,
+    strategy: DecodingStrategy,
 ) -> tuple[pl.Trainer | None, TeacherModule | None]:
     """Decode the jobs that have no record in the store's shards yet, each rank its share, into the store's shards.
     Returns the predict loop's Trainer and the teacher module, or (None, None) when nothing was pending."""
@@ -213,7 +214,6 @@ def generate(
     log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
     if not pending:
         return None, None
-    strategy = cfg.decoding.strategy()
     if isinstance(strategy, WrittenRationales):
         written = [job for job in pending if strategy.writes(job)]
         if written:
