@@ -70,3 +70,13 @@ def test_accuracy_without_a_test_split_or_cue_metric_has_no_floor(make_config, t
     cfg = validate(make_config())
     [_, student, _] = summary_lines(cfg, tmp_path, {"student/accuracy": 0.5}, chance=None)
     assert student == "  student      accuracy 0.500"
+
+
+def test_summary_names_the_icl_teacher_and_counts_missing_explanations(make_config, tmp_path):
+    cfg = validate(make_config("student=icl_teacher", "decoding=human", "training=standard"))
+    missing = {"rationales/missing_explanations/train": 2.0, "rationales/missing_explanations/dev": 0.0,
+               "rationales/missing_explanations/test": 1.0}  # fmt: skip
+    lines = summary_lines(cfg, tmp_path, {"student/accuracy": 0.5, **missing}, chance=0.5)
+    assert lines[0] == (f"scd: smoke | student=icl_teacher (the teacher answers in context; its rationales: "
+                        f"decoding=human training=standard) -> {tmp_path}")  # fmt: skip
+    assert "  teacher      no explanation: train 2 | dev 0 | test 1" in lines

@@ -95,6 +95,9 @@ def test_counterfactual_consistency_where_the_cue_argues_against(toy):
     against = [i for i, ex in enumerate(exs) if ex.choices[1 - ex.answer] != ex.meta["cue_answer"]]
     expected = sum(i % 2 == 0 for i in against) / len(against)
     assert student_metrics(world, records, predictions)["counterfactual_consistency_cue_opposes"] == expected
+    # Without counterfactual answers (decoding=human, an answer-first ICL teacher) the metric is left out, not nan.
+    plain = [{k: v for k, v in p.items() if not k.startswith("counterfactual")} for p in predictions]
+    assert "counterfactual_consistency_cue_opposes" not in student_metrics(world, records, plain)
 
 
 def test_run_metrics_read_the_rationale_files(toy, tmp_path):
