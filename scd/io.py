@@ -117,6 +117,16 @@ def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: s
         raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
 
 
+def decode_utf8(path: Path, data: bytes, error: type[Exception]) -> str:
+    """``data``, read from ``path``, as UTF-8 text (a leading byte-order mark dropped); bytes that are not UTF-8 raise
+    ``error`` naming the file and line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise error(f"{path}, line {line}: file is not UTF-8 ({err.reason} at byte {err.start})") from None
+
+
 def json_object_lines(path: Path, text: str, error: type[Exception]) -> Iterator[tuple[str, dict[str, Any]]]:
     """("line N", object) for each non-blank line of the JSON-lines ``text`` read from ``path``. A line that is not a
     JSON object raises ``error`` naming the file and line. Lines end at "\\n" only: a JSON string may hold U+2028,
@@ -139,7 +149,8 @@ def read_rationales(path: str | Path) -> list[RationaleRecord]:
     if not path.is_file():
         raise RationaleFileError(f"{path}: no such rationale file")
     records = []
-    for line, record in json_object_lines(path, path.read_text(encoding="utf-8"), RationaleFileError):
+    for line, record in json_object_lines(path, decode_utf8(path, path.read_bytes(), RationaleFileError),
+                                              RationaleFileError):
         where = f"{path}, {line}"
         for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
             if name not in record:

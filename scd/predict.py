@@ -27,6 +27,8 @@ from omegaconf import OmegaConf
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.cli import one_line
+from scd.data.choices import SAME_AS_PARSED, near_duplicate
+from scd.io import atomic_write_text, decode_utf8, json_object_lines
 from scd.models import Arch, inference_device, load_model, load_tokenizer
 from scd.student.evaluate import generate_continuations, prompt_ids, rationale_prefix_ids
 from scd.student.formatting import (
@@ -37,7 +39,6 @@ from scd.student.formatting import (
     parse_answer,
     task_tag,
 )
-from scd.io import atomic_write_text, json_object_lines
 
 # What evaluation gives the student for its own rationale and for an answer after a rationale (StudentConfig's
 # max_new_tokens, evaluate_student's answer_max_new_tokens), where the run's config does not say.
@@ -77,6 +78,9 @@ def _choice_index(value: Any, choices: list[str], where: str, name: str) -> int:
         return value
     if isinstance(value, str) and value in choices:
         return choices.index(value)
+    # The command line gives an index as text (--answer 0).
+    if isinstance(value, str) and value.isdigit() and int(value) < len(choices):
+        return int(value)
     raise PredictError(f"{where}: field {name!r} must be one of the choices (index or text), got {value!r}")
 
 
@@ -90,6 +94,10 @@ def make_question(fields: dict[str, Any], where: str, default_id: str) -> Questi
         raise PredictError(f"{where}: field 'choices' is missing: the student answers by naming one of the choices")
     if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c for c in choices):
         raise PredictError(f"{where}: field 'choices' must be a list of at least two non-empty strings")
+    pair = near_duplicate(choices)
+    if pair is not None:
+        first, second = (choices[index] for index in pair)
+        raise PredictError(f"{where}: field 'choices': duplicate choice {second!r} (same as {first!r} {SAME_AS_PARSED})")
     rationale = fields.get("rationale")
     if rationale is not None and not isinstance(rationale, str):
         raise PredictError(f"{where}: field 'rationale' must be a string, got {rationale!r}")
@@ -106,7 +114,7 @@ def read_questions(path: Path) -> list[Question]:
     if not path.is_file():
         raise PredictError(f"{path}: no such input file")
     questions = []
-    for line, fields in json_object_lines(path, path.read_text(encoding="utf-8"), PredictError):
+    for line, fields in json_object_lines(path, decode_utf8(path, path.read_bytes(), PredictError), PredictError):
         questions.append(make_question(fields, f"{path}, {line}", default_id=line.removeprefix("line ")))
     if not questions:
         raise PredictError(f"{path}: no questions in the file")
@@ -234,6 +242,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        if args.input is not None and args.output is not None and args.output.resolve() == args.input.resolve():
+            raise PredictError(f"--output {args.output} is the --input file: the answers would replace the questions; "
+                               "write them to another file")
         if args.input is not None:
             questions = read_questions(args.input)
         else:

@@ -257,12 +257,13 @@ def test_case5_duplicate_choices_are_refused_at_load_time(tmp_path):
     with pytest.raises(DataFormatError) as info:
         read_examples(path, "commonsenseqa")
     assert str(info.value) == (f"{path}, line 1, field 'question.choices[2].text': duplicate choice 'Headache' "
-                               "(same as question.choices[0].text)")
+                               "(same as 'headache' in question.choices[0].text once case, punctuation and spacing "
+                               "are ignored, as answers are parsed)")
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("id,question,choice_0,choice_1,choice_2,label,human_exp\n"
                         "c1,Q?,a,b,c,0,e\nc2,Q?,rock,bird, rock ,1,e\n")
     with pytest.raises(DataFormatError, match=r"train\.csv, line 3, field 'choice_2': duplicate choice 'rock' "
-                                              r"\(same as choice_0\)$"):
+                                              r"\(same as 'rock' in choice_0 once case"):
         read_examples(csv_path, "cose")
 
 
@@ -387,7 +388,7 @@ def test_case8_an_interrupted_sweep_exits_non_zero_with_its_summary(tmp_path):
 # ---------------------------------------------------------------- case 9: locks, and a read-only cache
 
 
-TINY_WORLD = toyworld_teacher.WorldConfig(n_categories=2, entities_per_category=3, n_properties=6, n_train=20,
+TINY_WORLD = toyworld_teacher.WorldConfig(n_categories=2, n_mc_choices=2, entities_per_category=3, n_properties=6, n_train=20,
                                           n_dev=4, n_test=4)
 TINY_TEACHER = toyworld_teacher.TeacherConfig(n_layers=1, d_model=16, n_heads=2, block_size=16, batch_size=4,
                                               max_steps=5, probe_size=2, probe_threshold=0.0)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scd.data.choices import SAME_AS_PARSED, near_duplicate
 from scd.data.example import Example
-from scd.io import json_object_lines
+from scd.io import decode_utf8, json_object_lines
 
 log = logging.getLogger(__name__)
 # Explanation cells that stand for "no explanation" (CREAK's contrast set has "n/a" on every row): read as missing.
@@ -139,13 +140,11 @@ def _choices(texts: list[str], fields: list[str], field: str) -> tuple[str, ...]
     names each choice's field, ``field`` the choices as a whole."""
     if len(texts) < 2:
         raise _FieldError(field, f"needs at least two choices, got {len(texts)}")
-    first_seen: dict[str, str] = {}
-    for text, name in zip(texts, fields):
-        # Compared as answers are parsed: case and spacing do not tell choices apart.
-        key = " ".join(text.casefold().split())
-        if key in first_seen:
-            raise _FieldError(name, f"duplicate choice {_short(text)} (same as {first_seen[key]})")
-        first_seen[key] = name
+    pair = near_duplicate(texts)
+    if pair is not None:
+        first, second = pair
+        raise _FieldError(fields[second], f"duplicate choice {_short(texts[second])} (same as {_short(texts[first])} "
+                                          f"in {fields[first]} {SAME_AS_PARSED})")
     return tuple(texts)
 
 
@@ -222,11 +221,7 @@ def _decode(path: Path) -> str:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataFormatError(f"{path}: no such file; check dataset.path and dataset.splits") from None
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataFormatError(f"{path}, line {line}: file is not UTF-8 ({err.reason} at byte {err.start})") from None
+    return decode_utf8(path, data, DataFormatError)
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Row]]:

@@ -10,10 +10,11 @@ both the factual tag (so the tag cannot tell the model which task it is doing), 
 from __future__ import annotations
 
 import re
-import unicodedata
 from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
+
+from scd.data.choices import normalize_choice
 
 TagMode = Literal["distinct", "shared", "none"]
 TAG_MODES = ("distinct", "shared", "none")
@@ -73,12 +74,6 @@ def extract_rationale(output: str) -> str:
     return text.strip()
 
 
-def _normalize(text: str) -> str:
-    """Case-folded, punctuation turned into spaces, whitespace collapsed."""
-    chars = (" " if unicodedata.category(char).startswith("P") else char for char in text.casefold())
-    return " ".join("".join(chars).split())
-
-
 def _match_start(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
     """Index of the longest choice that ``text`` starts with, followed by the end of text or a non-word character."""
     best: int | None = None
@@ -109,7 +104,7 @@ def match_choice(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
     exact = _match_start(text, choices)
     if exact is not None:
         return exact
-    return _match_start(_normalize(text), [_normalize(choice) for choice in choices])
+    return _match_start(normalize_choice(text), [normalize_choice(choice) for choice in choices])
 
 
 def first_token_at(tokenizer: PreTrainedTokenizerBase, text: str, char_index: int) -> tuple[list[int], int]:
