@@ -4,10 +4,11 @@ a group names with ``_target_`` (the training objective), so their own checks ru
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import os
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -42,7 +43,11 @@ def instantiate_component(key: str, node: dict[str, Any], prefix_errors: bool = 
         target = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as err:
         raise ValueError(f"{key}._target_: cannot import {node['_target_']!r} ({err})") from None
-    parameters = inspect.signature(target).parameters
+    try:
+        parameters = inspect.signature(target).parameters
+    except (TypeError, ValueError):  # builtins such as dict have no signature to check the arguments against
+        raise ValueError(f"{key}._target_: {node['_target_']} has no signature to check its arguments against; "
+                         "name a Python class") from None
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         for argument in node:
             if not argument.startswith("_") and argument not in parameters:
@@ -359,10 +364,32 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("scd_pid", lambda: str(os.getpid()))
 
 
+def check_schema_keys(node: DictConfig, prefix: str = "") -> None:
+    """Refuse a key of a schema'd group that its dataclass lacks. Hydra refuses such a key unless it is added with
+    ``+`` (``+trainer.max_step=10``, ``+student.lrr=5``); OmegaConf then keeps it where no code reads it. Groups typed
+    as dicts (``callbacks``, ``random_init``, ...) are checked by the code that builds from them."""
+    schema = OmegaConf.get_type(node)
+    known = [f.name for f in fields(schema)] if is_dataclass(schema) else None
+    for key, value in node.items_ex(resolve=False):
+        dotted = f"{prefix}{key}"
+        if known is not None and key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+            if schema is TrainerConfig:
+                owner = ("scd sets this Trainer argument itself: from the logger and callbacks groups and the run "
+                         "directory" if key in TRAINER_ARGS_SET_BY_SCD else "not an argument of pytorch_lightning.Trainer")
+            else:
+                owner = f"not in {schema.__name__}"
+            raise ValueError(f"unknown key {dotted} ({owner}){hint}")
+        if isinstance(value, DictConfig) and not value._is_none():  # a group set to null has no keys
+            check_schema_keys(value, f"{dotted}.")
+
+
 def validate(cfg: DictConfig) -> Config:
     """Build the typed config and run every group's range checks; raises ValueError naming the key.
 
     The checks are not in ``__post_init__`` because the schema itself is built with unset (MISSING) fields."""
+    check_schema_keys(cfg)
     config = OmegaConf.to_object(cfg)
     for group in (config, *(getattr(config, f.name) for f in fields(config))):
         if hasattr(group, "check"):

@@ -30,7 +30,7 @@ from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, read_split, scrub_secrets
 from scd.loggers import build_logger
 from scd.signals import raise_if_interrupted
-from scd.student.stage import check_student_trainer, run_student_stage
+from scd.student.stage import check_student_trainer, check_validation_interval, run_student_stage
 from scd.summary import print_summary
 from scd.task import Task, build_task
 from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
@@ -49,10 +49,12 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
-    check_student_trainer(cfg, run_dir)
+    checked_trainer = check_student_trainer(cfg, run_dir)
     task = build_task(cfg)
     splits = task.splits()
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
+    if "student" in cfg.stages and cfg.student.in_context is None:
+        check_validation_interval(checked_trainer, len(splits["train"]), cfg.student.batch_size)
     teacher_dir = task.trained_teacher()
     shared_tokenizer = task.shared_tokenizer()
     if {"student", "evaluate"} & set(cfg.stages):

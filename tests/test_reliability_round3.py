@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from scd.cli import main_task
 from scd.data.formats import DataFormatError, read_examples
 from scd.predict import PredictError, main as predict_main, make_question
 from scd.student.formatting import parse_answer
@@ -89,3 +90,67 @@ def test_predict_answer_takes_an_index_as_its_message_offers():
     assert make_question({"question": "q?", "choices": ["2", "1"], "answer": "1"}, "command line", "1").gold == 1
     with pytest.raises(PredictError, match=r"field 'answer' must be one of the choices \(index or text\), got '2'"):
         make_question({"question": "q?", "choices": ["yes", "no"], "answer": "2"}, "command line", "1")
+
+
+# ---------------------------------------------------------------- keys that reached nothing, errors that came late
+
+
+@pytest.fixture
+def refused(make_config, capsys):
+    """``refused(*overrides)``: the smoke run ends at start in one error line, before the teacher stage wrote
+    anything; returns that line."""
+
+    def run(*overrides: str) -> str:
+        raw = make_config(*overrides)
+        line = error_line(capsys, main_task, raw)
+        run_dir = Path(raw.paths.output_dir)
+        assert not (run_dir / "rationales").exists() and not Path(raw.paths.cache_dir).exists()
+        return line
+
+    return run
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("+trainer.bogus_arg=1", "unknown key trainer.bogus_arg (not an argument of pytorch_lightning.Trainer)"),
+    ("+trainer.max_step=10", "unknown key trainer.max_step (not an argument of pytorch_lightning.Trainer); did you "
+                             "mean trainer.max_steps?"),
+    ("+student.lrr=5", "unknown key student.lrr (not in StudentConfig); did you mean student.lr?"),
+    ("+decoding.lamda=0.5", "unknown key decoding.lamda (not in DecodingConfig); did you mean decoding.lam?"),
+    ("+seeed=1", "unknown key seeed (not in Config); did you mean seed?"),
+    ("+callbacks.extra._target_=builtins.dict",
+     "callbacks.extra._target_: builtins.dict has no signature to check its arguments against; name a Python class"),
+    ("callbacks.checkpoint.monitor=val/bogus",
+     "callbacks.checkpoint.monitor: the student logs no 'val/bogus'; with training=counterfactual it logs val/loss, "
+     "val/factual_loss, val/counterfactual_loss, train/loss, train/factual_loss, train/counterfactual_loss"),
+    ("+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping",
+     "callbacks.stop.monitor: the student logs no 'val/loss'"),
+])
+def test_a_key_that_would_reach_nothing_is_refused_at_start(refused, override, message):
+    overrides = [override]
+    if "callbacks.stop" in override:  # EarlyStopping's monitor is required: one the standard objective lacks
+        overrides = [override, "+callbacks.stop.monitor=val/counterfactual_loss", "training=standard"]
+        message = ("callbacks.stop.monitor: the student logs no 'val/counterfactual_loss'; with training=standard it "
+                   "logs val/loss, val/factual_loss, train/loss, train/factual_loss")
+    assert refused(*overrides) == f"scd: error: {message}"
+
+
+def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_teacher(refused):
+    # Smoke: 8 training questions in batches of 4. Lightning refused this only at fit, after the teacher stage.
+    assert refused("trainer.val_check_interval=50") == (
+        "scd: error: trainer.val_check_interval=50: an epoch has at most 2 training batches (8 training questions in "
+        "batches of student.batch_size=4); use at most 2, a share of an epoch (e.g. 0.5), or "
+        "trainer.check_val_every_n_epoch=null to count batches across epochs")
+
+
+def test_validation_intervals_lightning_accepts_pass_the_check(make_config):
+    from scd.config import validate
+    from scd.student.stage import check_student_trainer, check_validation_interval
+
+    for overrides, questions in [(["trainer.val_check_interval=2"], 8), (["trainer.val_check_interval=50",
+                                  "trainer.check_val_every_n_epoch=null"], 8), (["trainer.val_check_interval=0.5"], 1)]:
+        cfg = validate(make_config(*overrides))
+        check_validation_interval(check_student_trainer(cfg, Path(cfg.paths.output_dir)), questions, 4)
+    cfg = validate(make_config("trainer.val_check_interval=3"))
+    with pytest.raises(ValueError, match=r"at most 2 training batches \(8 training questions in batches of "
+                                         r"student.batch_size=4\); use at most 2"):
+        check_validation_interval(check_student_trainer(cfg, Path(cfg.paths.output_dir)), 8, 4)

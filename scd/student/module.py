@@ -41,6 +41,13 @@ def _token_mean(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return sums.sum() / counts.sum().clamp(min=1)
 
 
+def logged_metric_names(objective: Objective) -> list[str]:
+    """The metrics ``StudentModule`` logs when trained on ``objective`` (``training_step``,
+    ``on_validation_epoch_end``): what a callback may monitor."""
+    names = ["loss", *(f"{task}_loss" for task in objective.tasks)]
+    return [f"{split}/{name}" for split in ("val", "train") for name in names]
+
+
 class StudentModule(pl.LightningModule):
     """Trains ``model`` (built by the caller, e.g. with ``scd.models.load_model``) on StudentDataModule batches of
     ``objective``'s rows. The model trains in train mode (dropout on) whatever mode it was loaded in."""

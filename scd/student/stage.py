@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import contextmanager
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -15,7 +16,7 @@ from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
 from scd.student.callbacks import build_callbacks
 from scd.student.data import EncodedRow, StudentDataModule
-from scd.student.module import StudentModule
+from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
 
 log = logging.getLogger(__name__)
@@ -63,11 +64,40 @@ def _quiet_lightning() -> Iterator[None]:
         lightning.setLevel(level)
 
 
-def check_student_trainer(cfg: Config, run_dir: Path) -> None:
-    """Build (and drop) the student's Trainer, so that Lightning refuses bad Trainer arguments or callbacks before
-    the teacher stage rather than after it. Its device report is left to the real Trainer."""
+# Lightning's own counters, which a checkpoint callback may monitor beside what the module logs.
+LIGHTNING_COUNTERS = ("epoch", "step")
+
+
+def check_student_trainer(cfg: Config, run_dir: Path) -> pl.Trainer:
+    """Build the student's Trainer, so that Lightning refuses bad Trainer arguments or callbacks before the teacher
+    stage rather than after it, and check what Lightning checks only in ``fit``: each callback's ``monitor``. Returns
+    the Trainer for ``check_validation_interval``, which needs the data; its device report is left to the real one."""
     with _quiet_lightning():
-        student_trainer(cfg, run_dir, logger=False)
+        trainer = student_trainer(cfg, run_dir, logger=False)
+    logged = logged_metric_names(cfg.training)
+    for name, node in cfg.callbacks.items():
+        monitor = node.get("monitor") if node else None
+        if monitor is not None and monitor not in (*logged, *LIGHTNING_COUNTERS):
+            raise ValueError(f"callbacks.{name}.monitor: the student logs no {monitor!r}; with training="
+                             f"{cfg.training.mode} it logs {', '.join(logged)}")
+    return trainer
+
+
+def check_validation_interval(trainer: pl.Trainer, train_questions: int, batch_size: int) -> None:
+    """Refuse an int ``trainer.val_check_interval`` above an epoch's training batches, which Lightning refuses only
+    when ``fit`` starts, after the teacher stage. ``train_questions`` (one batch entry each) bounds the batches from
+    above, so nothing Lightning would accept is refused. ``trainer`` is ``check_student_trainer``'s."""
+    interval = trainer.val_check_interval
+    if not isinstance(interval, int) or trainer.check_val_every_n_epoch is None or trainer.limit_val_batches == 0:
+        return
+    batches = math.ceil(train_questions / batch_size)
+    limit = trainer.limit_train_batches
+    batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
+    if 0 < batches < interval:
+        raise ValueError(
+            f"trainer.val_check_interval={interval}: an epoch has at most {batches} training batches ({train_questions} "
+            f"training questions in batches of student.batch_size={batch_size}); use at most {batches}, a share of an "
+            "epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches across epochs")
 
 
 def run_student_stage(
