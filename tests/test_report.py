@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scd.report import ReportError, collect_runs, main, write_report
+from scd.report import ReportError, collect_runs, group_cells, main, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_markdown_table_has_mean_std_interval_and_failed_marker(sweep):
         "0.600 ± 0.000", "20.000 ± 0.000", "0.500 ± 0.000", "0.900 ± 0.000",
     ]
     assert rows["contrast_wrong"] == ["contrast_wrong", "counterfactual", "0 (+1 failed)"] + ["failed"] * 7
-    assert "job `2` (contrast_wrong/counterfactual, seed 0): RuntimeError: CUDA out of memory" in markdown
+    assert "job `2` (contrast_wrong / counterfactual, seed 0): RuntimeError: CUDA out of memory" in markdown
 
 
 def test_csv_holds_numbers_and_status(sweep):
@@ -80,7 +80,8 @@ def test_csv_holds_numbers_and_status(sweep):
     with (sweep / "table.csv").open() as handle:
         rows = {row["decoding"]: row for row in csv.DictReader(handle)}
     greedy, failed = rows["greedy"], rows["contrast_wrong"]
-    assert greedy["status"] == "completed" and greedy["n_completed"] == "2" and greedy["n_failed"] == "0"
+    assert greedy["cell"] == "greedy / standard"
+    assert greedy["status"] == "completed" and greedy["n_seeds"] == "2" and greedy["n_failed"] == "0"
     assert float(greedy["student/accuracy/mean"]) == pytest.approx(0.72)
     assert float(greedy["student/accuracy/std"]) == pytest.approx(0.0282843, rel=1e-5)
     assert float(greedy["student/las_ci_low/mean"]) == pytest.approx(0.065)
@@ -88,11 +89,13 @@ def test_csv_holds_numbers_and_status(sweep):
     assert failed["student/accuracy/mean"] == "" and failed["student/accuracy/n"] == "0"
 
 
-def test_plots_are_written(sweep):
+def test_figures_are_written(sweep):
     write_report(sweep)
-    for name in ("las_vs_accuracy.png", "teacher_metrics.png"):
-        data = (sweep / name).read_bytes()
+    for name in ("las_vs_accuracy", "teacher_quality", "student_faithfulness"):
+        data = (sweep / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 5_000
+        assert (sweep / f"{name}.svg").is_file()
+    assert not (sweep / "cue_agrees_vs_opposes.png").exists()  # no ToyWorld cue metrics in this sweep
 
 
 def test_a_run_without_metrics_or_still_running_is_failed(tmp_path):
@@ -127,7 +130,7 @@ def test_one_unparsable_config_marks_its_job_and_the_others_are_tabulated(sweep)
     markdown = write_report(sweep)
     assert "| greedy | standard | 1 | 0.700 |" in markdown
     assert "| – | – | 0 (+1 failed) | failed |" in markdown
-    assert f"- job `1` (–/–, seed None): {sweep}/1/.hydra/config.yaml: cannot parse" in markdown
+    assert f"- job `1` (– / –, seed None): {sweep}/1/.hydra/config.yaml: cannot parse" in markdown
 
 
 def test_runs_group_by_every_override_but_the_seed(tmp_path):
@@ -148,7 +151,7 @@ def test_runs_group_by_every_override_but_the_seed(tmp_path):
     assert len([line for line in lines if line.startswith("| contrast_wrong")]) == 2
     with (tmp_path / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert [(row["decoding.lam"], row["n_completed"], row["student/accuracy/mean"]) for row in rows] == [
+    assert [(row["decoding.lam"], row["n_seeds"], row["student/accuracy/mean"]) for row in rows] == [
         ("0.5", "2", "0.7"), ("0.9", "2", "0.4")]
 
 
@@ -209,5 +212,60 @@ def test_wandb_report_logs_table_and_side_by_side_rationales(sweep, tmp_path, mo
     media = sweep / "wandb"
     [table] = media.glob("offline-run-*/files/media/table/report/table_*.table.json")
     [samples] = media.glob("offline-run-*/files/media/table/teacher/rationale_samples_*.table.json")
-    assert ["greedy", "standard"] == json.loads(table.read_text())["data"][0][:2]
+    assert ["greedy / standard", "greedy", "standard"] == json.loads(table.read_text())["data"][0][:3]
     assert "Ice is frozen water." in samples.read_text()
+
+
+def test_a_metric_not_measured_reads_n_a_and_is_empty_in_the_csv(tmp_path):
+    """NaN in metrics.json (a share of no items) and an absent key both mean not measured: never 0.000."""
+    values = metrics(0.0, 0.1, 0.0, 0.2, 0.5, 20.0)
+    values["student/perturbed_consistency"] = float("nan")
+    del values["student/counterfactual_consistency"]
+    make_run(tmp_path, 0, "greedy", "standard", 0, values)
+    markdown = write_report(tmp_path)
+    assert "| greedy | standard | 1 | 0.000 | 0.100 [0.000, 0.200] | n/a | n/a | 20.000 |" in markdown
+    assert "n/a: not measured." in markdown
+    with (tmp_path / "table.csv").open() as handle:
+        [row] = csv.DictReader(handle)
+    assert row["student/perturbed_consistency/mean"] == "" and row["student/perturbed_consistency/n"] == "0"
+
+
+def test_copies_of_one_sweep_are_kept_apart_with_a_warning_naming_them(tmp_path, capsys):
+    """Two copies of a two-seed sweep in one directory: each copy is a cell of two distinct seeds, not four."""
+    for copy, accuracy in (("copyA", 0.6), ("copyB", 0.8)):
+        for seed in (0, 1):
+            make_run(tmp_path / copy, seed, "greedy", "standard", seed,
+                     metrics(accuracy, 0.1, 0.0, 0.2, 0.5, 20.0))  # fmt: skip
+    main([str(tmp_path)])
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("| decoding | training | copy | seeds | student/accuracy |")
+    assert lines[2].startswith("| greedy | standard | copyA | 2 | 0.600 ± 0.000 |")
+    assert lines[3].startswith("| greedy | standard | copyB | 2 | 0.800 ± 0.000 |")
+    warning = (f"runs {tmp_path}/copyA/0, {tmp_path}/copyB/0 share every override and seed 0: kept apart as copies "
+               "(copyA, copyB), not pooled as seeds")
+    assert f"- {warning}" in out
+    assert f"scd.report: warning: {warning}" in err.splitlines()
+    cells = group_cells(collect_runs(tmp_path))
+    assert [(cell.label, cell.n_seeds) for cell in cells] == [
+        ("greedy / standard · copy=copyA", 2), ("greedy / standard · copy=copyB", 2)]
+
+
+def test_runs_of_one_directory_that_repeat_a_seed_are_kept_apart_one_by_one(tmp_path):
+    """Single runs side by side (outputs/<date>/<time>) with the same overrides and seed: one cell each."""
+    for time, accuracy in (("12-00-00", 0.6), ("13-00-00", 0.8)):
+        run_dir = make_run(tmp_path / "2024-01-01", 0, "greedy", "standard", 0, metrics(accuracy, 0.1, 0.0, 0.2, 0.5,
+                                                                                      20.0))
+        run_dir.rename(tmp_path / "2024-01-01" / time)
+    rows = write_report(tmp_path).splitlines()[2:4]
+    assert rows[0].startswith("| greedy | standard | 12-00-00 | 1 | 0.600 |")
+    assert rows[1].startswith("| greedy | standard | 13-00-00 | 1 | 0.800 |")
+
+
+def test_the_seed_count_is_of_distinct_seeds(tmp_path):
+    make_run(tmp_path, 0, "greedy", "standard", 0, metrics(0.6, 0.1, 0.0, 0.2, 0.5, 20.0))
+    make_run(tmp_path, 1, "greedy", "standard", 1, metrics(0.8, 0.1, 0.0, 0.2, 0.5, 20.0))
+    make_run(tmp_path, 2, "greedy", "standard", 2, None, {"status": "failed", "error": "killed"})
+    [cell] = group_cells(collect_runs(tmp_path))
+    assert cell.n_seeds == 2
+    assert "| greedy | standard | 2 (+1 failed) | 0.700 ± 0.141 |" in write_report(tmp_path)

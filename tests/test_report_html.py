@@ -1,5 +1,5 @@
-"""report.html: one self-contained page with the table, the plots, rationales side by side and config differences;
-loaded in headless Chromium where one is installed."""
+"""report.html: one self-contained page with the table, the figures, teacher and student side by side and the
+config differences between cells; loaded in headless Chromium where one is installed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 from scd.config import validate
 from scd.data.records import RationaleRecord
-from scd.report import collect_runs, main, rationale_sets, write_report
+from scd.report import collect_runs, group_cells, main, write_report
+from scd.report.samples import cell_samples
 from scd.task import DatasetTask
 from scd.toyworld import grammar
 from scd.toyworld.task import ToyWorldTask
@@ -50,6 +51,14 @@ def add_rationales(run_dir: Path, decoding: str, task: str | None) -> None:
             config.write(f"dataset:\n  task:\n    _target_: {task}\n")
 
 
+def add_predictions(run_dir: Path, decoding: str) -> None:
+    """The student's test predictions: question 0 unparsable, 1 wrong ("no"), the others right ("yes")."""
+    rows = [{"id": f"q{i}", "output": "...", "rationale": f"student of {decoding} thinks about {i}",
+             "predicted": None if i == 0 else int(i == 1), "answer": 0, "correct": i > 1} for i in range(10)]
+    (run_dir / "predictions").mkdir()
+    (run_dir / "predictions" / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
 @pytest.fixture
 def sweep(tmp_path: Path) -> Path:
     """greedy and contrast_wrong, standard training, two seeds each; one contrast_wrong seed failed."""
@@ -61,31 +70,52 @@ def sweep(tmp_path: Path) -> Path:
         run_dir = make_run(sweep, job, decoding, "standard", seed, values, status)
         add_rationales(run_dir, decoding, "tests.test_report_html.WordCountTask" if decoding == "contrast_wrong"
                        else "scd.task.DatasetTask")
+        if accuracy is not None:
+            add_predictions(run_dir, decoding)
     return sweep
 
 
-def test_page_is_self_contained_with_table_plots_rationales_and_config_differences(sweep):
+def test_page_is_self_contained_with_table_figures_samples_and_config_differences(sweep):
     write_report(sweep, html=True)
     page = (sweep / "report.html").read_text()
     assert "<script" not in page and "<link" not in page and "http://" not in page and "https://" not in page
+    assert "<h1>scd sweep report</h1>" in page
     sources = re.findall(r'src="([^"]*)"', page)
-    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert all(base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG") for s in sources)
-    # The table: one row per cell, the failed seed counted and listed.
+    assert "Not drawn, no cell has their metrics: cue_agrees_vs_opposes." in page
+    # The table: one row per cell, the failed seed counted and listed; a metric's display name under its key.
     assert '<tr class="completed"><td>greedy</td><td>standard</td><td>2</td><td>0.720 ± 0.028</td>' in page
     assert '<tr class="partial"><td>contrast_wrong</td><td>standard</td><td>1 (+1 failed)</td><td>0.800</td>' in page
-    assert "job `3` (contrast_wrong/standard, seed 1): RuntimeError: out of memory" in page
-    # Rationales: both decodings side by side (the two greedy runs share one set), gold and perturbed rows, escaped
-    # text, labels only from the decoding whose task gives them.
-    assert page.count('<table class="rationales">') == 6
-    assert "<th>greedy</th><th>contrast_wrong</th>" in page
+    assert "job `3` (contrast_wrong / standard, seed 1): RuntimeError: out of memory" in page
+    assert "teacher/<wbr>supports_<wbr>answer" not in page  # this sweep's runs have no judge score
+    # Side by side: a row per cell, the teacher's rationale for each answer, then the student's own rationale and
+    # answer; escaped text; labels only from the cell whose task gives them, for the teacher's and the student's.
+    assert page.count('<table class="samples">') == 6
+    assert ("<tr><th>contrast_wrong / standard</th><td>contrast_wrong says yes for 1<br><span class=\"label\">5 words"
+            "</span></td><td>contrast_wrong says no for 1<br><span class=\"label\">5 words</span></td><td>student of "
+            'contrast_wrong thinks about 1<br><span class="label">6 words</span></td><td class="wrong">no (wrong)'
+            "</td></tr>") in page
+    assert ('<tr><th>greedy / standard</th><td>greedy says yes for 0</td><td>greedy says no for 0</td><td>student of '
+            'greedy thinks about 0</td><td class="wrong">unparsable</td></tr>') in page
+    assert '<td class="right">yes (right)</td>' in page
     assert "Is thing 0 &lt;cold&gt;?" in page and "<cold>" not in page
-    assert ("<tr><th>for the perturbed answer (no)</th><td>greedy says no for 0</td><td>contrast_wrong says no for 0"
-            '<br><span class="label">5 words</span></td></tr>') in page
-    assert page.count('<span class="label">') == 6 * 2
-    # Config differences: what tells the runs apart, per job.
-    assert "<code>seed</code> = 1<br><code>decoding.name</code> = &quot;contrast_wrong&quot;<br>" in page
-    assert "<code>decoding=greedy training=standard seed=0</code>" in page
+    assert page.count('<span class="label">') == 6 * 3
+    # Config differences: only what differs between the cells, one column per cell (the seed is not a difference).
+    configs = page[page.index('<table class="configs">'):]
+    assert configs.startswith('<table class="configs"><tr><th>key</th><th>greedy / standard</th><th>contrast_wrong '
+                              "/ standard</th></tr><tr><td><code>decoding.name</code></td><td>&quot;greedy&quot;</td>"
+                              "<td>&quot;contrast_wrong&quot;</td></tr><tr><td><code>dataset.task._target_</code>")
+    assert "<code>seed</code>" not in page
+
+
+def test_a_one_run_report_is_titled_as_a_run(tmp_path):
+    run_dir = make_run(tmp_path, 0, "greedy", "standard", 0, metrics(0.7, 0.1, 0.0, 0.2, 0.5, 20.0))
+    write_report(run_dir, html=True)
+    page = (run_dir / "report.html").read_text()
+    assert "<h1>scd run report</h1>" in page and "<title>scd run report: 0</title>" in page
+    assert f"<p>{run_dir}: one run, completed.</p>" in page
+    assert "One cell: nothing to compare." in page and "sweep" not in page
 
 
 def test_a_job_with_a_broken_config_shows_its_error_in_the_page(sweep):
@@ -93,7 +123,7 @@ def test_a_job_with_a_broken_config_shows_its_error_in_the_page(sweep):
     write_report(sweep, html=True)
     page = (sweep / "report.html").read_text()
     assert f"{sweep}/0/.hydra/config.yaml: cannot parse" in page
-    assert "<th>greedy</th><th>contrast_wrong</th>" in page  # job 1 still brings greedy's rationales
+    assert "<tr><th>greedy / standard</th><td>greedy says yes for 0</td>" in page  # job 1 still brings greedy's
 
 
 def test_cli_writes_the_page(sweep, capsys):
@@ -120,16 +150,21 @@ def test_toyworld_task_labels_a_rationale_with_the_checker_verdict(make_config):
 
 
 def test_a_toyworld_run_config_gives_the_report_its_labels(make_config, tmp_path):
-    """The report builds the task from a run's config as Hydra saves it (interpolations unresolved)."""
+    """The report builds the task from a run's config as Hydra saves it (interpolations unresolved), and labels the
+    student's rationale with it too."""
     run_dir = make_run(tmp_path, 0, "greedy", "standard", 0)
     cfg = make_config("dataset=toyworld")
     cfg.paths.output_dir = "${hydra:runtime.output_dir}"
     OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
     add_rationales(run_dir, "greedy", task=None)
-    [rationales] = rationale_sets(collect_runs(tmp_path))
-    record = rationales.records["gold"]["q0"]
+    add_predictions(run_dir, "greedy")
+    [samples] = cell_samples(group_cells(collect_runs(tmp_path)))
+    record = samples.teacher["gold"]["q0"]
     record.meta = {"kind": "yes_no", "entity": "e", "property": "p"}
-    assert rationales.labeller(record) == "malformed"  # "greedy says yes for 0" is outside ToyWorld's grammar
+    assert samples.label(record) == "malformed"  # "greedy says yes for 0" is outside ToyWorld's grammar
+    student = samples.student_record("q0")
+    assert student.rationale == "student of greedy thinks about 0" and student.id == "q0"
+    assert samples.label(student) == "malformed"
 
 
 def chromium(page: Path, *flags: str) -> subprocess.CompletedProcess:
@@ -156,7 +191,7 @@ def render(page: Path) -> tuple[dict[str, str], list[str]]:
 def test_chromium_renders_the_table_and_images_without_console_messages(sweep, tmp_path):
     write_report(sweep, html=True)
     counts, console = render(sweep / "report.html")
-    assert counts == {"tables": "3", "images": "2"}  # header and two cells; both plots decoded
+    assert counts == {"tables": "3", "images": "3"}  # header and two cells; the three figures decoded
     assert console == []
     # The checks can fail: a broken image and a script error are seen.
     broken = tmp_path / "broken.html"
@@ -164,4 +199,4 @@ def test_chromium_renders_the_table_and_images_without_console_messages(sweep, t
     broken.write_text(page.replace("base64,iVBOR", "base64,AAAA", 1).replace("</body>",
                       "<script>console.error('broken page')</script></body>"))
     counts, console = render(broken)
-    assert counts["images"] == "1" and len(console) == 1 and "broken page" in console[0]
+    assert counts["images"] == "2" and len(console) == 1 and "broken page" in console[0]

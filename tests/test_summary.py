@@ -41,15 +41,16 @@ def test_summary_groups_student_faithfulness_teacher_and_time(make_config, tmp_p
         f"scd: toyworld | decoding=contrast_wrong training=counterfactual -> {tmp_path}",
         "  student      accuracy 0.463 (chance 0.444, always following the cue 0.467) | with the teacher's rationale "
         "0.965 | unparsable 0.000",
-        "               accuracy where the cue agrees 0.925 | where it opposes 0.109 | own rationale supports the gold "
-        "answer 0.404",
+        "               accuracy where the cue agrees 0.925 | accuracy where the cue opposes 0.109 | own rationale supports "
+        "the gold answer 0.404",
         "  faithfulness LAS 0.016 [-0.021, 0.055] | answer kept under a perturbed rationale 0.831 | follows a "
         "counterfactual rationale 0.804",
         "               answer entailed by own rationale 0.758 | follows a counterfactual rationale against the cue "
         "0.772",
-        "  teacher      supports the answer 0.752 | new info 0.551 | perplexity (lower is better) 1.220 | vacuous "
+        "  teacher      judge: supports answer 0.752 | new info 0.551 | perplexity (lower is better) 1.220 | vacuous "
         "0.065",
-        "               true chain for its answer 0.614 | counterfactual rationale entails its answer 0.650",
+        "               checker: supports answer (exact) 0.614 | checker: counterfactual rationale entails its answer "
+        "0.650",
         "  time         teacher 13 s | student 99 s | evaluate 83 s | total 283 s",
         f"  all {len(METRICS)} metrics: {tmp_path / 'metrics.json'}",
     ]
@@ -80,3 +81,16 @@ def test_summary_names_the_icl_teacher_and_counts_missing_explanations(make_conf
     assert lines[0] == (f"scd: smoke | student=icl_teacher (the teacher answers in context; its rationales: "
                         f"decoding=human training=standard) -> {tmp_path}")  # fmt: skip
     assert "  teacher      no explanation: train 2 | dev 0 | test 1" in lines
+
+
+def test_a_metric_computed_but_not_measured_reads_n_a(make_config, tmp_path):
+    """metrics.json marks a share of no items NaN: every answer unparsable leaves the consistency scores unmeasured."""
+    cfg = validate(make_config())
+    nan = float("nan")
+    metrics = {"student/accuracy": 0.0, "student/unparsable": 1.0, "student/las": nan, "student/las_ci_low": nan,
+               "student/las_ci_high": nan, "student/perturbed_consistency": nan,
+               "student/counterfactual_consistency": nan, "toyworld/cue_following_accuracy": nan}
+    [_, student, faithfulness, _] = summary_lines(cfg, tmp_path, metrics, chance=0.5)
+    assert student == "  student      accuracy 0.000 (chance 0.500) | unparsable 1.000"
+    assert faithfulness == ("  faithfulness LAS n/a | answer kept under a perturbed rationale n/a | follows a "
+                            "counterfactual rationale n/a")

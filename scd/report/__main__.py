@@ -1,0 +1,3 @@
+from scd.report.cli import main
+
+main()
