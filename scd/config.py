@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from scd.models import check_random_init
+from scd.models import InputLimit, check_random_init
 
 STAGES = ("teacher", "student", "evaluate")
 
@@ -218,6 +218,10 @@ class StudentConfig:
     batch_size: int = 8
     eval_batch_size: int = 32
     max_new_tokens: int = 96
+    # Longest input (question and choices, tokens) in training, evaluation and scd.predict; a longer one is refused
+    # naming the example, or with truncate_inputs cut to it.
+    max_input_tokens: int = 512
+    truncate_inputs: bool = False
     # Share of the student's own rationale tokens replaced at random for perturbed_consistency.
     perturb_share: float = 0.3
     # Dev checks without improvement before training stops (callbacks.early_stopping reads it).
@@ -245,11 +249,14 @@ class StudentConfig:
             check_random_init(self.random_init, "student.random_init")
         if self.pretrain_mix < 0:
             raise ValueError(f"student.pretrain_mix must be >= 0, got {self.pretrain_mix}")
-        for key in ("batch_size", "eval_batch_size", "max_new_tokens", "early_stopping_patience"):
+        for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens", "early_stopping_patience"):
             if getattr(self, key) < 1:
                 raise ValueError(f"student.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.perturb_share <= 1:
             raise ValueError(f"student.perturb_share must be in [0, 1], got {self.perturb_share}")
+
+    def input_limit(self) -> InputLimit:
+        return InputLimit(self.max_input_tokens, self.truncate_inputs, "student")
 
 
 @dataclass
@@ -263,6 +270,9 @@ class SimulatorConfig:
     max_steps: int = 200
     bootstrap_samples: int = 1000
     seed: int = 0
+    # Longest input (a view of question, choices and rationale, tokens); longer: refused, or cut with truncate_inputs.
+    max_input_tokens: int = 512
+    truncate_inputs: bool = False
 
     # ToyWorld: start from the random_init model pretrained on the world's facts, as student.pretrain.
     pretrain: Optional[dict[str, Any]] = None
@@ -274,7 +284,12 @@ class SimulatorConfig:
             check_random_init(self.random_init, "simulator.random_init")
         if self.bootstrap_samples < 1:
             raise ValueError(f"simulator.bootstrap_samples must be >= 1, got {self.bootstrap_samples}")
+        if self.max_input_tokens < 1:
+            raise ValueError(f"simulator.max_input_tokens must be >= 1, got {self.max_input_tokens}")
         _check_seed("simulator.seed", self.seed)
+
+    def input_limit(self) -> InputLimit:
+        return InputLimit(self.max_input_tokens, self.truncate_inputs, "simulator")
 
 
 # Trainer arguments that scd sets itself: from the logger and callbacks groups, the run directory, and the atomic

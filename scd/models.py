@@ -7,10 +7,10 @@ or, for offline smoke runs, from a random initialization described in config (``
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
 import difflib
 import inspect
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from transformers import (
@@ -49,6 +49,34 @@ def check_random_init(random_init: dict[str, Any], key: str) -> None:
             close = difflib.get_close_matches(name, sorted(known), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{key}: unknown key {name!r} for {model_type} ({config_class.__name__}){hint}")
+
+
+class InputTooLongError(ValueError):
+    """A model input longer than its configured maximum: names the example and the setting."""
+
+
+@dataclass(frozen=True)
+class InputLimit:
+    """The longest input (tokens) the ``group`` model (student or simulator) is given, and what happens to a longer
+    one: refused, or with ``truncate`` cut to the limit. Attention memory grows with the square of the length, so an
+    uncapped input (a pasted document as a question) ends in an allocation failure instead of an error."""
+
+    max_tokens: int = 512
+    truncate: bool = False
+    group: str = "student"
+
+    def apply(self, ids: list[int], example_id: str) -> list[int]:
+        """``ids`` when within the limit; else an InputTooLongError naming the example, or with ``truncate`` the
+        first ``max_tokens - 1`` tokens and the last one (an encoder input's end-of-sequence token, a causal prompt's
+        line break)."""
+        if len(ids) <= self.max_tokens:
+            return ids
+        if not self.truncate:
+            raise InputTooLongError(
+                f"example {example_id!r}: the {self.group}'s input is {len(ids)} tokens, more than "
+                f"{self.group}.max_input_tokens={self.max_tokens}; raise it, or set {self.group}.truncate_inputs=true "
+                "to cut longer inputs")  # fmt: skip
+        return ids[: self.max_tokens - 1] + ids[-1:]
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:

@@ -29,7 +29,7 @@ from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
 from scd.cli import one_line
 from scd.data.choices import SAME_AS_PARSED, near_duplicate
 from scd.io import atomic_write_text, decode_utf8, json_object_lines
-from scd.models import Arch, inference_device, load_model, load_tokenizer
+from scd.models import Arch, InputLimit, inference_device, load_model, load_tokenizer
 from scd.student.evaluate import generate_continuations, prompt_ids, rationale_prefix_ids
 from scd.student.formatting import (
     TAG_MODES,
@@ -70,6 +70,7 @@ class Student:
     tags: TagMode
     max_new_tokens: int
     source: Path
+    input_limit: InputLimit = InputLimit()
 
 
 def _choice_index(value: Any, choices: list[str], where: str, name: str) -> int:
@@ -121,9 +122,11 @@ def read_questions(path: Path) -> list[Question]:
     return questions
 
 
-def load_student(path: Path, tags: TagMode | None = None) -> Student:
+def load_student(path: Path, tags: TagMode | None = None, max_input_tokens: int | None = None,
+                 truncate_inputs: bool = False) -> Student:
     """The student in ``path``: a run directory (its ``student/``) or a directory written by ``save_pretrained``.
-    Tags and generation length come from the run's config where there is one, else the defaults."""
+    Tags, generation length and the input limit come from the arguments, else from the run's config where there is
+    one, else the defaults."""
     student_dir = path / "student" if (path / "student").is_dir() else path
     if not (student_dir / "config.json").is_file():
         raise PredictError(f"{path}: no student here (expected a run directory with student/, or a directory "
@@ -144,7 +147,21 @@ def load_student(path: Path, tags: TagMode | None = None) -> Student:
     tokenizer = load_tokenizer(str(student_dir), trust_remote_code=trust_remote_code)
     model = load_model(arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=trust_remote_code)
     model = model.to(inference_device("auto")).eval()
-    return Student(model, tokenizer, arch, tags, int(from_run("student.max_new_tokens", MAX_NEW_TOKENS)), student_dir)
+    input_limit = InputLimit(int(max_input_tokens or from_run("student.max_input_tokens", InputLimit.max_tokens)),
+                             truncate_inputs or bool(from_run("student.truncate_inputs", False)))
+    return Student(model, tokenizer, arch, tags, int(from_run("student.max_new_tokens", MAX_NEW_TOKENS)), student_dir,
+                   input_limit)
+
+
+def given_rationale_ids(student: Student, question: Question, tag: str) -> list[int]:
+    """The given rationale as the student's answer prefix, held to the student's input limit; never cut, since the
+    answer cue that ends it must stay."""
+    ids = rationale_prefix_ids(student.tokenizer, question.rationale, tag)
+    if len(ids) > student.input_limit.max_tokens:
+        raise PredictError(f"example {question.id!r}: the given rationale is {len(ids)} tokens, more than the "
+                           f"student's input limit ({student.input_limit.max_tokens}); shorten it or raise "
+                           "--max-input-tokens")
+    return ids
 
 
 def predict(student: Student, questions: Sequence[Question], *, batch_size: int = 16,
@@ -160,7 +177,8 @@ def predict(student: Student, questions: Sequence[Question], *, batch_size: int 
     if own:
         texts = generate_continuations(
             s.model, s.tokenizer, s.arch,
-            [prompt_ids(s.tokenizer, s.arch, questions[i].question, questions[i].choices, own_tag) for i in own],
+            [prompt_ids(s.tokenizer, s.arch, questions[i].question, questions[i].choices, own_tag,
+                        example_id=questions[i].id, input_limit=s.input_limit) for i in own],
             [[] for _ in own], max_new_tokens=s.max_new_tokens, batch_size=batch_size, desc="predict",
             show_progress=show_progress,
         )
@@ -169,8 +187,9 @@ def predict(student: Student, questions: Sequence[Question], *, batch_size: int 
     if given:
         answers = generate_continuations(
             s.model, s.tokenizer, s.arch,
-            [prompt_ids(s.tokenizer, s.arch, questions[i].question, questions[i].choices, given_tag) for i in given],
-            [rationale_prefix_ids(s.tokenizer, questions[i].rationale, given_tag) for i in given],
+            [prompt_ids(s.tokenizer, s.arch, questions[i].question, questions[i].choices, given_tag,
+                        example_id=questions[i].id, input_limit=s.input_limit) for i in given],
+            [given_rationale_ids(s, questions[i], given_tag) for i in given],
             max_new_tokens=ANSWER_MAX_NEW_TOKENS, batch_size=batch_size, desc="predict (given rationales)",
             show_progress=show_progress,
         )
@@ -228,14 +247,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "the run's training.tags, else distinct)")
     parser.add_argument("--counterfactual-tag", action="store_true", help="give rationales under the "
                         "counterfactual task tag the counterfactual objective trains with")
+    parser.add_argument("--max-input-tokens", type=int, help="refuse a question (or given rationale) longer than "
+                        "this many tokens (default: the run's student.max_input_tokens, else 512)")
+    parser.add_argument("--truncate-inputs", action="store_true", help="cut a longer question to --max-input-tokens "
+                        "instead of refusing it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.question is None:
         extra = [name for name in ("choices", "rationale", "rationale_for", "answer") if getattr(args, name)]
         if extra:
             parser.error(f"--{extra[0].replace('_', '-')} goes with --question; an --input file holds it per line")
-    if args.batch_size < 1:
-        parser.error(f"--batch-size must be >= 1, got {args.batch_size}")
+    for option in ("batch_size", "max_input_tokens"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {value}")
     return args
 
 
@@ -253,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             fields = {"question": args.question, "choices": args.choices, "rationale": args.rationale,
                       "rationale_for": args.rationale_for, "answer": args.answer}
             questions = [make_question(fields, "command line", default_id="1")]
-        student = load_student(args.student, args.tags)
+        student = load_student(args.student, args.tags, args.max_input_tokens, args.truncate_inputs)
         results = predict(student, questions, batch_size=args.batch_size, counterfactual_tag=args.counterfactual_tag,
                           show_progress=not args.no_progress)
         for row in results:

@@ -9,8 +9,15 @@ import pytest
 
 from scd.cli import main_task
 from scd.data.formats import DataFormatError, read_examples
+from scd.data.records import RationaleRecord
+from scd.evaluation.simulator import SimulatorRow, score_choices
+from scd.models import InputLimit, InputTooLongError, load_model, load_tokenizer
 from scd.predict import PredictError, main as predict_main, make_question
+from scd.student.data import IGNORE_INDEX, encode_row
+from scd.student.evaluate import predict_rationales
 from scd.student.formatting import parse_answer
+from scd.student.objectives import Standard
+from tests.conftest import TINY_STUDENTS
 
 
 def error_line(capsys, run, *args) -> str:
@@ -154,3 +161,85 @@ def test_validation_intervals_lightning_accepts_pass_the_check(make_config):
     with pytest.raises(ValueError, match=r"at most 2 training batches \(8 training questions in batches of "
                                          r"student.batch_size=4\); use at most 2"):
         check_validation_interval(check_student_trainer(cfg, Path(cfg.paths.output_dir)), 8, 4)
+
+
+# ---------------------------------------------------------------- model input length caps
+
+
+LONG_QUESTION = "why " * 5000 + "?"
+
+
+def tiny_model(arch: str):
+    tokenizer = load_tokenizer("byt5")
+    return load_model(arch, tokenizer, random_init=TINY_STUDENTS[arch]).eval(), tokenizer
+
+
+def long_record(question: str = LONG_QUESTION) -> RationaleRecord:
+    return RationaleRecord("long-1", question, ["yes", "no"], 0, 1, 0, "because .", "greedy")
+
+
+def test_an_input_over_the_limit_is_refused_naming_the_example_or_cut_when_asked():
+    with pytest.raises(InputTooLongError) as info:
+        InputLimit(4, group="simulator").apply([1, 2, 3, 4, 5, 9], "q7")
+    assert str(info.value) == ("example 'q7': the simulator's input is 6 tokens, more than "
+                               "simulator.max_input_tokens=4; raise it, or set simulator.truncate_inputs=true to cut "
+                               "longer inputs")
+    assert InputLimit(4, truncate=True).apply([1, 2, 3, 4, 5, 9], "q7") == [1, 2, 3, 9]  # the final token stays
+    assert InputLimit(4).apply([1, 2, 3], "q7") == [1, 2, 3]
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_the_students_training_and_evaluation_inputs_are_capped(arch):
+    model, tokenizer = tiny_model(arch)
+    row = Standard().factual_row(long_record())
+    start = 0 if arch == "seq2seq" else None
+    message = r"example 'long-1': the student's input is \d+ tokens, more than student.max_input_tokens=512"
+    with pytest.raises(InputTooLongError, match=message):
+        encode_row(row, tokenizer, arch, decoder_start_token_id=start)
+    with pytest.raises(InputTooLongError, match=message):
+        predict_rationales(model, tokenizer, arch, [long_record()], show_progress=False)
+    cut = encode_row(row, tokenizer, arch, decoder_start_token_id=start, input_limit=InputLimit(64, truncate=True))
+    prompt = cut.input_ids if arch == "seq2seq" else cut.input_ids[: cut.labels.count(IGNORE_INDEX)]
+    assert len(prompt) == 64 and prompt[-1] == (tokenizer.eos_token_id if arch == "seq2seq" else tokenizer("\n",
+                                                add_special_tokens=False)["input_ids"][-1])
+    short = long_record("is it ?")
+    assert encode_row(Standard().factual_row(short), tokenizer, arch, decoder_start_token_id=start) == encode_row(
+        Standard().factual_row(short), tokenizer, arch, decoder_start_token_id=start, input_limit=InputLimit(10**6))
+
+
+def test_the_simulators_inputs_are_capped():
+    model, tokenizer = tiny_model("seq2seq")
+    rows = [SimulatorRow("is it ?", ("yes", "no"), "because " * 600, 0, id="t3")]
+    with pytest.raises(InputTooLongError, match=r"example 't3': the simulator's input is \d+ tokens, more than "
+                                                r"simulator.max_input_tokens=512"):
+        score_choices(model, tokenizer, rows, "e")
+    assert len(score_choices(model, tokenizer, rows, "e", input_limit=InputLimit(512, True, "simulator"))[0]) == 2
+
+
+def test_predict_refuses_a_question_over_the_limit_in_one_line(tmp_path, capsys):
+    model, tokenizer = tiny_model("seq2seq")
+    model.save_pretrained(tmp_path / "student")
+    tokenizer.save_pretrained(tmp_path / "student")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"id": "huge", "question": LONG_QUESTION, "choices": ["yes", "no"]}) + "\n")
+    capsys.readouterr()
+    # Before: T5's position bias over the whole question, 80 GB asked of the allocator, a traceback.
+    with pytest.raises(SystemExit) as exit_info:
+        predict_main([str(tmp_path), "--input", str(questions), "--no-progress"])
+    assert exit_info.value.code == 1
+    # Loading the weights shows transformers' own progress bar: the error is the last line.
+    assert capsys.readouterr().err.strip().splitlines()[-1] == ("scd: error: example 'huge': the student's input is 20030 tokens, more than "
+                    "student.max_input_tokens=512; raise it, or set student.truncate_inputs=true to cut longer inputs")
+    predict_main([str(tmp_path), "--input", str(questions), "--no-progress", "--truncate-inputs",
+                  "--max-input-tokens", "32"])
+    assert capsys.readouterr().out.startswith("huge: why why")
+
+
+def test_the_limits_are_settings_with_defaults_that_leave_existing_runs_alone(make_config):
+    from scd.config import validate
+
+    cfg = validate(make_config())
+    assert cfg.student.input_limit() == InputLimit(512, False, "student")
+    assert cfg.simulator.input_limit() == InputLimit(512, False, "simulator")
+    cfg = validate(make_config("student.max_input_tokens=64", "student.truncate_inputs=true"))
+    assert cfg.student.input_limit() == InputLimit(64, True, "student")

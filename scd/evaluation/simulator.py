@@ -26,7 +26,8 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from scd.config import Config
 from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
-from scd.models import load_model, load_tokenizer
+from scd.models import InputLimit, load_model, load_tokenizer
+from scd.student.data import pad
 
 View = Literal["xe", "x", "e"]
 VIEWS: tuple[View, ...] = ("xe", "x", "e")
@@ -34,12 +35,14 @@ VIEWS: tuple[View, ...] = ("xe", "x", "e")
 
 @dataclass(frozen=True)
 class SimulatorRow:
-    """One example as the simulator sees it; ``target`` is the student's predicted answer index."""
+    """One example as the simulator sees it; ``target`` is the student's predicted answer index, ``id`` names the
+    example in errors."""
 
     question: str
     choices: tuple[str, ...]
     rationale: str
     target: int
+    id: str = ""
 
     def __post_init__(self) -> None:
         if len(self.choices) < 2:
@@ -81,23 +84,24 @@ class SimulatorModule(pl.LightningModule):
         return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
+def encode_inputs(
+    tokenizer: PreTrainedTokenizerBase, rows: Sequence[tuple[SimulatorRow, View]], input_limit: InputLimit
+) -> dict[str, torch.Tensor]:
+    """Each (row, view)'s input held to ``input_limit``, right-padded to the longest in the batch."""
+    ids = [input_limit.apply(tokenizer(simulator_input(row, view))["input_ids"], row.id) for row, view in rows]
+    return {"input_ids": pad(ids, tokenizer.pad_token_id), "attention_mask": pad([[1] * len(row) for row in ids], 0)}
+
+
 class _Collator:
-    """Tokenizes (input, answer) pairs and pads to the longest in the batch; padded label positions are ignored."""
+    """Encodes (row, view) pairs with the student's answer as target; padded label positions are ignored."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_source_length: int) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, input_limit: InputLimit) -> None:
         self.tokenizer = tokenizer
-        self.max_source_length = max_source_length
+        self.input_limit = input_limit
 
-    def __call__(self, pairs: Sequence[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        sources, targets = zip(*pairs)
-        batch = self.tokenizer(
-            list(sources), padding=True, truncation=True, max_length=self.max_source_length, return_tensors="pt"
-        )
-        return {
-            "input_ids": batch["input_ids"],
-            "attention_mask": batch["attention_mask"],
-            "labels": answer_labels(self.tokenizer, list(targets)),
-        }
+    def __call__(self, pairs: Sequence[tuple[SimulatorRow, View]]) -> dict[str, torch.Tensor]:
+        targets = [row.choices[row.target] for row, _ in pairs]
+        return {**encode_inputs(self.tokenizer, pairs, self.input_limit), "labels": answer_labels(self.tokenizer, targets)}
 
 
 def answer_labels(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> torch.Tensor:
@@ -127,7 +131,7 @@ def train_simulator(
     batch_size: int = 16,
     lr: float = 3e-4,
     weight_decay: float = 0.0,
-    max_source_length: int = 512,
+    input_limit: InputLimit = InputLimit(group="simulator"),
     seed: int = 0,
 ) -> PreTrainedModel:
     """Train ``model`` in place on all three views of ``train_rows`` with a Lightning Trainer; returns it in eval mode.
@@ -139,12 +143,12 @@ def train_simulator(
     """
     if not train_rows:
         raise ValueError("train_simulator: no training rows")
-    pairs = [(simulator_input(row, view), row.choices[row.target]) for row in train_rows for view in VIEWS]
+    pairs = [(row, view) for row in train_rows for view in VIEWS]
     loader = DataLoader(
         pairs,
         batch_size=batch_size,
         shuffle=True,
-        collate_fn=_Collator(tokenizer, max_source_length),
+        collate_fn=_Collator(tokenizer, input_limit),
         generator=torch.Generator().manual_seed(seed),
     )
     settings: dict[str, Any] = {"logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -166,7 +170,7 @@ def score_choices(
     rows: Sequence[SimulatorRow],
     view: View,
     batch_size: int = 16,
-    max_source_length: int = 512,
+    input_limit: InputLimit = InputLimit(group="simulator"),
 ) -> list[np.ndarray]:
     """Log-likelihood of every choice's text (summed over its tokens, end-of-sequence included), one array per row.
 
@@ -176,13 +180,8 @@ def score_choices(
     scores: list[np.ndarray] = []
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
-        encoded = tokenizer(
-            [simulator_input(row, view) for row in batch],
-            padding=True,
-            truncation=True,
-            max_length=max_source_length,
-            return_tensors="pt",
-        ).to(model.device)
+        encoded = {key: value.to(model.device)
+                   for key, value in encode_inputs(tokenizer, [(row, view) for row in batch], input_limit).items()}
         encoder_states = model.get_encoder()(
             input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"]
         ).last_hidden_state
@@ -206,10 +205,10 @@ def simulate(
     rows: Sequence[SimulatorRow],
     view: View,
     batch_size: int = 16,
-    max_source_length: int = 512,
+    input_limit: InputLimit = InputLimit(group="simulator"),
 ) -> np.ndarray:
     """The simulator's predicted answer index for every row under ``view`` (argmax of the choice log-likelihoods)."""
-    scores = score_choices(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
+    scores = score_choices(model, tokenizer, rows, view, batch_size=batch_size, input_limit=input_limit)
     return np.array([int(np.argmax(row_scores)) for row_scores in scores], dtype=np.int64)
 
 
@@ -219,14 +218,14 @@ def simulator_las(
     rows: Sequence[SimulatorRow],
     *,
     batch_size: int = 16,
-    max_source_length: int = 512,
+    input_limit: InputLimit = InputLimit(group="simulator"),
     bootstrap_samples: int = 1000,
     seed: int = 0,
 ) -> tuple[LASResult, dict[View, np.ndarray]]:
     """LAS of the rationales in ``rows`` (test split, ``target`` = the student's answer) under a trained simulator,
     and the simulator's answer per row from each view."""
     predictions = {
-        view: simulate(model, tokenizer, rows, view, batch_size=batch_size, max_source_length=max_source_length)
+        view: simulate(model, tokenizer, rows, view, batch_size=batch_size, input_limit=input_limit)
         for view in VIEWS
     }
     result = leakage_adjusted_simulatability(
@@ -244,5 +243,6 @@ def fit_simulator(cfg: Config, rows: Sequence[SimulatorRow], tokenizer_source: s
     model = load_model("seq2seq", tokenizer, name_or_path=s.name_or_path, random_init=s.random_init, seed=s.seed)
     trainer_kwargs = {"max_steps": s.max_steps, "accelerator": cfg.trainer.accelerator,
                       "enable_progress_bar": cfg.trainer.enable_progress_bar}
-    train_simulator(model, tokenizer, rows, trainer_kwargs=trainer_kwargs, batch_size=s.batch_size, lr=s.lr, seed=s.seed)
+    train_simulator(model, tokenizer, rows, trainer_kwargs=trainer_kwargs, batch_size=s.batch_size, lr=s.lr,
+                    input_limit=s.input_limit(), seed=s.seed)
     return model, tokenizer

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 def simulator_rows(records: list[RationaleRecord], predictions: list[dict[str, Any]]) -> list[SimulatorRow]:
     """The student's own rationale and answer per record; unparsable answers cannot be simulated and are left out."""
     return [
-        SimulatorRow(r.question, tuple(r.choices), p["rationale"], p["predicted"])
+        SimulatorRow(r.question, tuple(r.choices), p["rationale"], p["predicted"], r.id)
         for r, p in zip(records, predictions) if p["predicted"] is not None
     ]
 
@@ -54,6 +54,7 @@ def run_evaluate_stage(
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
         simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
         las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
+                                       input_limit=cfg.simulator.input_limit(),
                                        bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
         metrics.update({key: value for key, value in las.to_metrics().items() if value is not None})
         # Per item, beside predictions/test.jsonl: the simulator's answer from each view (items the student answered),
@@ -89,12 +90,12 @@ def evaluate_trained_student(
     metrics = evaluate_student(
         model, tokenizer, s.arch, test, run_dir=run_dir, test_counterfactual=test_cf, tags=cfg.training.tags,
         batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, perturb_share=s.perturb_share, seed=cfg.seed,
-        show_progress=cfg.trainer.enable_progress_bar,
+        input_limit=s.input_limit(), show_progress=cfg.trainer.enable_progress_bar,
     )
     test_predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
     train_predictions = predict_rationales(
         model, tokenizer, s.arch, train, tags=cfg.training.tags, batch_size=s.eval_batch_size,
-        max_new_tokens=s.max_new_tokens, show_progress=cfg.trainer.enable_progress_bar,
+        max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(), show_progress=cfg.trainer.enable_progress_bar,
     )
     return metrics, test_predictions, train_predictions
 

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
-from scd.models import Arch
+from scd.models import Arch, InputLimit
 from scd.student.formatting import CAUSAL_SEPARATOR, first_token_at, format_answer, format_input, format_rationale_prefix
 
 if TYPE_CHECKING:
@@ -61,10 +61,12 @@ def encode_target(
 
 
 def encode_row(
-    row: Row, tokenizer: PreTrainedTokenizerBase, arch: Arch, *, decoder_start_token_id: int | None = None
+    row: Row, tokenizer: PreTrainedTokenizerBase, arch: Arch, *, decoder_start_token_id: int | None = None,
+    input_limit: InputLimit = InputLimit(),
 ) -> EncodedRow:
     """Encode a row: ``"{tag} {question} choices: ..."`` to ``"{tag} {rationale} So the answer is {answer}."``, the
-    answer being the one the record's rationale was written for."""
+    answer being the one the record's rationale was written for. The input (a causal model's prompt) is held to
+    ``input_limit``."""
     record = row.record
     input_text = format_input(record.question, record.choices, row.tag)
     target_ids, target_labels = encode_target(
@@ -75,13 +77,13 @@ def encode_row(
             raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
         # The decoder input is the shifted target itself, not the shifted labels: those hide the rationale prefix.
         return EncodedRow(
-            input_ids=tokenizer(input_text)["input_ids"],
+            input_ids=input_limit.apply(tokenizer(input_text)["input_ids"], record.id),
             labels=target_labels,
             decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
             task=row.task,
         )
     if arch == "causal":
-        prompt_ids = encode_prompt(tokenizer, input_text)
+        prompt_ids = input_limit.apply(encode_prompt(tokenizer, input_text), record.id)
         return EncodedRow(
             input_ids=prompt_ids + target_ids,
             labels=[IGNORE_INDEX] * len(prompt_ids) + target_labels,
@@ -130,6 +132,7 @@ class StudentDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         decoder_start_token_id: int | None = None,
         extra_train_rows: Sequence[EncodedRow] = (),
+        input_limit: InputLimit = InputLimit(),
     ) -> None:
         super().__init__()
         if arch == "seq2seq" and decoder_start_token_id is None:
@@ -142,6 +145,7 @@ class StudentDataModule(pl.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self.decoder_start_token_id = decoder_start_token_id
+        self.input_limit = input_limit
         # Rows of another objective trained beside the rationales, each its own group (ToyWorld mixes its
         # pretraining objective into distillation so that the facts stay reachable).
         self.extra_train_rows = list(extra_train_rows)
@@ -150,7 +154,8 @@ class StudentDataModule(pl.LightningDataModule):
 
     def _encode(self, split: str) -> list[list[EncodedRow]]:
         return [
-            [encode_row(row, self.tokenizer, self.arch, decoder_start_token_id=self.decoder_start_token_id)
+            [encode_row(row, self.tokenizer, self.arch, decoder_start_token_id=self.decoder_start_token_id,
+                        input_limit=self.input_limit)
              for row in group]
             for group in self.objective.groups(self.rationale_dir, split)
         ]

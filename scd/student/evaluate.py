@@ -25,7 +25,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 from scd.data.records import RationaleRecord
 from scd.io import atomic_write_text
-from scd.models import Arch
+from scd.models import Arch, InputLimit
 from scd.student.data import encode_prompt, pad
 from scd.student.formatting import (
     ANSWER_CUE,
@@ -41,11 +41,14 @@ from scd.student.formatting import (
 
 
 def prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, arch: Arch, question: str, choices: list[str] | tuple[str, ...], tag: str
+    tokenizer: PreTrainedTokenizerBase, arch: Arch, question: str, choices: list[str] | tuple[str, ...], tag: str, *,
+    example_id: str, input_limit: InputLimit = InputLimit(),
 ) -> list[int]:
-    """The student's input for a question: the encoder input (seq2seq) or the prompt a causal model continues."""
+    """The student's input for a question: the encoder input (seq2seq) or the prompt a causal model continues, held
+    to ``input_limit`` (a longer one is refused naming ``example_id``, or truncated)."""
     text = format_input(question, choices, tag)
-    return tokenizer(text)["input_ids"] if arch == "seq2seq" else encode_prompt(tokenizer, text)
+    ids = tokenizer(text)["input_ids"] if arch == "seq2seq" else encode_prompt(tokenizer, text)
+    return input_limit.apply(ids, example_id)
 
 
 def rationale_prefix_ids(tokenizer: PreTrainedTokenizerBase, rationale: str, tag: str) -> list[int]:
@@ -119,6 +122,7 @@ def predict_rationales(
     tags: TagMode = "distinct",
     batch_size: int = 16,
     max_new_tokens: int = 128,
+    input_limit: InputLimit = InputLimit(),
     show_progress: bool = True,
 ) -> list[dict[str, Any]]:
     """The student's own rationale and answer for each record: ``id``, ``output`` (raw text), ``rationale`` and
@@ -128,7 +132,8 @@ def predict_rationales(
         model,
         tokenizer,
         arch,
-        [prompt_ids(tokenizer, arch, record.question, record.choices, tag) for record in records],
+        [prompt_ids(tokenizer, arch, record.question, record.choices, tag, example_id=record.id,
+                    input_limit=input_limit) for record in records],
         [[] for _ in records],
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,
@@ -172,13 +177,15 @@ def _answers_after(
     tag: str,
     *,
     desc: str,
+    input_limit: InputLimit,
     **generation: Any,
 ) -> list[int | None]:
     continuations = generate_continuations(
         model,
         tokenizer,
         arch,
-        [prompt_ids(tokenizer, arch, record.question, record.choices, tag) for record in records],
+        [prompt_ids(tokenizer, arch, record.question, record.choices, tag, example_id=record.id,
+                    input_limit=input_limit) for record in records],
         prefixes,
         desc=desc,
         **generation,
@@ -209,6 +216,7 @@ def evaluate_student(
     answer_max_new_tokens: int = 16,
     perturb_share: float = 0.3,
     seed: int = 0,
+    input_limit: InputLimit = InputLimit(),
     show_progress: bool = True,
 ) -> dict[str, float]:
     """Compute the ``student/*`` metrics on ``test_records`` and write ``run_dir/predictions/test.jsonl`` (one line per
@@ -220,7 +228,8 @@ def evaluate_student(
     if not 0.0 <= perturb_share <= 1.0:
         raise ValueError(f"perturb_share must be in [0, 1], got {perturb_share}")
     tag = task_tag(tags, False)
-    answers = {"max_new_tokens": answer_max_new_tokens, "batch_size": batch_size, "show_progress": show_progress}
+    answers = {"max_new_tokens": answer_max_new_tokens, "batch_size": batch_size, "show_progress": show_progress,
+               "input_limit": input_limit}
 
     own = predict_rationales(
         model,
@@ -230,6 +239,7 @@ def evaluate_student(
         tags=tags,
         batch_size=batch_size,
         max_new_tokens=max_new_tokens,
+        input_limit=input_limit,
         show_progress=show_progress,
     )
     # The test split's rationales argue for the gold answer (rationale_for == answer).

@@ -116,5 +116,6 @@ def run_student_stage(
         run_dir / "rationales", module.tokenizer, cfg.student.arch, cfg.training,
         batch_size=cfg.student.batch_size, eval_batch_size=cfg.student.eval_batch_size,
         decoder_start_token_id=start, extra_train_rows=extra_rows(module.tokenizer, start) if extra_rows else (),
+        input_limit=cfg.student.input_limit(),
     )
     return fit_student(module, datamodule, student_trainer(cfg, run_dir, logger), ckpt_path=cfg.ckpt_path)
