@@ -47,7 +47,8 @@ def log_rationale_samples(
 
 
 def log_report_table(run: Any, table_rows: Sequence[Mapping[str, Any]], key: str = "report/table") -> wandb.Table:
-    """Log the report's rows (``scd.report.report_rows``: one flat dict per cell) as a table; returns it."""
+    """Log the report's rows (``scd.report.tables.report_rows``: one flat dict per cell, None where a metric was not
+    measured, which W&B shows as an empty cell, not 0) as a table; returns it."""
     if not table_rows:
         raise ValueError("report table: no rows")
     columns = list(dict.fromkeys(column for row in table_rows for column in row))
