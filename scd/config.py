@@ -249,7 +249,8 @@ class StudentConfig:
             check_random_init(self.random_init, "student.random_init")
         if self.pretrain_mix < 0:
             raise ValueError(f"student.pretrain_mix must be >= 0, got {self.pretrain_mix}")
-        for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens", "early_stopping_patience"):
+        for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens",
+                    "early_stopping_patience"):
             if getattr(self, key) < 1:
                 raise ValueError(f"student.{key} must be >= 1, got {getattr(self, key)}")
         if not 0 <= self.perturb_share <= 1:
@@ -391,8 +392,9 @@ def check_schema_keys(node: DictConfig, prefix: str = "") -> None:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {prefix}{close[0]}?" if close else ""
             if schema is TrainerConfig:
-                owner = ("scd sets this Trainer argument itself: from the logger and callbacks groups and the run "
-                         "directory" if key in TRAINER_ARGS_SET_BY_SCD else "not an argument of pytorch_lightning.Trainer")
+                owner = "not an argument of pytorch_lightning.Trainer"
+                if key in TRAINER_ARGS_SET_BY_SCD:
+                    owner = "scd sets it itself: from the logger and callbacks groups and the run directory"
             else:
                 owner = f"not in {schema.__name__}"
             raise ValueError(f"unknown key {dotted} ({owner}){hint}")

@@ -98,7 +98,8 @@ def make_question(fields: dict[str, Any], where: str, default_id: str) -> Questi
     pair = near_duplicate(choices)
     if pair is not None:
         first, second = (choices[index] for index in pair)
-        raise PredictError(f"{where}: field 'choices': duplicate choice {second!r} (same as {first!r} {SAME_AS_PARSED})")
+        raise PredictError(f"{where}: field 'choices': duplicate choice {second!r} "
+                           f"(same as {first!r} {SAME_AS_PARSED})")
     rationale = fields.get("rationale")
     if rationale is not None and not isinstance(rationale, str):
         raise PredictError(f"{where}: field 'rationale' must be a string, got {rationale!r}")

@@ -32,6 +32,10 @@ RESUMABLE = (
     "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps",
     "student.early_stopping_patience",
 )
+# The key holding each config group's choice (conf/<group>/<choice>.yaml), in the defaults list's order: a change of
+# choice is named as such, rather than by the first of the many keys it changes.
+GROUP_CHOICE_KEYS = {"dataset.name": "dataset", "teacher.name": "teacher", "decoding.name": "decoding",
+                     "training.mode": "training", "student.name": "student", "simulator.name": "simulator"}
 STAGE_OUTPUTS = {"teacher": ("rationales",), "student": ("checkpoints", "student"),
                  "evaluate": ("predictions", "metrics.json")}
 # What overwrite=true removes: every stage's outputs and the old run's logs and record.
@@ -95,12 +99,17 @@ def holds_a_run(run_dir: Path) -> bool:
 def _refusal(run_dir: Path, recorded: dict[str, Any], current: dict[str, Any], cfg: Config) -> str | None:
     """Why this command may not run in ``run_dir``, which holds the run ``recorded``; None if it may."""
     changed = _differences(recorded, current)
-    # A readable key first: `decoding.name` says more than `decoding._target_`.
-    fixed = sorted((key for key in changed if key not in RESUMABLE), key=lambda key: "._" in key)
+    fixed = [key for key in changed if key not in RESUMABLE]
     if fixed:
-        key = fixed[0]
-        return (f"run directory {run_dir} holds another run ({key}: {recorded.get(key)!r} there, "
-                f"{current.get(key)!r} now); use another hydra.run.dir, or overwrite=true to replace that run")
+        choice = next((key for key in GROUP_CHOICE_KEYS if key in fixed), None)
+        if choice is not None:
+            difference = f"{GROUP_CHOICE_KEYS[choice]}: {recorded.get(choice)} there, {current.get(choice)} now"
+        else:
+            # A readable key first: `decoding.lam` says more than `decoding._target_`.
+            key = sorted(fixed, key=lambda key: "._" in key)[0]
+            difference = f"{key}: {recorded.get(key)!r} there, {current.get(key)!r} now"
+        return (f"run directory {run_dir} holds another run ({difference}); use another hydra.run.dir, or "
+                "overwrite=true to replace that run")
     if changed and "student" not in cfg.stages:
         key = changed[0]
         return (f"run directory {run_dir}: its student was trained with {key}={recorded.get(key)!r}, not "

@@ -194,7 +194,8 @@ def test_case4_a_run_with_another_config_is_refused(config, tmp_path, fails):
     run_dir = tmp_path / "run"
     assert main_task(config("decoding=greedy")) is not None
     line = fails(config("decoding=contrast_wrong", "stages=[student,evaluate]"))
-    assert line == (f"scd: error: run directory {run_dir} holds another run (decoding.lam: None there, 0.5 now); "
+    assert line == (f"scd: error: run directory {run_dir} holds another run (decoding: greedy there, contrast_wrong "
+                    "now); "
                     "use another hydra.run.dir, or overwrite=true to replace that run")
     # Refused before anything was touched: the greedy rationales are still there.
     assert {r["decoding"] for r in records(run_dir / "rationales", "test")} == {"greedy"}
@@ -222,7 +223,8 @@ def test_case4_resuming_with_another_config_is_refused(config, tmp_path, fails):
     run_dir = tmp_path / "run"
     assert main_task(config()) is not None
     line = fails(config("stages=[student]", "ckpt_path=last", "training=standard"))
-    assert line == (f"scd: error: run directory {run_dir} holds another run (training.alpha: 0.5 there, None now); "
+    assert line == (f"scd: error: run directory {run_dir} holds another run (training: counterfactual there, standard "
+                    "now); "
                     "use another hydra.run.dir, or overwrite=true to replace that run")
     # A resumable key may change only where the student trains again.
     line = fails(config("stages=[evaluate]", "trainer.max_steps=8"))

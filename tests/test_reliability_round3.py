@@ -228,7 +228,8 @@ def test_predict_refuses_a_question_over_the_limit_in_one_line(tmp_path, capsys)
         predict_main([str(tmp_path), "--input", str(questions), "--no-progress"])
     assert exit_info.value.code == 1
     # Loading the weights shows transformers' own progress bar: the error is the last line.
-    assert capsys.readouterr().err.strip().splitlines()[-1] == ("scd: error: example 'huge': the student's input is 20030 tokens, more than "
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "scd: error: example 'huge': the student's input is 20030 tokens, more than "
                     "student.max_input_tokens=512; raise it, or set student.truncate_inputs=true to cut longer inputs")
     predict_main([str(tmp_path), "--input", str(questions), "--no-progress", "--truncate-inputs",
                   "--max-input-tokens", "32"])

@@ -101,7 +101,8 @@ class _Collator:
 
     def __call__(self, pairs: Sequence[tuple[SimulatorRow, View]]) -> dict[str, torch.Tensor]:
         targets = [row.choices[row.target] for row, _ in pairs]
-        return {**encode_inputs(self.tokenizer, pairs, self.input_limit), "labels": answer_labels(self.tokenizer, targets)}
+        labels = answer_labels(self.tokenizer, targets)
+        return {**encode_inputs(self.tokenizer, pairs, self.input_limit), "labels": labels}
 
 
 def answer_labels(tokenizer: PreTrainedTokenizerBase, answers: Sequence[str]) -> torch.Tensor:

@@ -95,9 +95,10 @@ def check_validation_interval(trainer: pl.Trainer, train_questions: int, batch_s
     batches = min(batches, limit) if isinstance(limit, int) else int(batches * limit)
     if 0 < batches < interval:
         raise ValueError(
-            f"trainer.val_check_interval={interval}: an epoch has at most {batches} training batches ({train_questions} "
-            f"training questions in batches of student.batch_size={batch_size}); use at most {batches}, a share of an "
-            "epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches across epochs")
+            f"trainer.val_check_interval={interval}: an epoch has at most {batches} training batches "
+            f"({train_questions} training questions in batches of student.batch_size={batch_size}); use at most "
+            f"{batches}, a share of an epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches "
+            "across epochs")
 
 
 def run_student_stage(
