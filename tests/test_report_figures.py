@@ -96,6 +96,21 @@ def grid_sweep(tmp_path: Path) -> Path:
     return sweep
 
 
+@pytest.fixture
+def crowded_sweep(tmp_path: Path) -> Path:
+    """Six decodings x two trainings: twelve cells in every legend and bar group."""
+    sweep = tmp_path / "crowded"
+    jobs = itertools.count()
+    for seed, shift in ((0, -0.01), (1, 0.01)):
+        for decoding in ("greedy", "contrast_empty", "contrast_wrong", "contrast_all_wrong", "human", "gold"):
+            for training in ("standard", "counterfactual"):
+                values = ARMS["contrast_wrong_counterfactual"][2:]
+                teacher = decoding if decoding in TEACHER else "contrast_wrong"
+                write_job(sweep, next(jobs), decoding, training, seed,
+                          [f"decoding={decoding}", f"training={training}"], arm_metrics(teacher, *values, shift))
+    return sweep
+
+
 def drawn_texts(figure: Figure) -> list[tuple[str, Bbox]]:
     """Every non-empty text the figure draws (tick labels outside the view are not drawn), with its extent in
     display pixels."""
@@ -126,7 +141,7 @@ def layout_problems(figure: Figure) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("sweep_name", ["arms_sweep", "grid_sweep"])
+@pytest.mark.parametrize("sweep_name", ["arms_sweep", "grid_sweep", "crowded_sweep"])
 def test_every_figure_is_drawn_without_overlapping_or_clipped_text(sweep_name, request):
     cells = group_cells(collect_runs(request.getfixturevalue(sweep_name)))
     figures = build_figures(cells, chance=0.4667)

@@ -132,9 +132,17 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join(textwrap.wrap(text, width, break_on_hyphens=False))
 
 
+# Height of one legend line and the margin around the legend, in inches (9 pt text, matplotlib's spacing).
+LEGEND_LINE_IN, LEGEND_MARGIN_IN = 0.25, 0.5
+
+
 def _legend(figure: Figure, handles: list, title: str) -> None:
+    """The legend right of the axes; the figure grows taller where the legend would not fit."""
     figure.legend(handles=handles, loc="outside right upper", title=title, fontsize=FONT_SIZE,
                   title_fontsize=FONT_SIZE, frameon=False, alignment="left")  # fmt: skip
+    lines = 1 + sum(handle.get_label().count("\n") + 1 for handle in handles)
+    width, height = figure.get_size_inches()
+    figure.set_size_inches(width, max(height, lines * LEGEND_LINE_IN + LEGEND_MARGIN_IN))
 
 
 def _marker_handle(cell: Cell, style: Style) -> Line2D:
