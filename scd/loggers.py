@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
+import requests
+import wandb
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from scd.config import LoggerConfig
+
+log = logging.getLogger(__name__)
+# How long online mode waits for the W&B server to answer before the run logs offline instead.
+WANDB_PROBE_TIMEOUT_S = 10
 
 
 class AppendingWriter(ExperimentWriter):
@@ -37,6 +44,17 @@ class AppendingCSVLogger(CSVLogger):
         return self._experiment
 
 
+def wandb_unreachable() -> str | None:
+    """Why the W&B server cannot be reached (None when it answers). Online mode without a network would otherwise
+    retry for minutes, then end the run in a CommError traceback. Through ``requests``, so proxies apply."""
+    url = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
+    try:
+        requests.head(url, timeout=WANDB_PROBE_TIMEOUT_S)
+    except requests.RequestException as err:
+        return f"{url} does not answer ({type(err).__name__})"
+    return None
+
+
 def build_logger(cfg: LoggerConfig, run_dir: Path, hyperparams: dict[str, Any], group: str | None) -> Logger | bool:
     """W&B (offline unless WANDB_MODE or ``logger.mode`` says online), CSV in the run directory, or none (False)."""
     if cfg.name == "none":
@@ -46,9 +64,16 @@ def build_logger(cfg: LoggerConfig, run_dir: Path, hyperparams: dict[str, Any], 
         logger: Logger = AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
     else:
         mode = os.environ.get("WANDB_MODE", cfg.mode)
+        unreachable = wandb_unreachable() if mode == "online" else None
+        if unreachable:
+            log.warning("W&B online mode: %s; logging offline instead (`wandb sync %s` uploads the run later)",
+                        unreachable, run_dir / "wandb")
+            mode = "offline"
         logger = WandbLogger(
             project=cfg.project, group=cfg.group or group, save_dir=str(run_dir), offline=mode == "offline",
             mode=mode, name=run_dir.name,
         )
+        # Lightning passes anonymous=None, which W&B warns about as a deprecated setting that does nothing.
+        logger._wandb_init.pop("anonymous", None)
     logger.log_hyperparams(hyperparams)
     return logger

@@ -244,3 +244,46 @@ def test_the_limits_are_settings_with_defaults_that_leave_existing_runs_alone(ma
     assert cfg.simulator.input_limit() == InputLimit(512, False, "simulator")
     cfg = validate(make_config("student.max_input_tokens=64", "student.truncate_inputs=true"))
     assert cfg.student.input_limit() == InputLimit(64, True, "student")
+
+
+# ---------------------------------------------------------------- W&B online without a network
+
+
+@pytest.fixture
+def wandb_logger_built(monkeypatch, tmp_path):
+    """``build(reachable)``: the W&B logger build_logger makes with WANDB_MODE=online, the server answering or not;
+    no W&B run is started."""
+    import requests
+    from pytorch_lightning.loggers import WandbLogger
+
+    import scd.loggers as loggers
+    from scd.config import LoggerConfig
+
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: None)
+    monkeypatch.setenv("WANDB_MODE", "online")
+
+    def build(reachable: bool) -> WandbLogger:
+        def head(url, timeout):
+            if not reachable:
+                raise requests.ConnectionError("no route to host")
+
+        monkeypatch.setattr(loggers.requests, "head", head)
+        return loggers.build_logger(LoggerConfig(), tmp_path, {}, None)
+
+    return build
+
+
+def test_wandb_online_without_a_network_logs_offline_with_one_warning(wandb_logger_built, caplog):
+    # Before: about 2 minutes of retries, then a 24-line CommError traceback.
+    logger = wandb_logger_built(reachable=False)
+    assert logger._wandb_init["mode"] == "offline"
+    [warning] = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warning.startswith("W&B online mode: https://") and "does not answer (ConnectionError); logging offline " \
+        "instead (`wandb sync " in warning
+    # W&B warned on every run that Lightning's anonymous=None is a deprecated setting.
+    assert "anonymous" not in logger._wandb_init
+
+
+def test_wandb_online_with_a_network_stays_online(wandb_logger_built, caplog):
+    assert wandb_logger_built(reachable=True)._wandb_init["mode"] == "online"
+    assert not [record for record in caplog.records if record.levelname == "WARNING"]
