@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scd.report import ReportError, collect_runs, group_cells, main, write_report
+from scd.report import collect_runs, group_cells, main, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,8 +41,8 @@ def test_summary_groups_student_faithfulness_teacher_and_time(make_config, tmp_p
         f"scd: toyworld | decoding=contrast_wrong training=counterfactual -> {tmp_path}",
         "  student      accuracy 0.463 (chance 0.444, always following the cue 0.467) | with the teacher's rationale "
         "0.965 | unparsable 0.000",
-        "               accuracy where the cue agrees 0.925 | accuracy where the cue opposes 0.109 | own rationale supports "
-        "the gold answer 0.404",
+        "               accuracy where the cue agrees 0.925 | accuracy where the cue opposes 0.109 | own rationale "
+        "supports the gold answer 0.404",
         "  faithfulness LAS 0.016 [-0.021, 0.055] | answer kept under a perturbed rationale 0.831 | follows a "
         "counterfactual rationale 0.804",
         "               answer entailed by own rationale 0.758 | follows a counterfactual rationale against the cue "

@@ -28,6 +28,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from scd.report.collect import ARM_KEY, COPY_KEY, ICL_TEACHER, Cell
+from scd.report.tables import LAS_INTERVAL
 from scd.summary import CHECKER_SUPPORTS, CUE_FOLLOWING, JUDGE_SUPPORTS, METRIC_NAMES
 
 DPI = 200
@@ -53,7 +54,6 @@ REFERENCE_COLOR = "#333333"
 
 ACCURACY = "student/accuracy"
 LAS = "student/las"
-LAS_INTERVAL = ("student/las_ci_low", "student/las_ci_high")
 CUE_AGREES, CUE_OPPOSES = "toyworld/accuracy_cue_agrees", "toyworld/accuracy_cue_opposes"
 TEACHER_SHARES = (JUDGE_SUPPORTS, CHECKER_SUPPORTS, "toyworld/teacher_cf_entails", "teacher/new_info",
                   "teacher/vacuity")  # fmt: skip
