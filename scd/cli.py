@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -107,6 +109,31 @@ def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> 
     return False
 
 
+def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
+    """How many jobs ``launcher`` (a sweep's ``hydra.launcher``) runs at once on this machine: the joblib launcher's
+    ``n_jobs`` (negative counts back from the cores, as joblib's does); one for any other launcher or a single run."""
+    if launcher is None or "joblib" not in str(launcher.get("_target_", "")):
+        return 1
+    n_jobs = int(launcher.get("n_jobs") or 1)
+    return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+
+
+def apply_threads(configured: int | None) -> int:
+    """Set torch's CPU threads to ``threads``, or by default to this process's share of the cores it may use, and log
+    it; returns the count. Two jobs with a thread per core each make the threads spin-wait for each other's cores."""
+    if configured is None:
+        cores = len(os.sched_getaffinity(0))
+        launcher = HydraConfig.get().launcher if is_multirun() else None
+        jobs = parallel_jobs(launcher, cores)
+        threads = max(1, cores // jobs)
+        reason = f"{cores} cores for this process / {jobs} parallel jobs; set threads= to override"
+    else:
+        threads, reason = configured, "threads"
+    torch.set_num_threads(threads)
+    log.info("torch threads: %d (%s)", threads, reason)
+    return threads
+
+
 def main_task(raw: DictConfig) -> dict[str, float] | None:
     """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
     job is marked failed in its status.json and the sweep goes on. A command refused before it claimed a directory
@@ -117,6 +144,7 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     try:
         with interrupt_on_signals():
             cfg = validate(raw)
+            apply_threads(cfg.threads)
             # Only rank 0 keeps the run's status and directory: the ranks of one DDP run share it.
             if is_global_zero():
                 claim_run_dir(run_dir, raw, cfg)

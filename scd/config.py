@@ -359,6 +359,8 @@ class Config:
     ckpt_path: Optional[str] = None
     # Replace what the run directory holds from a run with another config (else such a run is refused).
     overwrite: bool = False
+    # torch's CPU threads; null: the cores this process may use, shared among the jobs the joblib launcher runs at once.
+    threads: Optional[int] = None
 
     def check(self) -> None:
         if not self.stages:
@@ -366,6 +368,8 @@ class Config:
         for stage in self.stages:
             _check_choice("stages[]", stage, STAGES)
         _check_seed("seed", self.seed)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.overwrite and self.ckpt_path == "last":
             raise ValueError("overwrite=true discards the checkpoints ckpt_path=last would resume from: give one of them")
 

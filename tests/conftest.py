@@ -39,6 +39,9 @@ def compose_config(overrides: list[str], run_dir: Path, cache_dir: Path) -> Dict
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
         cfg.paths.cache_dir = str(cache_dir)
+        # The suite's one thread (above), also in runs started in process, unless a test sets threads itself.
+        if not any(override.startswith("threads=") for override in overrides):
+            cfg.threads = 1
     return cfg
 
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
-from scd.cli import main_task
+from scd.cli import apply_threads, main_task, parallel_jobs
+from scd.config import validate
 from scd.data.formats import DataFormatError, read_examples
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import SimulatorRow, score_choices
@@ -17,6 +22,7 @@ from scd.student.data import IGNORE_INDEX, encode_row
 from scd.student.evaluate import predict_rationales
 from scd.student.formatting import parse_answer
 from scd.student.objectives import Standard
+from scd.student.stage import check_student_trainer, check_validation_interval
 from tests.conftest import TINY_STUDENTS
 
 
@@ -150,9 +156,6 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_teache
 
 
 def test_validation_intervals_lightning_accepts_pass_the_check(make_config):
-    from scd.config import validate
-    from scd.student.stage import check_student_trainer, check_validation_interval
-
     for overrides, questions in [(["trainer.val_check_interval=2"], 8), (["trainer.val_check_interval=50",
                                   "trainer.check_val_every_n_epoch=null"], 8), (["trainer.val_check_interval=0.5"], 1)]:
         cfg = validate(make_config(*overrides))
@@ -237,8 +240,6 @@ def test_predict_refuses_a_question_over_the_limit_in_one_line(tmp_path, capsys)
 
 
 def test_the_limits_are_settings_with_defaults_that_leave_existing_runs_alone(make_config):
-    from scd.config import validate
-
     cfg = validate(make_config())
     assert cfg.student.input_limit() == InputLimit(512, False, "student")
     assert cfg.simulator.input_limit() == InputLimit(512, False, "simulator")
@@ -287,3 +288,37 @@ def test_wandb_online_without_a_network_logs_offline_with_one_warning(wandb_logg
 def test_wandb_online_with_a_network_stays_online(wandb_logger_built, caplog):
     assert wandb_logger_built(reachable=True)._wandb_init["mode"] == "online"
     assert not [record for record in caplog.records if record.levelname == "WARNING"]
+
+
+# ---------------------------------------------------------------- threads
+
+
+JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
+
+
+@pytest.mark.parametrize(("launcher", "cores", "jobs"), [
+    (None, 2, 1),
+    (JOBLIB, 2, 2),
+    ({**JOBLIB, "n_jobs": -1}, 4, 4),
+    ({**JOBLIB, "n_jobs": -2}, 4, 3),
+    ({"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, 2, 1),
+])
+def test_parallel_jobs_under_each_launcher(launcher, cores, jobs):
+    assert parallel_jobs(OmegaConf.create(launcher) if launcher else None, cores) == jobs
+
+
+def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
+    # Before: scd never set them; two joblib jobs ran torch with a thread per core each on the same cores.
+    caplog.set_level(logging.INFO, logger="scd.cli")
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        assert apply_threads(None) == 4 and torch.get_num_threads() == 4
+        assert apply_threads(validate(make_config("threads=3")).threads) == 3 and torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert [r.getMessage() for r in caplog.records if r.name == "scd.cli"] == [
+        "torch threads: 4 (4 cores for this process / 1 parallel jobs; set threads= to override)",
+        "torch threads: 3 (threads)"]
+    with pytest.raises(ValueError, match=r"^threads must be >= 1 or null, got 0$"):
+        validate(make_config("threads=0"))
