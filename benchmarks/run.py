@@ -1,7 +1,8 @@
 """Benchmarks: the teacher's contrastive decoding against its baselines, and the student's training step.
 
     python benchmarks/run.py                 # CPU: tiny and small (58M) models, N=64, 64 new tokens, 2 runs each
-    python benchmarks/run.py --quick         # a fast sanity run (tiny model, 8 examples, 16 new tokens)
+    python benchmarks/run.py --quick         # a sanity run in seconds: tiny model, 8 examples, 16 new tokens,
+                                             # in this process (its memory columns are not per method)
     python benchmarks/run.py --device cuda --dtype bfloat16 --size 1b
 
 Prints a Markdown table per model size, then, as its last line, one JSON object of ratios taken on ``--size``:
@@ -22,7 +23,7 @@ from typing import Any
 import torch
 
 from student_step import measure_train_vs_ref
-from teacher_decoding import METHODS, Job, compare_tokens, in_subprocess, measure
+from teacher_decoding import METHODS, Job, compare_tokens, in_subprocess, measure, run_job
 from workload import build_tokenizer, few_shot_workload
 
 LAM = 0.5
@@ -30,7 +31,8 @@ LAM = 0.5
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model, 8 examples, 16 new tokens, one run each")
+    parser.add_argument("--quick", action="store_true", help="tiny model, 8 examples, 16 new tokens, one run each, "
+                        "all in this process")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--size", default="small", choices=["tiny", "small", "1b"], help="model the ratios use")
@@ -53,7 +55,8 @@ def measure_size(args: argparse.Namespace, size: str, tokenizer_json: str, workl
             continue
         job = Job(method, size, args.device, args.dtype, args.threads, tokenizer_json, workload, LAM,
                   args.max_new_tokens, args.repeats)
-        results[key] = measure(job)
+        # A process per measurement keeps peaks and thread pools apart; --quick spares the start-ups.
+        results[key] = run_job(job) if args.quick else measure(job)
         print(f"  [{size}] {method.label}: " + ", ".join(f"{t:.2f}s" for t in results[key]["times"]), flush=True)
     return results
 
@@ -126,8 +129,10 @@ def main() -> None:
         print(table(results, args.max_new_tokens, args.device.startswith("cuda")))
     train = None
     if "train" not in args.skip:
-        quick = dict(n_questions=16, steps=5, warmup=1) if args.quick else {}
-        train = in_subprocess(measure_train_vs_ref, device=args.device, **quick)
+        if args.quick:
+            train = measure_train_vs_ref(device=args.device, n_questions=16, steps=5, warmup=1)
+        else:
+            train = in_subprocess(measure_train_vs_ref, device=args.device)
         print(f"\nstudent step: {json.dumps(train)}")
     if args.threads == 1:
         # One thread: CPU time is the work done, which other processes on shared cores disturb less than wall time.

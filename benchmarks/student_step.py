@@ -23,6 +23,7 @@ from scd.data.records import RationaleRecord
 from scd.models import load_model, load_tokenizer
 from scd.student.data import IGNORE_INDEX, EncodedRow, collate_rows, encode_row
 from scd.student.module import StudentModule
+from scd.student.objectives import Counterfactual
 
 TINY_T5 = {
     "model_type": "t5", "d_model": 64, "d_kv": 16, "d_ff": 128, "num_layers": 2, "num_heads": 4, "dropout_rate": 0.0
@@ -102,17 +103,18 @@ def measure_train_vs_ref(
     reference = copy.deepcopy(model)
     start_id = model.config.decoder_start_token_id
     pad_id = tokenizer.pad_token_id
+    objective = Counterfactual(alpha=alpha)
     rows = [
-        tuple(encode_row(r, tokenizer, "seq2seq", "distinct", counterfactual=c, decoder_start_token_id=start_id)
-              for r, c in zip(pair, (False, True)))
-        for pair in synthetic_pairs(n_questions, seed)
+        tuple(encode_row(row, tokenizer, "seq2seq", decoder_start_token_id=start_id)
+              for row in (objective.factual_row(factual), objective.counterfactual_row(counterfactual)))
+        for factual, counterfactual in synthetic_pairs(n_questions, seed)
     ]
     chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
 
     def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(target) for key, value in batch.items()}
 
-    module = StudentModule(model, tokenizer, "seq2seq", alpha=alpha)
+    module = StudentModule(model, tokenizer, "seq2seq", objective)
     ours_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ours_batches = [to_device(collate_rows([list(pair) for pair in chunk], pad_id)) for chunk in chunks]
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ from scd.student.evaluate import predict_rationales
 from scd.student.formatting import parse_answer
 from scd.student.objectives import Standard
 from scd.student.stage import check_student_trainer, check_validation_interval
-from tests.conftest import TINY_STUDENTS
+from tests.conftest import ROOT, TINY_STUDENTS
 
 
 def error_line(capsys, run, *args) -> str:
@@ -322,3 +324,25 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
         "torch threads: 3 (threads)"]
     with pytest.raises(ValueError, match=r"^threads must be >= 1 or null, got 0$"):
         validate(make_config("threads=0"))
+
+
+# ---------------------------------------------------------------- the benchmark runs
+
+
+@pytest.mark.slow
+def test_the_benchmark_runs_through_the_objective_api():
+    # Before: every decoding measured, then `encode_row() got an unexpected keyword argument 'counterfactual'` in
+    # the student step, and no test noticed.
+    result = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--threads", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    ratios = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(ratios) == {"cd_vs_loop", "cd_vs_hf_cfg", "cd_cost_vs_greedy", "train_vs_ref", "shared_prefix_speedup",
+                           "merged_vs_separate", "flip_rate_vs_loop", "flip_rate_vs_hf_cfg",
+                           "flip_rate_vs_scd_no_prefix"}
+    assert all(isinstance(value, float) and value >= 0 for value in ratios.values())
+    assert ratios["train_vs_ref"] > 0
+    step = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("student step: "))
+                      .removeprefix("student step: "))
+    assert step["first_step_loss_abs_diff"] < 1e-4  # the fused step and the reference train the same loss
