@@ -227,11 +227,6 @@ class StudentConfig:
     # Dev checks without improvement before training stops (callbacks.early_stopping reads it).
     early_stopping_patience: int = 3
 
-    # ToyWorld: pretrain the random_init model on the world's facts first (scd.toyworld.pretrain.PretrainConfig
-    # fields), cached under paths.cache_dir; null trains from scratch.
-    pretrain: Optional[dict[str, Any]] = None
-    # With pretrain: span-corrupted fact documents mixed into distillation, per training question (0: none).
-    pretrain_mix: float = 0.0
     # The in-context teacher in the student's place (conf/student/icl_teacher.yaml): nothing is trained.
     in_context: Optional[InContextConfig] = None
 
@@ -247,8 +242,6 @@ class StudentConfig:
             raise ValueError("student: set exactly one of name_or_path and random_init")
         if self.random_init is not None:
             check_random_init(self.random_init, "student.random_init")
-        if self.pretrain_mix < 0:
-            raise ValueError(f"student.pretrain_mix must be >= 0, got {self.pretrain_mix}")
         for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens",
                     "early_stopping_patience"):
             if getattr(self, key) < 1:
@@ -274,9 +267,6 @@ class SimulatorConfig:
     # Longest input (a view of question, choices and rationale, tokens); longer: refused, or cut with truncate_inputs.
     max_input_tokens: int = 512
     truncate_inputs: bool = False
-
-    # ToyWorld: start from the random_init model pretrained on the world's facts, as student.pretrain.
-    pretrain: Optional[dict[str, Any]] = None
 
     def check(self) -> None:
         if (self.name_or_path is None) == (self.random_init is None):

@@ -8,7 +8,6 @@ package (scd.teacher, scd.student, scd.evaluation); this module only wires confi
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -57,8 +56,6 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         check_validation_interval(checked_trainer, len(splits["train"]), cfg.student.batch_size)
     teacher_dir = task.trained_teacher()
     shared_tokenizer = task.shared_tokenizer()
-    if {"student", "evaluate"} & set(cfg.stages):
-        cfg = with_pretrained_models(cfg, task)
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
     metrics: dict[str, float] = {}
@@ -70,8 +67,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         if "student" in cfg.stages:
             raise_if_interrupted()
             stage_started = time.perf_counter()
-            run_student_stage(cfg, run_dir, logger, shared_tokenizer,
-                              extra_rows=task.student_extra_rows)
+            run_student_stage(cfg, run_dir, logger, shared_tokenizer)
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
         if not is_global_zero():
             # A rank that Lightning's DDP launcher started: it took its share of the teacher and student stages;
@@ -97,17 +93,6 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print_summary(cfg, run_dir, metrics)
     return metrics
-
-
-def with_pretrained_models(cfg: Config, task: Task) -> Config:
-    """``cfg`` with each student or simulator that has a ``pretrain`` block loading the checkpoint the task
-    pretrained for it instead of a random initialization."""
-    updates = {}
-    for group in ("student", "simulator"):
-        path = task.pretrained_model(group)
-        if path is not None:
-            updates[group] = dataclasses.replace(getattr(cfg, group), name_or_path=path, random_init=None)
-    return dataclasses.replace(cfg, **updates)
 
 
 def rationale_set_metrics(run_dir: Path) -> dict[str, float]:

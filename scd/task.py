@@ -13,8 +13,8 @@ other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task fo
 
 ``DatasetTask``, the default, reads a data set's files (or hub copy) and has no metrics of its own. A data set that
 brings its own generator, teacher and metrics subclasses ``Task`` in its own package (ToyWorld:
-``scd.toyworld.task.ToyWorldTask``) and overrides what it provides; anything more a task can provide (a pretrained
-student, gold rationales for perturbed answers) is one more method here, with a default that provides nothing.
+``scd.toyworld.task.ToyWorldTask``) and overrides what it provides; anything more a task can provide (gold
+rationales for perturbed answers, say) is one more method here, with a default that provides nothing.
 """
 
 from __future__ import annotations
@@ -56,19 +56,6 @@ class Task:
 
     def teacher_metrics(self, rationale_dir: Path) -> dict[str, float]:
         return {}
-
-    def pretrained_model(self, group: str) -> str | None:
-        """The checkpoint ``group`` (student or simulator) starts from when its config has a ``pretrain`` block: a
-        model the task pretrains on its own text. None when the block is not set."""
-        if getattr(self.config, group).pretrain is not None:
-            raise ValueError(f"{group}.pretrain: dataset {self.config.dataset.name} pretrains no model; remove it")
-        return None
-
-    def student_extra_rows(self, tokenizer: Any, decoder_start_token_id: int | None) -> list[Any]:
-        """Rows of another objective trained beside the rationales (``student.pretrain_mix``); none by default."""
-        if self.config.student.pretrain_mix:
-            raise ValueError(f"student.pretrain_mix: dataset {self.config.dataset.name} has no pretraining objective")
-        return []
 
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         return {}

@@ -239,7 +239,7 @@ def test_a_failing_job_does_not_stop_the_sweep(sweep):
     # decoding.lam varies, so each value is its own row: the failed job's row is all failed, the other reports.
     assert "| contrast_wrong | counterfactual | 7 | 0 (+1 failed) | failed |" in table
     assert "| contrast_wrong | counterfactual | 0.5 | 1 | 0.000 |" in table
-    assert "- job `1` (contrast_wrong/counterfactual decoding.lam=7, seed 0): ValueError: decoding.lam must be in [0, 1]" in table
+    assert "- job `1` (contrast_wrong / counterfactual · decoding.lam=7, seed 0): ValueError: decoding.lam must be in [0, 1]" in table
 
 
 @pytest.mark.slow

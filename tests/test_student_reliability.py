@@ -84,7 +84,7 @@ def test_callbacks_come_from_the_group_and_null_drops_one(tmp_path: Path) -> Non
     cfg = validate(compose_config(["student.early_stopping_patience=7"], tmp_path, tmp_path))
     checkpoint, early_stopping, progress_bar = build_callbacks(cfg.callbacks, progress_bar=True)
     assert type(checkpoint) is RunCheckpoint and type(progress_bar) is StepProgressBar
-    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/loss"
+    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/factual_loss"
     # trainer.enable_progress_bar=false drops the bar, which Lightning would otherwise refuse.
     cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path))
     assert [type(c) for c in build_callbacks(cfg.callbacks, progress_bar=False)] == [RunCheckpoint]

@@ -14,13 +14,13 @@ from scd.student import formatting
 from scd.task import DatasetTask, build_task
 from scd.toyworld.task import ToyWorldTask, format_texts
 from scd.toyworld.teacher import demonstration
-from scd.toyworld.tokenizer import SENTINELS, build_tokenizer, extend_tokenizer
+from scd.toyworld.tokenizer import build_tokenizer, extend_tokenizer
 from scd.toyworld.world import WorldConfig, load_toyworld
 from tests.conftest import TOYWORLD_PROMPT, compose_config
 
 # A ToyWorld that trains its teacher in seconds (the probe is not the point here).
 TINY_TOYWORLD = [
-    "dataset=toyworld", "teacher=toyworld", "dataset.task.world.n_categories=2",
+    "dataset=toyworld", "teacher=toyworld", "dataset.task.world.n_categories=2", "dataset.task.world.n_mc_choices=2",
     "dataset.task.world.entities_per_category=3", "dataset.task.world.n_properties=6", "dataset.task.world.n_train=20",
     "dataset.task.world.n_dev=4", "dataset.task.world.n_test=4", "teacher.trained.training.n_layers=1",
     "teacher.trained.training.d_model=16", "teacher.trained.training.n_heads=2",
@@ -78,10 +78,10 @@ def test_toyworld_vocabulary_covers_the_student_and_simulator_texts():
 def test_a_new_word_in_a_student_format_extends_the_student_tokenizer_not_the_teacher(tmp_path, monkeypatch):
     task = build_task(validate(compose_config(TINY_TOYWORLD, tmp_path / "run", tmp_path / "cache")))
     teacher_dir = task.trained_teacher()
-    # Today's formats need no word beyond the teacher's: the student's copy adds only the pretraining sentinels.
+    # Today's formats need no word beyond the teacher's: the student reads the teacher's own tokenizer.
     unedited = task.shared_tokenizer()
     teacher_vocab = AutoTokenizer.from_pretrained(teacher_dir).get_vocab()
-    assert set(AutoTokenizer.from_pretrained(unedited).get_vocab()) - set(teacher_vocab) == set(SENTINELS)
+    assert unedited == teacher_dir
 
     def no_training(*args, **kwargs):
         raise AssertionError("the ToyWorld teacher was trained again")
@@ -95,7 +95,7 @@ def test_a_new_word_in_a_student_format_extends_the_student_tokenizer_not_the_te
     assert Path(student_dir).parent == Path(teacher_dir).parent and student_dir not in (teacher_dir, unedited)
     student = AutoTokenizer.from_pretrained(student_dir)
     assert {word: student.get_vocab()[word] for word in teacher_vocab} == teacher_vocab
-    assert sorted(set(student.get_vocab()) - set(teacher_vocab) - set(SENTINELS)) == ["Question", "~"]
+    assert sorted(set(student.get_vocab()) - set(teacher_vocab)) == ["Question", "~"]
     question = edited.splits()["test"][0]
     assert student.unk_token_id not in student(formatting.format_input(question.question, question.choices, "")).input_ids
     assert edited.shared_tokenizer() == student_dir  # built once, then reused

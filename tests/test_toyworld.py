@@ -8,8 +8,10 @@ import pytest
 from transformers import AutoTokenizer
 
 from scd.toyworld import grammar
+from scd.data.perturb import perturbed_answer
 from scd.toyworld.checker import entailed_answer, judge, label_shares
 from scd.toyworld.corpus import WRONG, CorpusConfig, CorpusConfigError, build_corpus
+from scd.toyworld.gold import gold_rationale
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import WorldConfig, WorldConfigError, load_toyworld
 from tests.conftest import TOYWORLD_PROMPT
@@ -294,3 +296,37 @@ def test_bad_corpus_config_names_the_field():
         CorpusConfig(teacher_error_rate=1.0)
     with pytest.raises(CorpusConfigError, match="mix_generic"):
         CorpusConfig(mix_generic=-0.1)
+
+
+@pytest.mark.parametrize("rationale_format", ["rule_first", "entity_first"])
+def test_gold_rationales_support_the_answer_they_are_written_for(rationale_format: str) -> None:
+    world, splits = load_toyworld(WorldConfig(rationale_format=rationale_format))
+    for example in (ex for split in splits.values() for ex in split):
+        gold = judge(world, example, gold_rationale(example, example.answer))
+        assert gold.supports(example.answer) and example.rationale == gold_rationale(example, example.answer)
+        wrong = perturbed_answer(example, 0)
+        counterfactual = judge(world, example, gold_rationale(example, wrong))
+        # The chain for the perturbed answer entails it, and states a false rule (it cannot be true).
+        assert counterfactual.entailed == wrong and counterfactual.label == "contradicting"
+
+
+def test_a_multiple_choice_rationale_states_every_choice_in_turn() -> None:
+    """Each choice's category, then its rule, in the order of the choices: every hop is written where it is computed,
+    and the wrong choices come from distinct categories, so a counterfactual chain entails one choice."""
+    world, splits = load_toyworld(WorldConfig(rationale_format="entity_first"))
+    example = next(ex for ex in splits["test"] if ex.meta["kind"] == "mc")
+    prop = example.meta["property"]
+    expected = " ".join(
+        f"{e} is a {world.category_of[e]} . {'every' if world.can(e, prop) else 'no'} {world.category_of[e]} can {prop} ."
+        for e in example.choices
+    )
+    assert example.rationale == expected
+    for ex in (ex for split in splits.values() for ex in split if ex.meta["kind"] == "mc"):
+        assert len(set(ex.meta["choice_categories"])) == len(ex.choices)
+        assert [world.can(e, ex.meta["property"]) for e in ex.choices].count(True) == 1
+
+
+def test_multiple_choice_needs_a_category_per_wrong_choice() -> None:
+    with pytest.raises(WorldConfigError, match="n_mc_choices"):
+        WorldConfig(n_categories=2, n_mc_choices=3)
+

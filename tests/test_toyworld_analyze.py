@@ -21,7 +21,7 @@ analyze = importlib.util.module_from_spec(_spec)
 sys.modules["analyze"] = analyze  # dataclasses look their module up while the class is built
 _spec.loader.exec_module(analyze)
 
-WORLD = {"n_categories": 2, "entities_per_category": 4, "n_properties": 8, "n_train": 20, "n_dev": 4, "n_test": 24}
+WORLD = {"n_categories": 2, "n_mc_choices": 2, "entities_per_category": 4, "n_properties": 8, "n_train": 20, "n_dev": 4, "n_test": 24}
 
 
 def write_job(job_dir: Path, *, decoding: str, training: str, seed: int, follows: float, tags: str = "distinct",
@@ -94,11 +94,30 @@ def test_hypotheses_get_differences_intervals_and_verdicts(sweep: Path) -> None:
     assert cf_followed["ci_low"] > 0 and cf_followed["verdict"] == "holds" and cf_followed["seeds"] == [0, 1, 2]
     assert report["H3"]["verdict"] == "holds"
     # H1: contrast_wrong's rationales support their answer, greedy's here never do; contrast_empty was not run.
-    h1 = report["H1"]["results"]
-    assert report["H1"]["verdict"] == "not run" or all(r["metric"] == "teacher_supports" for r in h1)
+    assert report["H1"]["verdict"] == "not run" and report["H1"]["results"] == []
     assert report["H5"]["verdict"] == "not run"  # no shared/none-tag arm in this sweep
     markdown = analyze.markdown(report)
     assert "### H3" in markdown and "holds" in markdown
+
+
+def test_arm_table_and_evidence_show_labels_and_items(sweep: Path) -> None:
+    jobs = analyze.read_sweep(sweep)
+    table = {row["arm"]: row for row in analyze.arm_table(jobs)}
+    cf = table["contrast_wrong counterfactual"]
+    n = len(jobs[0].ids)
+    good = np.arange(n) < 0.75 * n
+    right = good | (np.arange(n) % 2 == 1)
+    assert cf["seeds"] == [0, 1, 2] and cf["accuracy"] == pytest.approx((right.mean(), 0.0))
+    # Teacher: gold chains for the gold answer (contrast_wrong) or for the perturbed one (greedy, false rules).
+    assert cf["teacher_labels"]["supporting"] == 1.0
+    assert table["greedy standard"]["teacher_labels"]["contradicting"] == 1.0
+    # Student: the gold chain on the good items, a false chain elsewhere.
+    assert cf["student_labels"]["supporting"] == pytest.approx(good.mean())
+    report = analyze.analyze(jobs, samples=100)
+    text = analyze.evidence(jobs, report)
+    failing = next(name for name, entry in report.items() if entry["results"] and entry["verdict"] != "holds")
+    assert f"**{failing}**" in text and "→ **" in text and "_(contradicting)_" in text
+    assert "**H3**" not in text  # H3 holds: no evidence needed
 
 
 def test_identical_arms_are_inconclusive_and_within_the_margin(tmp_path: Path) -> None:

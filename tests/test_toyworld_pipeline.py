@@ -1,5 +1,4 @@
-"""ToyWorld through the pipeline: the gold teacher's rationales, and a student and simulator that start from the
-checkpoint pretrained on the world's facts (one cache entry for both)."""
+"""ToyWorld through the pipeline: the gold teacher's rationales, the student and the simulator."""
 
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from scd.toyworld.checker import judge
 from scd.toyworld.world import WorldConfig, load_toyworld
 from tests.conftest import CONF
 
-TINY_WORLD = {"n_categories": 2, "entities_per_category": 3, "n_properties": 6, "n_train": 16, "n_dev": 4, "n_test": 6}
+TINY_WORLD = {"n_categories": 2, "n_mc_choices": 2, "entities_per_category": 3, "n_properties": 6, "n_train": 16, "n_dev": 4, "n_test": 6}
 TINY_MODEL = ("{model_type: t5, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_decoder_layers: 1, num_heads: 2, "
               "dropout_rate: 0.0}")
 
@@ -29,14 +28,12 @@ def toyworld_overrides(*extra: str) -> list[str]:
         *(f"teacher.trained.training.{k}={v}" for k, v in
           {"n_layers": 1, "d_model": 32, "n_heads": 2, "max_steps": 2, "probe_threshold": 0.0}.items()),
         f"student.random_init={TINY_MODEL}", f"simulator.random_init={TINY_MODEL}",
-        *(f"++{group}.pretrain.{k}={v}" for group in ("student", "simulator") for k, v in
-          {"max_steps": 3, "batch_size": 4, "warmup_steps": 1, "probe_threshold": 0.0}.items()),
         "simulator.max_steps=2", "simulator.bootstrap_samples=10", *extra,
     ]
 
 
 @pytest.mark.slow
-def test_gold_teacher_and_pretrained_student_run_end_to_end(tmp_path: Path) -> None:
+def test_gold_teacher_and_student_run_end_to_end(tmp_path: Path) -> None:
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -55,11 +52,6 @@ def test_gold_teacher_and_pretrained_student_run_end_to_end(tmp_path: Path) -> N
             assert judgement.entailed == record.rationale_for  # the chain for the answer it was written for
             assert judgement.supports(record.answer) == (record.rationale_for == record.answer)
     assert metrics["toyworld/teacher_supports"] == 1.0 and metrics["toyworld/teacher_cf_entails"] == 1.0
-    # Student and simulator share one pretrained checkpoint, probed and recorded.
-    stores = sorted((tmp_path / "cache").glob("toyworld-student-*"))
-    assert len(stores) == 1 and (stores[0] / "COMPLETE").exists()
-    report = json.loads((stores[0] / "pretrain.json").read_text())
-    assert set(report["probe"]) >= {"category_recall", "property_recall"}
     assert (run_dir / "student" / "config.json").exists()
     # What the pre-registered bootstrap reads per test item: the student's and the simulator's answers.
     predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
@@ -68,14 +60,3 @@ def test_gold_teacher_and_pretrained_student_run_end_to_end(tmp_path: Path) -> N
     # Four student steps may leave every answer unparsable: then LAS is skipped and no item is simulated.
     assert [s["id"] for s in simulated] == (answered if "student/las" in metrics else [])
     assert all(set(s) == {"id", "xe", "x", "e"} for s in simulated)
-
-
-def test_student_and_simulator_share_the_pretraining(tmp_path: Path) -> None:
-    """conf/student/toyworld.yaml and conf/simulator/toyworld.yaml pretrain the same model the same way, so a run
-    pretrains once; student=toyworld_scratch is the from-scratch ablation."""
-    student = OmegaConf.load(CONF / "student" / "toyworld.yaml")
-    simulator = OmegaConf.load(CONF / "simulator" / "toyworld.yaml")
-    assert student.pretrain is not None and student.pretrain == simulator.pretrain
-    assert student.random_init == simulator.random_init
-    for group in ("student", "simulator"):
-        assert OmegaConf.load(CONF / group / "toyworld_scratch.yaml").pretrain is None

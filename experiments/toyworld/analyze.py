@@ -20,7 +20,10 @@ lies above 0, does not hold when it lies below 0, and is inconclusive otherwise;
 the interval lies inside [-m, m], does not hold when it lies wholly outside, and is inconclusive otherwise. A hypothesis
 holds when all its claims hold, does not hold when any does not, and is inconclusive otherwise.
 
-Writes ``hypotheses.md`` and ``hypotheses.json`` (into ``--out``, default the sweep directory).
+Writes ``hypotheses.md`` and ``hypotheses.json`` (into ``--out``, default the sweep directory): the verdicts, a table of
+every arm (mean and standard deviation over seeds: accuracy per question kind and cue, consistency, LAS, and the
+checker's label shares of the teacher's and the student's test rationales), and, for each hypothesis that does not
+hold or is inconclusive, the evidence: the label shares of the arms compared and test items side by side.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from scd.data.example import Example
-from scd.toyworld.checker import judge
+from scd.toyworld.checker import LABELS, judge
 from scd.toyworld.world import World, WorldConfig, generate_world
 
 DECODINGS = ("greedy", "contrast_empty", "contrast_wrong", "gold")
@@ -74,6 +77,9 @@ class Job:
     seed: int
     ids: list[str]
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per item, for the evidence: question, gold answer, the teacher's and the student's rationale and answer, and
+    # the checker's labels of both rationales.
+    texts: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -106,8 +112,12 @@ def read_job(job_dir: Path, worlds: dict[str, World]) -> Job:
     predictions = _read_jsonl(job_dir / "predictions" / "test.jsonl")
     simulator_path = job_dir / "predictions" / "simulator.jsonl"
     simulator = {r["id"]: r for r in _read_jsonl(simulator_path)} if simulator_path.exists() else {}
-    ids, rows = [], {name: [] for name in ("correct", "cue_opposes", "consistent", "cf_followed", "teacher_supports",
-                                           "student", "sim_xe", "sim_x", "sim_e")}  # fmt: skip
+    ids, rows = [], {name: [] for name in ("correct", "cue_opposes", "mc", "consistent", "cf_followed",
+                                           "teacher_supports", "student", "sim_xe", "sim_x", "sim_e")}  # fmt: skip
+    rows.update({f"teacher_{label}": [] for label in LABELS})
+    rows.update({f"student_{label}": [] for label in LABELS})
+    texts: dict[str, list[str]] = {name: [] for name in ("question", "gold", "teacher", "teacher_label", "student",
+                                                         "student_label", "predicted")}  # fmt: skip
     for p in predictions:
         record = rationales.get(p["id"])
         if record is None:
@@ -118,18 +128,31 @@ def read_job(job_dir: Path, worlds: dict[str, World]) -> Job:
         ids.append(p["id"])
         rows["correct"].append(float(p["predicted"] == record["answer"]))
         rows["cue_opposes"].append(math.nan if cue_answer is None else float(cue_answer != example.answer_text))
+        rows["mc"].append(float(example.meta.get("kind") == "mc"))
         own = judge(world, example, p.get("rationale") or "")
+        teacher = judge(world, example, record["rationale"])
+        for label in LABELS:
+            rows[f"teacher_{label}"].append(float(teacher.label == label))
+            rows[f"student_{label}"].append(float(own.label == label))
+        predicted = "(unparsable)" if p["predicted"] is None else example.choices[p["predicted"]]
+        for name, value in (("question", f"{example.question} ({' | '.join(example.choices)})"),
+                            ("gold", example.answer_text), ("teacher", record["rationale"]),
+                            ("teacher_label", teacher.label), ("student", p.get("rationale") or ""),
+                            ("student_label", own.label), ("predicted", predicted)):  # fmt: skip
+            texts[name].append(value)
         rows["consistent"].append(float(p["predicted"] is not None and own.entailed == p["predicted"]))
         rows["cf_followed"].append(math.nan if "counterfactual_predicted" not in p
                                    else float(p["counterfactual_predicted"] == p["counterfactual_rationale_for"]))
-        rows["teacher_supports"].append(float(judge(world, example, record["rationale"]).supports(record["answer"])))
+        rows["teacher_supports"].append(float(teacher.supports(record["answer"])))
         sim = simulator.get(p["id"])
         # LAS needs a parsable student answer and the simulator's three views (-1: none).
         rows["student"].append(-1 if p["predicted"] is None or sim is None else p["predicted"])
         for view in ("xe", "x", "e"):
             rows[f"sim_{view}"].append(-1 if sim is None else sim[view])
     columns = {name: np.asarray(values, dtype=float) for name, values in rows.items()}
-    return Job(_arm(config), int(config.seed), ids, columns)
+    columns["yes_no"] = 1.0 - columns["mc"]
+    columns["cue_agrees"] = np.where(np.isnan(columns["cue_opposes"]), np.nan, 1.0 - columns["cue_opposes"])
+    return Job(_arm(config), int(config.seed), ids, columns, texts)
 
 
 def read_sweep(sweep_dir: Path) -> list[Job]:
@@ -179,6 +202,9 @@ def las(columns: dict[str, np.ndarray], items: np.ndarray) -> float:
 
 METRICS: dict[str, Statistic] = {
     "accuracy": mean_of("correct"),
+    "accuracy_yes_no": mean_of("correct", where="yes_no"),
+    "accuracy_mc": mean_of("correct", where="mc"),
+    "accuracy_cue_agrees": mean_of("correct", where="cue_agrees"),
     "accuracy_cue_opposes": mean_of("correct", where="cue_opposes"),
     "consistency": mean_of("consistent"),
     "counterfactual_consistency": mean_of("cf_followed"),
@@ -315,6 +341,85 @@ def analyze(jobs: Sequence[Job], samples: int = 2000, seed: int = 0) -> dict[str
     return report
 
 
+ARM_METRICS = ("accuracy", "accuracy_yes_no", "accuracy_mc", "accuracy_cue_agrees", "accuracy_cue_opposes",
+               "consistency", "counterfactual_consistency", "las", "teacher_supports")  # fmt: skip
+SHOWN_LABELS = ("supporting", "restatement", "partial", "irrelevant", "generic", "contradicting", "malformed")
+
+
+def _by_arm(jobs: Sequence[Job]) -> dict[Arm, list[Job]]:
+    by_arm: dict[Arm, list[Job]] = {}
+    for job in jobs:
+        by_arm.setdefault(job.arm, []).append(job)
+    return dict(sorted(by_arm.items()))
+
+
+def arm_table(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+    """Per arm: each metric's mean and standard deviation over seeds, and the label shares (means over seeds)."""
+    table = []
+    for arm, arm_jobs in _by_arm(jobs).items():
+        row: dict[str, Any] = {"arm": arm.label(), "seeds": sorted(j.seed for j in arm_jobs)}
+        for name in ARM_METRICS:
+            values = [METRICS[name](j.columns, np.arange(len(j.ids))) for j in arm_jobs]
+            values = [v for v in values if not math.isnan(v)]
+            row[name] = (float(np.mean(values)), float(np.std(values))) if values else (math.nan, math.nan)
+        for who in ("teacher", "student"):
+            row[f"{who}_labels"] = {label: float(np.mean([j.columns[f"{who}_{label}"].mean() for j in arm_jobs]))
+                                    for label in SHOWN_LABELS}  # fmt: skip
+        table.append(row)
+    return table
+
+
+def _shares(labels: dict[str, float]) -> str:
+    return ", ".join(f"{label} {share:.2f}" for label, share in labels.items() if share > 0)
+
+
+def arm_markdown(table: Sequence[dict[str, Any]]) -> str:
+    lines = ["### Every arm (mean ± standard deviation over seeds; test questions)", "",
+             "| arm | seeds | " + " | ".join(ARM_METRICS) + " |", "| --- | --- |" + " --- |" * len(ARM_METRICS)]  # fmt: skip
+    for row in table:
+        cells = [f"{row[m][0]:.3f} ± {row[m][1]:.3f}" if not math.isnan(row[m][0]) else "n/a" for m in ARM_METRICS]
+        lines.append(f"| {row['arm']} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    lines += ["", "Checker labels of the test rationales (shares; the teacher's are the same for every seed):", "",
+              "| arm | teacher's rationales | student's own rationales |", "| --- | --- | --- |"]  # fmt: skip
+    lines += [f"| {row['arm']} | {_shares(row['teacher_labels'])} | {_shares(row['student_labels'])} |" for row in table]
+    return "\n".join(lines + [""])
+
+
+def evidence(jobs: Sequence[Job], report: dict[str, dict[str, Any]], examples: int = 3) -> str:
+    """For each hypothesis that does not hold or is inconclusive, its first such comparison: the label shares of the
+    two arms, and test items (seed of the first shared run) where the two arms' students differ, side by side."""
+    by_label = {arm.label(): arm_jobs for arm, arm_jobs in _by_arm(jobs).items()}
+    lines = ["### Evidence where a hypothesis does not hold or is inconclusive", ""]
+    for name, entry in report.items():
+        failing = [r for r in entry["results"] if r["verdict"] != "holds"]
+        if not failing:
+            continue
+        first = failing[0]
+        a_label, b_label = first["comparison"].split(" - ")
+        a_jobs, b_jobs = by_label[a_label], by_label[b_label]
+        lines += [f"**{name}** ({entry['verdict']}), {first['comparison']}, {first['metric']} "
+                  f"{first['difference']:+.3f} [{first['ci_low']:+.3f}, {first['ci_high']:+.3f}]:", ""]  # fmt: skip
+        for label, arm_jobs in ((a_label, a_jobs), (b_label, b_jobs)):
+            teacher = {lab: float(np.mean([j.columns[f"teacher_{lab}"].mean() for j in arm_jobs])) for lab in SHOWN_LABELS}
+            student = {lab: float(np.mean([j.columns[f"student_{lab}"].mean() for j in arm_jobs])) for lab in SHOWN_LABELS}
+            lines.append(f"- {label}: teacher {_shares(teacher)}; student {_shares(student)}")
+        a, b = a_jobs[0], next((j for j in b_jobs if j.seed == a_jobs[0].seed), b_jobs[0])
+        b_position = {item: k for k, item in enumerate(b.ids)}
+        differing = [(k, b_position[item]) for k, item in enumerate(a.ids)
+                     if item in b_position and a.texts["predicted"][k] != b.texts["predicted"][b_position[item]]]
+        lines += ["", f"| question | gold | {a_label}: teacher | {a_label}: student | {b_label}: teacher | "
+                  f"{b_label}: student |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for ka, kb in (differing or [(0, b_position.get(a.ids[0], 0))])[:examples]:
+            def cell(job: Job, k: int, who: str) -> str:
+                answer = f" → **{job.texts['predicted'][k]}**" if who == "student" else ""
+                return f"{job.texts[who][k]} _({job.texts[who + '_label'][k]})_{answer}"
+
+            lines.append(f"| {a.texts['question'][ka]} | {a.texts['gold'][ka]} | {cell(a, ka, 'teacher')} | "
+                         f"{cell(a, ka, 'student')} | {cell(b, kb, 'teacher')} | {cell(b, kb, 'student')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def markdown(report: dict[str, dict[str, Any]]) -> str:
     lines = []
     for name, entry in report.items():
@@ -338,15 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     args = parser.parse_args(argv)
     try:
-        report = analyze(read_sweep(args.sweep_dir), samples=args.samples)
+        jobs = read_sweep(args.sweep_dir)
+        report = analyze(jobs, samples=args.samples)
     except (SweepError, OSError, KeyError) as err:
         print(f"analyze: {err}")
         return 1
     out = args.out or args.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    (out / "hypotheses.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "hypotheses.md").write_text(markdown(report))
-    print(markdown(report))
+    table = arm_table(jobs)
+    (out / "hypotheses.json").write_text(json.dumps({"hypotheses": report, "arms": table}, indent=2) + "\n")
+    text = "\n".join([markdown(report), arm_markdown(table), evidence(jobs, report)])
+    (out / "hypotheses.md").write_text(text)
+    print(text)
     return 0
 
 

@@ -131,7 +131,6 @@ class StudentDataModule(pl.LightningDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         decoder_start_token_id: int | None = None,
-        extra_train_rows: Sequence[EncodedRow] = (),
         input_limit: InputLimit = InputLimit(),
     ) -> None:
         super().__init__()
@@ -146,9 +145,6 @@ class StudentDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.decoder_start_token_id = decoder_start_token_id
         self.input_limit = input_limit
-        # Rows of another objective trained beside the rationales, each its own group (ToyWorld mixes its
-        # pretraining objective into distillation so that the facts stay reachable).
-        self.extra_train_rows = list(extra_train_rows)
         self.train_groups: list[list[EncodedRow]] = []
         self.dev_groups: list[list[EncodedRow]] = []
 
@@ -161,7 +157,7 @@ class StudentDataModule(pl.LightningDataModule):
         ]
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_groups = self._encode("train") + [[row] for row in self.extra_train_rows]
+        self.train_groups = self._encode("train")
         self.dev_groups = self._encode("dev")
 
     def _collate(self) -> partial:

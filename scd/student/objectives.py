@@ -3,8 +3,8 @@
 ``conf/training/<name>.yaml`` names its objective's class with ``_target_``; ``scd.config.validate`` builds it, so its
 checks run at start, and the Python API builds the same class. An objective has tasks (kinds of rows). Each row
 carries its task's index, each task's loss is the token mean over its rows, and the loss is their weighted sum. Dev is
-scored with the same rows and weights, so ``val/loss`` (early stopping, the best checkpoint) measures the objective
-being trained.
+scored with the same rows and weights (``val/loss``, the objective being trained), and each task alone
+(``val/<task>_loss``); early stopping and the best checkpoint watch ``val/factual_loss`` (``conf/callbacks``).
 
 To add an objective: a subclass here (its tasks, weights and ``groups``), its YAML file, its tests.
 """

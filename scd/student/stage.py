@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import contextmanager
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import Logger
-from transformers import PreTrainedTokenizerBase
 
 from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
 from scd.student.callbacks import build_callbacks
-from scd.student.data import EncodedRow, StudentDataModule
+from scd.student.data import StudentDataModule
 from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
 
@@ -103,10 +102,8 @@ def check_validation_interval(trainer: pl.Trainer, train_questions: int, batch_s
 
 def run_student_stage(
     cfg: Config, run_dir: Path, logger: Logger | bool, shared_tokenizer: str | None,
-    extra_rows: Callable[[PreTrainedTokenizerBase, int | None], Sequence[EncodedRow]] | None = None,
 ) -> Path:
-    """``shared_tokenizer`` is what ``student.tokenizer: teacher`` loads. ``extra_rows(tokenizer,
-    decoder_start_token_id)``, when given, makes rows trained beside the rationales.
+    """``shared_tokenizer`` is what ``student.tokenizer: teacher`` loads.
     ``student.in_context`` (the teacher answering in the student's place) trains nothing."""
     if cfg.student.in_context is not None:
         log.info("student=%s: the teacher answers in context at evaluation; nothing to train", cfg.student.name)
@@ -116,7 +113,6 @@ def run_student_stage(
     datamodule = StudentDataModule(
         run_dir / "rationales", module.tokenizer, cfg.student.arch, cfg.training,
         batch_size=cfg.student.batch_size, eval_batch_size=cfg.student.eval_batch_size,
-        decoder_start_token_id=start, extra_train_rows=extra_rows(module.tokenizer, start) if extra_rows else (),
-        input_limit=cfg.student.input_limit(),
+        decoder_start_token_id=start, input_limit=cfg.student.input_limit(),
     )
     return fit_student(module, datamodule, student_trainer(cfg, run_dir, logger), ckpt_path=cfg.ckpt_path)

@@ -94,7 +94,7 @@ def fit_student(
     module: StudentModule, datamodule: pl.LightningDataModule, trainer: pl.Trainer, *, ckpt_path: str | None
 ) -> Path:
     """Train with ``trainer`` (see ``build_trainer``), keeping ``last.ckpt`` in ``<run dir>/checkpoints`` beside what
-    the checkpoint callback keeps (the best on ``val/loss``); export the best weights (or, with no best checkpoint,
+    the checkpoint callback keeps (the best on its monitor, ``val/factual_loss`` by default); export the best weights (or, with no best checkpoint,
     the final ones) to ``<run dir>/student`` and return that directory. ``ckpt_path="last"`` resumes."""
     run_dir = Path(trainer.default_root_dir)
     checkpoint = trainer.checkpoint_callback

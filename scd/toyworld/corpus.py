@@ -116,7 +116,7 @@ def _rationale(world: World, example: Example, style: str, rng: random.Random) -
     entity, prop = example.meta["entity"], example.meta["property"]
     fmt = world.rationale_format
     if style == "support":
-        return world.gold_rationale(entity, prop)
+        return example.rationale
     if style == "restate":
         if rng.random() < 0.5:
             return grammar.sentence(grammar.answer_is(example.answer_text))
@@ -130,8 +130,8 @@ def _rationale(world: World, example: Example, style: str, rng: random.Random) -
         )
     if style == WRONG:
         if example.meta["kind"] == "mc":
-            subject = rng.choice([e for e in example.choices if e != entity])
-            return grammar.chain(subject, world.category_of[subject], prop, True, fmt)
+            wrong = rng.choice([k for k in range(len(example.choices)) if k != example.answer])
+            return grammar.choice_chains(example.choices, example.meta["choice_categories"], prop, wrong, fmt)
         return grammar.chain(entity, world.category_of[entity], prop, not world.can(entity, prop), fmt)
     raise ValueError(f"unknown rationale style {style!r}")
 

@@ -2,9 +2,9 @@
 
 For the gold answer it is the world's true two-fact chain; for another answer (the perturbed answer of the
 counterfactual sets) it is the chain that would support that answer: for a yes/no question the rule with the other
-polarity ("no C can P" for "yes" turned "no"), for a multiple-choice question the chain "every C' can P , and E' is a
-C'" for the chosen entity E' and its category C'. Such a chain states a false rule, as a counterfactual rationale
-must, and the checker reads it as entailing the answer it was written for.
+polarity ("no C can P" for "yes" turned "no"), for a multiple-choice question every choice's chain with "every" only
+for the chosen entity's category (``grammar.choice_chains``). Such a chain states false rules, as a counterfactual
+rationale must, and the checker reads it as entailing the answer it was written for.
 
 Everything it needs is in a ToyWorld example's meta (entity, category, property, the choices' categories, the
 world's rationale format). ``decoding=gold`` writes these chains in place of the teacher's (``GoldChain``).
@@ -25,7 +25,7 @@ def gold_rationale(example: Example, choice: int) -> str:
     meta = example.meta
     fmt = meta.get("rationale_format", "rule_first")
     if meta["kind"] == "mc":
-        return grammar.chain(example.choices[choice], meta["choice_categories"][choice], meta["property"], True, fmt)
+        return grammar.choice_chains(example.choices, meta["choice_categories"], meta["property"], choice, fmt)
     positive = example.choices[choice] == grammar.YES
     return grammar.chain(meta["entity"], meta["category"], meta["property"], positive, fmt)
 

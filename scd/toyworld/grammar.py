@@ -97,6 +97,19 @@ def chain(entity: str, category: str, prop: str, positive: bool, fmt: RationaleF
     raise ValueError(f"unknown rationale format {fmt!r}: use one of {RATIONALE_FORMATS}")
 
 
+def choice_chains(
+    entities: tuple[str, ...] | list[str], categories: tuple[str, ...] | list[str], prop: str, chosen: int,
+    fmt: RationaleFormat,
+) -> str:
+    """The multiple-choice rationale: each choice's two-fact chain in turn, every hop written in the order it is
+    computed, with "every" only for ``chosen`` ("A is a C . no C can P . B is a D . every D can P . ..." entity first).
+    For the correct choice every fact is true; for another choice the polarities are those that would make it the
+    answer (a counterfactual chain)."""
+    return " ".join(
+        chain(entity, category, prop, k == chosen, fmt) for k, (entity, category) in enumerate(zip(entities, categories))
+    )
+
+
 def yes_no_question(entity: str, prop: str, cue: str) -> str:
     return CUE_WORDINGS[cue].format(entity=entity, property=prop)
 

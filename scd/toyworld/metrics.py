@@ -1,7 +1,8 @@
 """ToyWorld's exact metrics, judged by the checker against the world's facts (keys ``toyworld/<metric>``).
 
 Teacher (``teacher_metrics``, once per rationale set): the share of its rationales that state a complete true chain
-for the answer they were written for, and the share of each checker label. Student (``prediction_metrics``): whether
+for the answer they were written for, and the share of each checker label, on train (``teacher_*``) and test
+(``teacher_test_*``). Student (``prediction_metrics``): whether
 its answer follows from its own rationale, whether that rationale is a correct chain, its accuracy split by whether
 the question's wording cue (the shortcut) agrees with the gold answer, whether it follows a forced counterfactual
 rationale when the cue argues against it, and the accuracy of always following the cue.
@@ -51,6 +52,8 @@ def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: 
     }
     aligned = [(p["predicted"] == r.answer) for r, p, _ in judged if cue_agrees(r, r.answer) is True]
     opposed = [(p["predicted"] == r.answer) for r, p, _ in judged if cue_agrees(r, r.answer) is False]
+    for kind, name in (("yesno", "yes_no"), ("mc", "mc")):
+        metrics[f"accuracy_{name}"] = _mean([p["predicted"] == r.answer for r, p, _ in judged if r.meta["kind"] == kind])
     metrics["accuracy_cue_agrees"] = _mean(aligned)
     # Shortcut reliance shows as low accuracy where the cue points at the wrong answer.
     metrics["accuracy_cue_opposes"] = _mean(opposed)
@@ -72,6 +75,8 @@ def student_metrics(world: World, test: Sequence[RationaleRecord], predictions: 
 def teacher_metrics(world: World, rationale_dir: Path) -> dict[str, float]:
     """The exact metrics of a rationale set: computed once, when the teacher writes it."""
     metrics = teacher_chain_metrics(world, read_split(rationale_dir, "train"), "teacher")
+    # The same on the test questions, the rationales the student metrics and the report show.
+    metrics.update(teacher_chain_metrics(world, read_split(rationale_dir, "test"), "teacher_test"))
     metrics["teacher_cf_entails"] = _mean([
         judge(world, r.to_example(), r.rationale).entailed == r.rationale_for
         for r in read_split(rationale_dir, "train_counterfactual")

@@ -26,12 +26,12 @@ from scd.io import exclusive, publish_directory
 from scd.student import formatting
 from scd.task import Task
 from scd.teacher.stage import teacher_prompt
+from scd.teacher.strategies import WrittenRationales
 from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
 from scd.toyworld.metrics import prediction_metrics, teacher_metrics
 from scd.toyworld.teacher import TeacherConfig, ensure_teacher
-from scd.toyworld.pretrain import PretrainConfig, ensure_pretrained_student, pretraining_rows
-from scd.toyworld.tokenizer import SENTINELS, extend_tokenizer
+from scd.toyworld.tokenizer import extend_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
 
 T = TypeVar("T")
@@ -89,9 +89,17 @@ class ToyWorldTask(Task):
             settings(TeacherConfig, t.trained.get("training"), "teacher.trained.training"),
             teacher_prompt(t),
             Path(self.config.paths.cache_dir),
+            require_ready=self._decodes_with_teacher(),
             progress=self.config.trainer.enable_progress_bar,
         )
         return str(path)
+
+    def _decodes_with_teacher(self) -> bool:
+        """Whether the run's rationales or answers come from the teacher. Where none do (``decoding=gold``), a teacher
+        that fails its probe only warns: it serves the fluency metric alone."""
+        strategy = self.config.decoding.strategy()
+        written = isinstance(strategy, WrittenRationales) and strategy.decoder is None
+        return not written or self.config.student.in_context is not None
 
     def trained_teacher(self) -> str | None:
         return self._teacher_dir
@@ -103,8 +111,7 @@ class ToyWorldTask(Task):
         if teacher_dir is None:
             return super().shared_tokenizer()
         tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-        # The student's formats, and the sentinels of its pretraining (the teacher never reads them).
-        extended = extend_tokenizer(tokenizer, [*format_texts(self._generated[1]["train"][0]), " ".join(SENTINELS)])
+        extended = extend_tokenizer(tokenizer, format_texts(self._generated[1]["train"][0]))
         if extended is tokenizer:
             return teacher_dir
         vocab = extended.get_vocab()
@@ -117,39 +124,6 @@ class ToyWorldTask(Task):
 
     def teacher_metrics(self, rationale_dir: Path) -> dict[str, float]:
         return teacher_metrics(self.world, rationale_dir)
-
-    def pretrained_model(self, group: str) -> str | None:
-        """``<group>.pretrain``: the group's ``random_init`` model pretrained on the world's facts
-        (``scd.toyworld.pretrain``), with the shared tokenizer, cached under ``paths.cache_dir``. Student and simulator
-        with the same model and pretraining share one checkpoint."""
-        models = getattr(self.config, group)
-        if models.pretrain is None:
-            return None
-        if models.random_init is None:
-            raise ValueError(f"{group}.pretrain needs {group}.random_init: the model to pretrain")
-        tokenizer_source = self.shared_tokenizer()
-        if models.tokenizer != "teacher" or tokenizer_source is None:
-            raise ValueError(f"{group}.pretrain reads the world's vocabulary: set {group}.tokenizer=teacher and a "
-                             "ToyWorld teacher")  # fmt: skip
-        path = ensure_pretrained_student(
-            self.world_config, settings(PretrainConfig, models.pretrain, f"{group}.pretrain"), dict(models.random_init),
-            AutoTokenizer.from_pretrained(tokenizer_source), Path(self.config.paths.cache_dir),
-            progress=self.config.trainer.enable_progress_bar,
-        )
-        return str(path)
-
-    def student_extra_rows(self, tokenizer: Any, decoder_start_token_id: int | None) -> list[Any]:
-        """``student.pretrain_mix`` span-corrupted fact documents per training question, mixed into distillation so
-        that the facts stay reachable."""
-        s = self.config.student
-        if not s.pretrain_mix:
-            return []
-        if s.pretrain is None:
-            raise ValueError("student.pretrain_mix mixes the pretraining objective into distillation: set "
-                             "student.pretrain")  # fmt: skip
-        n = round(s.pretrain_mix * len(self._generated[1]["train"]))
-        config = settings(PretrainConfig, s.pretrain, "student.pretrain")
-        return pretraining_rows(self.world, tokenizer, config, n, decoder_start_token_id)
 
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
         return prediction_metrics(self.world, rationale_dir, predictions)

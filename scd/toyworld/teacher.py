@@ -41,7 +41,7 @@ from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
 
-CACHE_VERSION = 2  # bump when training or corpus code changes what a given configuration produces
+CACHE_VERSION = 3  # bump when training or corpus code changes what a given configuration produces
 REPORT_FILE = "teacher.json"
 
 
@@ -49,8 +49,8 @@ class TeacherConfigError(ValueError):
     """A TeacherConfig field is out of range."""
 
 
-class TeacherNotReadyError(RuntimeError):
-    """The trained teacher failed its readiness probe."""
+class TeacherNotReadyError(ValueError):
+    """The trained teacher failed its readiness probe (a ValueError: the run ends in one line naming the setting)."""
 
 
 @dataclass(frozen=True)
@@ -256,7 +256,7 @@ def train_teacher(
 
 
 def fit_on_cpu(module: pl.LightningModule, loader: DataLoader, max_steps: int, logger: Any, progress: bool) -> None:
-    """Train one of ToyWorld's models built in code (the teacher, the pretrained student) for ``max_steps`` on the
+    """Train one of ToyWorld's models built in code (the teacher) for ``max_steps`` on the
     CPU, gradients clipped at 1, no checkpoints."""
     trainer = pl.Trainer(
         max_steps=max_steps,
@@ -295,8 +295,8 @@ def _check_ready(report: dict[str, Any], threshold: float, path: Path, require_r
     message = (
         f"ToyWorld teacher at {path} failed its readiness probe: category accuracy {probe['category_accuracy']:.3f}, "
         f"property accuracy {probe['property_accuracy']:.3f} on {probe['n']} held-out questions, threshold "
-        f"{threshold}. Its rationales would name wrong categories or properties; train longer (max_steps) or use "
-        "a smaller world."
+        f"{threshold}. Its rationales would name wrong categories or properties; train longer "
+        "(teacher.trained.training.max_steps) or use a smaller world."
     )
     if require_ready:
         raise TeacherNotReadyError(message)

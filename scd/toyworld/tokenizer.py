@@ -19,9 +19,6 @@ from scd.toyworld.world import World
 PAD, EOS, BOS, UNK = "<pad>", "</s>", "<s>", "<unk>"
 SPECIAL_TOKENS = (PAD, EOS, BOS, UNK)
 NEWLINE = "\n"
-# Span-corruption sentinels of the student's pretraining (scd.toyworld.pretrain), T5's <extra_id_i> in ToyWorld's
-# word-level vocabulary; bracketed tags, so each is one token. The student's tokenizer extension adds them.
-SENTINELS = tuple(f"[mask{i}]" for i in range(16))
 # A newline, a bracketed tag, a word, or one punctuation mark; everything else (spaces, tabs) is dropped.
 _WORD_PATTERN = Regex(r"\n|\[\w+\]|\w+|[^\w\s]")
 

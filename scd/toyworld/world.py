@@ -3,7 +3,7 @@
 Facts: every entity is a member of one category ("E is a C"); every category has or lacks each property ("every C
 can P" / "no C can P"); entities also live somewhere and have a colour (true facts that no question needs, for
 irrelevant rationales). A question asks whether entity E can do P (yes/no) or which of three entities can do P
-(multiple choice); answering needs two hops, E -> C -> P. The (entity, property) pairs asked in dev/test never appear
+(multiple choice, its rationale a chain for every choice); answering needs two hops, E -> C -> P. The (entity, property) pairs asked in dev/test never appear
 in training, though every entity does.
 
 A shortcut is planted in the wording of yes/no questions: "do you think E can P ?" (cue "think") goes with "yes" and
@@ -88,7 +88,8 @@ class WorldConfig:
         require(self.n_dev >= 1, "n_dev", ">= 1")
         require(self.n_test >= 1, "n_test", ">= 1")
         require(0.0 <= self.mc_fraction <= 1.0, "mc_fraction", "between 0 and 1")
-        require(2 <= self.n_mc_choices <= self.n_entities, "n_mc_choices", "between 2 and n_entities")
+        require(2 <= self.n_mc_choices <= self.n_categories - self.categories_per_property + 1, "n_mc_choices",
+                "between 2 and 1 + the categories that lack a property (wrong choices come from distinct categories)")
         require(0.0 <= self.shortcut_strength <= 1.0, "shortcut_strength", "between 0 and 1")
         require(0.0 <= self.eval_shortcut_strength <= 1.0, "eval_shortcut_strength", "between 0 and 1")
         require(self.rationale_format in RATIONALE_FORMATS, "rationale_format", f"one of {RATIONALE_FORMATS}")
@@ -138,7 +139,8 @@ class World:
         return self.has(self.category_of[entity], prop)
 
     def gold_rationale(self, entity: str, prop: str) -> str:
-        """The supporting chain for the true answer to "can ``entity`` ``prop``?", in the configured format."""
+        """The supporting chain for the true answer to the yes/no question "can ``entity`` ``prop``?", in the
+        configured format (a multiple-choice question's is ``grammar.choice_chains``)."""
         category = self.category_of[entity]
         return grammar.chain(entity, category, prop, self.has(category, prop), self.rationale_format)
 
@@ -202,8 +204,8 @@ def generate_world(config: WorldConfig) -> World:
 
 
 def _mc_eligible(world: World, prop: str) -> bool:
-    wrong = sum(1 for e in world.entities if not world.can(e, prop))
-    return wrong >= world.config.n_mc_choices - 1
+    lacking = sum(1 for c in world.categories if not world.has(c, prop))
+    return lacking >= world.config.n_mc_choices - 1
 
 
 def _take_pairs(
@@ -269,8 +271,10 @@ def _yes_no_example(world: World, split: str, entity: str, prop: str, cue: str) 
 
 
 def _mc_example(world: World, split: str, entity: str, prop: str, position: int, rng: random.Random) -> Example:
-    wrong_pool = sorted(e for e in world.entities if not world.can(e, prop))
-    choices = rng.sample(wrong_pool, world.config.n_mc_choices - 1)
+    # Wrong choices come from distinct categories, so that a counterfactual chain ("every C' can P" for one wrong
+    # choice's category) entails that choice alone.
+    lacking = sorted(c for c in world.categories if not world.has(c, prop))
+    choices = [rng.choice(world.members[c]) for c in rng.sample(lacking, world.config.n_mc_choices - 1)]
     choices.insert(position, entity)
     meta: dict[str, Any] = {
         "kind": "mc",
@@ -284,7 +288,8 @@ def _mc_example(world: World, split: str, entity: str, prop: str, position: int,
         "split": split,
         "rationale_format": world.rationale_format,
     }
-    return Example("", grammar.mc_question(prop), tuple(choices), position, world.gold_rationale(entity, prop), meta)
+    rationale = grammar.choice_chains(choices, meta["choice_categories"], prop, position, world.rationale_format)
+    return Example("", grammar.mc_question(prop), tuple(choices), position, rationale, meta)
 
 
 def build_splits(world: World) -> dict[str, list[Example]]:
