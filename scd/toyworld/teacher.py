@@ -9,17 +9,21 @@ fluent rationales about the wrong things, so generation should not start from it
 
 The corpus and the probe render their demonstrations with the teacher's prompt template (``teacher.template`` in
 config), the one the teacher stage prompts it with. ``ensure_teacher`` trains once per (world, corpus, training,
-prompt) configuration and reuses the directory.
+prompt) configuration and reuses the directory. A build keeps a checkpoint in the cache entry's partial directory
+(every ``CHECKPOINT_EVERY_N_STEPS`` steps and at a SIGTERM); the next build of the same configuration resumes from it
+and ends with the same weights as one that was never interrupted.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import itertools
 import json
+import logging
 import os
 import random
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,13 +33,16 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_schedule
 
 from scd.data.example import Example
 from scd.models import load_model
 from scd.io import lock_file
+from scd.loggers import AppendingCSVLogger
+from scd.student.callbacks import CHECKPOINT_DIR, progress_callbacks
+from scd.student.train import AtomicCheckpointIO
 from scd.teacher.prompt import Demonstration, PromptTemplate
 from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
@@ -43,6 +50,10 @@ from scd.toyworld.world import World, WorldConfig, load_toyworld
 
 CACHE_VERSION = 3  # bump when training or corpus code changes what a given configuration produces
 REPORT_FILE = "teacher.json"
+# A build's resumable checkpoint (in its partial directory) is refreshed this often, and at a SIGTERM.
+CHECKPOINT_EVERY_N_STEPS = 100
+
+log = logging.getLogger(__name__)
 
 
 class TeacherConfigError(ValueError):
@@ -241,23 +252,88 @@ def train_teacher(
     tokenizer: PreTrainedTokenizerBase,
     log_dir: Path,
     progress: bool = True,
+    checkpoint: Path | None = None,
 ) -> PreTrainedModel:
-    """A randomly initialized causal LM trained on the world's corpus for ``teacher_config.max_steps`` steps."""
+    """A randomly initialized causal LM trained on the world's corpus for ``teacher_config.max_steps`` steps. With
+    ``checkpoint``, training keeps a resumable checkpoint there and resumes from it if it exists (``fit_on_cpu``): the
+    same weights as a build that was never interrupted."""
     corpus = build_corpus(world, splits, corpus_config)
     lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines(prompt)]
     separator_ids = tokenizer(prompt.separator, add_special_tokens=False)["input_ids"]
     windows = CorpusWindows(lines, separator_ids, teacher_config.block_size, teacher_config.seed)
+    # The stream is seeded and endless, so step k of any build reads the same windows: a resumed build reads on from
+    # where the checkpoint's step left it, as the uninterrupted build did (Lightning restarts an iterable's iterator).
+    resumed_step = checkpoint_step(checkpoint) if checkpoint is not None and checkpoint.is_file() else 0
+    stream = SkipFirst(windows, resumed_step * teacher_config.batch_size) if resumed_step else windows
     model = load_model("causal", tokenizer, random_init=teacher_config.model_init(), seed=teacher_config.seed)
     module = CausalLMModule(model, teacher_config.learning_rate, teacher_config.warmup_steps, teacher_config.max_steps,
                             teacher_config.decay_fraction, teacher_config.weight_decay)  # fmt: skip
-    fit_on_cpu(module, DataLoader(windows, batch_size=teacher_config.batch_size), teacher_config.max_steps,
-               CSVLogger(str(log_dir), name="teacher"), progress)  # fmt: skip
+    # Appending: a resumed build continues the interrupted one's loss log rather than replacing it.
+    logger = AppendingCSVLogger(str(log_dir), name="teacher", version=0)
+    if resumed_step:
+        drop_logged_steps(Path(logger.log_dir) / "metrics.csv", resumed_step)
+    fit_on_cpu(module, DataLoader(stream, batch_size=teacher_config.batch_size), teacher_config.max_steps, logger,
+               progress, checkpoint=checkpoint)  # fmt: skip
     return model
 
 
-def fit_on_cpu(module: pl.LightningModule, loader: DataLoader, max_steps: int, logger: Any, progress: bool) -> None:
-    """Train one of ToyWorld's models built in code (the teacher) for ``max_steps`` on the
-    CPU, gradients clipped at 1, no checkpoints."""
+class SkipFirst(IterableDataset):
+    """``dataset`` without its first ``count`` items."""
+
+    def __init__(self, dataset: IterableDataset, count: int) -> None:
+        self.dataset = dataset
+        self.count = count
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.dataset), self.count, None)
+
+
+def drop_logged_steps(metrics_csv: Path, first: int) -> None:
+    """Remove the rows of steps ``first`` and later from a CSV loss log: an interrupted build logged them after its
+    last checkpoint, and the resumed build trains and logs them again."""
+    if not metrics_csv.is_file():
+        return
+    with open(metrics_csv, newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    step = header.index("step")
+    with open(metrics_csv, "w", newline="") as handle:
+        csv.writer(handle).writerows([header, *(row for row in rows if int(row[step]) < first)])
+
+
+def checkpoint_step(path: Path) -> int:
+    """The optimizer steps a Lightning checkpoint was saved after (memory-mapped: the weights are not read)."""
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+
+
+class ResumableCheckpoint(pl.Callback):
+    """Saves the whole training state to ``path`` every ``every_n_steps`` optimizer steps, and when a SIGTERM stops
+    the loop: Lightning stops it between steps, so that state is whole. An interruption mid-step (Ctrl-C) keeps the
+    last periodic checkpoint instead."""
+
+    def __init__(self, path: Path, every_n_steps: int) -> None:
+        self.path = path
+        self.every_n_steps = every_n_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        if trainer.global_step % self.every_n_steps == 0 and trainer.global_step < trainer.max_steps:
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path, weights_only=False)
+
+
+def fit_on_cpu(module: pl.LightningModule, loader: DataLoader, max_steps: int, logger: Any, progress: bool,
+               checkpoint: Path | None = None) -> None:  # fmt: skip
+    """Train one of ToyWorld's models built in code (the teacher) for ``max_steps`` on the CPU, gradients clipped at
+    1; progress as a bar on a terminal (with ``progress``), else as log lines. With ``checkpoint``, a resumable
+    checkpoint is kept there (``ResumableCheckpoint``) and training resumes from it if it exists; ``loader`` must then
+    resume its data too."""
+    callbacks, bar = progress_callbacks("ToyWorld teacher", progress)
+    resume = None
+    if checkpoint is not None:
+        callbacks.append(ResumableCheckpoint(checkpoint, CHECKPOINT_EVERY_N_STEPS))
+        resume = str(checkpoint) if checkpoint.is_file() else None
     trainer = pl.Trainer(
         max_steps=max_steps,
         accelerator="cpu",
@@ -266,13 +342,17 @@ def fit_on_cpu(module: pl.LightningModule, loader: DataLoader, max_steps: int, l
         log_every_n_steps=max(1, min(50, max_steps // 10)),
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=bar,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         gradient_clip_val=1.0,
     )
     with warnings.catch_warnings():
         # One CPU process reads in-memory data: extra data-loader workers would only compete for the cores.
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, loader)
+        # The loader resumes its endless stream itself (train_teacher), which Lightning cannot see.
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+        trainer.fit(module, loader, ckpt_path=resume, weights_only=True)
 
 
 def cache_key(world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
@@ -327,6 +407,10 @@ def ensure_teacher(
         # Two runs needing the same teacher (parallel sweep jobs): one builds, the other waits, then finds it built.
         with lock_file(cache_dir / f".{path.name}.lock"):
             if not (path / REPORT_FILE).exists():
+                log.info("ToyWorld teacher: training on first use into %s: %d steps of %d windows, %d layers of "
+                         "d_model %d (the default, 800 steps of 4 x 128, took 168 CPU-seconds on an idle core; "
+                         "several times that on a busy machine)", path, teacher_config.max_steps,
+                         teacher_config.batch_size, teacher_config.n_layers, teacher_config.d_model)  # fmt: skip
                 build_teacher(path, world_config, corpus_config, teacher_config, prompt, progress)
     report = teacher_report(path)
     _check_ready(report, teacher_config.probe_threshold, path, require_ready)
@@ -335,36 +419,48 @@ def ensure_teacher(
 
 def build_teacher(path: Path, world_config: WorldConfig, corpus_config: CorpusConfig, teacher_config: TeacherConfig,
                   prompt: PromptTemplate, progress: bool) -> None:  # fmt: skip
-    """Train the teacher and save it with its ``teacher.json`` to ``path``."""
+    """Train the teacher and save it with its ``teacher.json`` to ``path``. The build happens in ``partial_dir(path)``,
+    renamed to ``path`` when complete, so an interrupted build never leaves a half-written teacher; what it keeps
+    there (its last checkpoint, its loss log) is resumed from by the next build. Call under the entry's lock."""
     world, splits = load_toyworld(world_config)
     tokenizer = build_tokenizer(world, [prompt.prefix([demonstration(splits["train"][0])])])
-    # Build in a scratch directory and rename, so an interrupted run never leaves a half-written teacher.
-    scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(teacher_config.seed)
-            started = time.perf_counter()
-            model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, scratch,
-                                  progress)  # fmt: skip
-            train_seconds = time.perf_counter() - started
-        held_out = probe_questions(splits, teacher_config.probe_size)
-        demonstrations = splits["train"][: teacher_config.probe_demonstrations]
-        probe = probe_teacher(model, tokenizer, held_out, demonstrations, prompt)
-        model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
-        report = {
-            "world_config": asdict(world_config),
-            "corpus_config": asdict(corpus_config),
-            "teacher_config": asdict(teacher_config),
-            "prompt": asdict(prompt),
-            "train_seconds": round(train_seconds, 1),
-            "probe": asdict(probe),
-        }
-        (scratch / REPORT_FILE).write_text(json.dumps(report, indent=2))
-        scratch.chmod(0o755)  # mkdtemp makes it private; a cache is shared like any output
-        os.replace(scratch, path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    building = partial_dir(path)
+    checkpoint = building / CHECKPOINT_DIR / "last.ckpt"
+    if checkpoint.is_file():
+        log.info("ToyWorld teacher: resuming the interrupted build from step %d of %d (%s)",
+                 checkpoint_step(checkpoint), teacher_config.max_steps, checkpoint)  # fmt: skip
+    else:
+        # Nothing to resume from (a build stopped before its first checkpoint): start clean, its loss log too.
+        shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(teacher_config.seed)
+        started = time.perf_counter()
+        model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, building, progress,
+                              checkpoint)  # fmt: skip
+        train_seconds = time.perf_counter() - started
+    held_out = probe_questions(splits, teacher_config.probe_size)
+    demonstrations = splits["train"][: teacher_config.probe_demonstrations]
+    probe = probe_teacher(model, tokenizer, held_out, demonstrations, prompt)
+    model.save_pretrained(building)
+    tokenizer.save_pretrained(building)
+    report = {
+        "world_config": asdict(world_config),
+        "corpus_config": asdict(corpus_config),
+        "teacher_config": asdict(teacher_config),
+        "prompt": asdict(prompt),
+        "train_seconds": round(train_seconds, 1),  # of the last build's process only, when it resumed another
+        "probe": asdict(probe),
+    }
+    (building / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    os.replace(building, path)
+    # The training state is needed no more once the teacher is in place.
+    shutil.rmtree(path / CHECKPOINT_DIR, ignore_errors=True)
+
+
+def partial_dir(path: Path) -> Path:
+    """Where the teacher for ``path`` is built, and an interrupted build's checkpoint waits for the rerun."""
+    return path.with_name(f".{path.name}.partial")
 
 
 def teacher_report(path: str | os.PathLike[str]) -> dict[str, Any]:
