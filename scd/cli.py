@@ -119,9 +119,12 @@ def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
 
 
 def apply_threads(configured: int | None) -> int:
-    """Set torch's CPU threads to ``threads``, or by default to this process's share of the cores it may use, and log
-    it; returns the count. Two jobs with a thread per core each make the threads spin-wait for each other's cores."""
-    if configured is None:
+    """Set torch's CPU threads to ``threads``, or by default to ``OMP_NUM_THREADS`` where set, else to this process's
+    share of the cores it may use, and log it; returns the count. Two jobs with a thread per core each make the threads spin-wait for each other's cores."""
+    if configured is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        # The user (or a scheduler) already chose: OpenMP's own setting wins over our default.
+        threads, reason = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
+    elif configured is None:
         cores = len(os.sched_getaffinity(0))
         launcher = HydraConfig.get().launcher if is_multirun() else None
         jobs = parallel_jobs(launcher, cores)

@@ -314,14 +314,18 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
     caplog.set_level(logging.INFO, logger="scd.cli")
     before = torch.get_num_threads()
     try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
         assert apply_threads(None) == 4 and torch.get_num_threads() == 4
         assert apply_threads(validate(make_config("threads=3")).threads) == 3 and torch.get_num_threads() == 3
+        # A user's or scheduler's OMP_NUM_THREADS is the default's choice; threads= still wins over it.
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert apply_threads(None) == 2 and apply_threads(3) == 3
     finally:
         torch.set_num_threads(before)
     assert [r.getMessage() for r in caplog.records if r.name == "scd.cli"] == [
         "torch threads: 4 (4 cores for this process / 1 parallel jobs; set threads= to override)",
-        "torch threads: 3 (threads)"]
+        "torch threads: 3 (threads)", "torch threads: 2 (OMP_NUM_THREADS)", "torch threads: 3 (threads)"]
     with pytest.raises(ValueError, match=r"^threads must be >= 1 or null, got 0$"):
         validate(make_config("threads=0"))
 
