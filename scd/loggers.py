@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import transformers
 import wandb
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -19,6 +20,29 @@ from scd.config import LoggerConfig
 log = logging.getLogger(__name__)
 # How long online mode waits for the W&B server to answer before the run logs offline instead.
 WANDB_PROBE_TIMEOUT_S = 10
+# What every Lightning Trainer (a run builds up to four) says at its start that a reader of the log cannot act on.
+LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+
+
+class DropMessages(logging.Filter):
+    """Drops records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefixes)
+
+
+def quiet_library_noise() -> None:
+    """Turn off, for this process, Lightning's per-Trainer device report and product tips and transformers' tqdm bars
+    for loading and saving weights (the model-summary table is ``trainer.enable_model_summary``). Idempotent."""
+    # Lightning logs these through the one logger its rank_zero_info uses.
+    lightning = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, DropMessages) for f in lightning.filters):
+        lightning.addFilter(DropMessages(LIGHTNING_NOISE))
+    transformers.utils.logging.disable_progress_bar()
 
 
 class AppendingWriter(ExperimentWriter):

@@ -27,7 +27,7 @@ from scd.evaluation.stage import run_evaluate_stage
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, read_split, scrub_secrets
-from scd.loggers import build_logger
+from scd.loggers import build_logger, quiet_library_noise
 from scd.signals import raise_if_interrupted
 from scd.student.stage import check_student_trainer, check_validation_interval, run_student_stage
 from scd.summary import print_summary
@@ -46,6 +46,7 @@ def sweep_group() -> str | None:
 
 def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     """Run the configured stages; returns the metrics also written to ``metrics.json``."""
+    quiet_library_noise()
     pl.seed_everything(cfg.seed, workers=True)
     started = time.perf_counter()
     checked_trainer = check_student_trainer(cfg, run_dir)

@@ -73,7 +73,9 @@ def test_an_interrupted_teacher_build_resumes_to_the_same_weights(signum, kept_s
     with caplog.at_level(logging.INFO):
         assert build(tmp_path) == path
     assert trained == list(range(kept_step, STEPS))
-    assert f"resuming the interrupted build from step {kept_step} of {STEPS}" in caplog.text
+    for line in ("ToyWorld teacher: training on first use", f"resuming the interrupted build from step {kept_step} of "
+                 f"{STEPS}", f"ToyWorld teacher: training {STEPS} steps", "ToyWorld teacher: step 20/20 (100%)"):
+        assert line in caplog.text, line
     resumed = AutoModelForCausalLM.from_pretrained(path).state_dict()
     assert resumed.keys() == uninterrupted.keys()
     assert all(torch.equal(resumed[name], uninterrupted[name]) for name in uninterrupted)

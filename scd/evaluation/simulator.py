@@ -27,6 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from scd.config import Config
 from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
 from scd.models import InputLimit, load_model, load_tokenizer
+from scd.student.callbacks import progress_callbacks
 from scd.student.data import pad
 
 View = Literal["xe", "x", "e"]
@@ -138,7 +139,8 @@ def train_simulator(
     """Train ``model`` in place on all three views of ``train_rows`` with a Lightning Trainer; returns it in eval mode.
 
     ``trainer_kwargs`` go to ``pl.Trainer`` (``max_steps``, ``max_epochs``, ``accelerator``, ``logger``, ...); without a
-    step or epoch limit the fit runs one epoch; by default it has no logger and writes no checkpoint. ``seed`` fixes
+    step or epoch limit the fit runs one epoch; by default it has no logger and writes no checkpoint. Progress shows as
+    a bar on a terminal (unless ``enable_progress_bar`` is false), else as plain log lines. ``seed`` fixes
     the shuffling order. After a GPU fit Lightning hands the model back on the CPU: move it (``model.to("cuda")``)
     before ``simulate``, which runs on the model's current device.
     """
@@ -156,6 +158,9 @@ def train_simulator(
     settings.update(trainer_kwargs or {})
     if "max_steps" not in settings and "max_epochs" not in settings:
         settings["max_epochs"] = 1
+    bar_allowed = settings.get("enable_progress_bar", True)
+    progress, settings["enable_progress_bar"] = progress_callbacks("simulator", bar_allowed)
+    settings["callbacks"] = [*settings.get("callbacks", []), *progress]
     # Lightning keeps each submodule's train/eval flag as it finds it, and loaded HF models start in eval mode.
     model.train()
     trainer = pl.Trainer(**settings)

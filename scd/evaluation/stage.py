@@ -18,6 +18,7 @@ from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import VIEWS, SimulatorRow, fit_simulator, simulator_las
 from scd.io import atomic_write_text, read_split
 from scd.models import inference_device, load_model, load_tokenizer
+from scd.student.callbacks import output_is_terminal
 from scd.student.evaluate import evaluate_student, predict_rationales
 from scd.task import Task
 from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context
@@ -52,6 +53,8 @@ def run_evaluate_stage(
     train_rows, test_rows = simulator_rows(train, train_predictions), simulator_rows(test, test_predictions)
     if train_rows and test_rows:
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
+        log.info("LAS: training simulator=%s on the student's answers to %d training questions, then simulating "
+                 "%d test answers", cfg.simulator.name, len(train_rows), len(test_rows))  # fmt: skip
         simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
         las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
                                        input_limit=cfg.simulator.input_limit(),
@@ -74,6 +77,11 @@ def run_evaluate_stage(
 Predictions = list[dict[str, Any]]
 
 
+def show_bars(cfg: Config) -> bool:
+    """Generation's tqdm bars only where they are read as bars (a terminal); a log file gets the start lines."""
+    return cfg.trainer.enable_progress_bar and output_is_terminal()
+
+
 def evaluate_trained_student(
     cfg: Config, run_dir: Path, test: list[RationaleRecord], test_cf: list[RationaleRecord],
     train: list[RationaleRecord],
@@ -83,6 +91,8 @@ def evaluate_trained_student(
     if not student_dir.is_dir():
         raise ValueError(f"no trained student in {student_dir}: run the student stage first (stages=[student,evaluate])")
     s = cfg.student
+    log.info("evaluate: the student answers %d test questions (and %d counterfactual ones), then its %d training "
+             "questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
     tokenizer = load_tokenizer(str(student_dir), trust_remote_code=s.trust_remote_code)
     device = inference_device(cfg.trainer.accelerator)
     model = load_model(s.arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=s.trust_remote_code)
@@ -90,12 +100,12 @@ def evaluate_trained_student(
     metrics = evaluate_student(
         model, tokenizer, s.arch, test, run_dir=run_dir, test_counterfactual=test_cf, tags=cfg.training.tags,
         batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, perturb_share=s.perturb_share, seed=cfg.seed,
-        input_limit=s.input_limit(), show_progress=cfg.trainer.enable_progress_bar,
+        input_limit=s.input_limit(), show_progress=show_bars(cfg),
     )
     test_predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
     train_predictions = predict_rationales(
         model, tokenizer, s.arch, train, tags=cfg.training.tags, batch_size=s.eval_batch_size,
-        max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(), show_progress=cfg.trainer.enable_progress_bar,
+        max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(), show_progress=show_bars(cfg),
     )
     return metrics, test_predictions, train_predictions
 
@@ -106,13 +116,15 @@ def evaluate_in_context_teacher(
 ) -> tuple[dict[str, float], Predictions, Predictions]:
     """The teacher answering in context (``scd.teacher.icl``): the same metrics and files as a student's."""
     t, icl = cfg.teacher, cfg.student.in_context
+    log.info("evaluate: the teacher answers %d test questions (and %d counterfactual ones) in context, then its %d "
+             "training questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     if t.device_map is None:
         model = model.to(inference_device(cfg.trainer.accelerator))
     prompt = AnsweringPrompt(icl.template or t.template, t.separator, t.instruction)
     answerer = InContextAnswerer(
         model, tokenizer, prompt, demonstrations(t, train_examples, cfg.dataset.seed),
-        max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=cfg.trainer.enable_progress_bar,
+        max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=show_bars(cfg),
     )
     metrics, test_predictions = evaluate_in_context(answerer, test, test_cf, perturb_share=cfg.student.perturb_share,
                                                     seed=cfg.seed)  # fmt: skip

@@ -13,7 +13,7 @@ from pytorch_lightning.loggers import Logger
 
 from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
-from scd.student.callbacks import build_callbacks
+from scd.student.callbacks import StepProgressLog, build_callbacks, output_is_terminal
 from scd.student.data import StudentDataModule
 from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
@@ -47,9 +47,11 @@ def build_student(cfg: Config, tokenizer_source: str) -> StudentModule:
 
 
 def student_trainer(cfg: Config, run_dir: Path, logger: Logger | bool) -> pl.Trainer:
-    """The Trainer from ``trainer`` (every Lightning argument) and the ``callbacks`` group."""
-    callbacks = build_callbacks(cfg.callbacks, progress_bar=cfg.trainer.enable_progress_bar)
-    return build_trainer(run_dir, trainer_arguments(cfg.trainer), callbacks, logger)
+    """The Trainer from ``trainer`` (every Lightning argument) and the ``callbacks`` group. Its progress bar shows on
+    a terminal only; elsewhere, and with ``trainer.enable_progress_bar=false``, progress is logged as plain lines."""
+    bar = cfg.trainer.enable_progress_bar and output_is_terminal()
+    callbacks = [*build_callbacks(cfg.callbacks, progress_bar=bar), StepProgressLog("student", periodic=not bar)]
+    return build_trainer(run_dir, {**trainer_arguments(cfg.trainer), "enable_progress_bar": bar}, callbacks, logger)
 
 
 @contextmanager

@@ -28,6 +28,7 @@ from scd.data.records import RATIONALE_SPLITS, RationaleRecord
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.models import load_model, load_tokenizer
 from scd.signals import StopPredictionOnSigterm
+from scd.student.callbacks import progress_callbacks
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
@@ -189,6 +190,9 @@ def run_teacher_stage(
             def teacher() -> Teacher:
                 return (module.model, module.tokenizer) if module else load_teacher_model(cfg, teacher_dir)
 
+            if measure:
+                log.info("Teacher: measuring the rationale set (a judge simulator trains on it unless %s holds its "
+                         "score)", store)
             metrics = measure(store, teacher) if measure else None
             coverage = strategy.coverage(splits)
             if any(coverage.values()):
@@ -211,7 +215,8 @@ def generate(
     Returns the predict loop's Trainer and the teacher module, or (None, None) when nothing was pending."""
     done = read_shards(store)
     pending = [job for job in jobs if job.key not in done]
-    log.info("Teacher: %d of %d rationales to generate into %s", len(pending), len(jobs), store)
+    log.info("Teacher: %d of %d rationales to generate (batches of teacher.batch_size=%d) into %s", len(pending),
+             len(jobs), cfg.teacher.batch_size, store)  # fmt: skip
     if not pending:
         return None, None
     if isinstance(strategy, WrittenRationales):
@@ -227,11 +232,12 @@ def generate(
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
     check_prompts(module, pending, context, cfg.teacher.max_prompt_tokens)
+    progress, bar = progress_callbacks("teacher", cfg.trainer.enable_progress_bar)
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=cfg.trainer.strategy, logger=False, enable_checkpointing=False,
-        use_distributed_sampler=False, callbacks=[ShardWriter(store), StopPredictionOnSigterm()],
-        enable_progress_bar=cfg.trainer.enable_progress_bar,
+        use_distributed_sampler=False, callbacks=[ShardWriter(store), StopPredictionOnSigterm(), *progress],
+        enable_progress_bar=bar,
     )
     trainer.predict(module, datamodule=JobDataModule(pending, cfg.teacher.batch_size), return_predictions=False)
     # Rank 0 merges every rank's shard: all must be flushed first.
