@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from pytorch_lightning.callbacks import ModelSummary
 
+import scd.student.callbacks as callbacks
 import scd.student.stage as student_stage
 from scd.config import validate
 from scd.student.callbacks import StepProgressBar, StepProgressLog
@@ -69,6 +70,17 @@ def test_the_student_gets_a_bar_on_a_terminal_only(terminal, enable_progress_bar
     assert any(isinstance(c, StepProgressBar) for c in trainer.callbacks) == bar
     (log,) = [c for c in trainer.callbacks if isinstance(c, StepProgressLog)]
     assert log.periodic == (not bar)  # with trainer.enable_progress_bar=false the plain lines still appear
+
+
+@pytest.mark.parametrize("terminal, bar_allowed", [(True, True), (True, False), (False, True)])
+def test_every_loop_gets_a_named_bar_on_a_terminal_else_lines(terminal, bar_allowed, monkeypatch):
+    monkeypatch.setattr(callbacks, "output_is_terminal", lambda: terminal)
+    progress, enable_progress_bar = callbacks.progress_callbacks("simulator", bar_allowed)
+    bar = terminal and bar_allowed
+    assert enable_progress_bar == bar
+    assert [type(c) for c in progress] == ([StepProgressBar, StepProgressLog] if bar else [StepProgressLog])
+    assert progress[-1].name == "simulator" and progress[-1].periodic == (not bar)
+    assert not bar or progress[0].name == "simulator"
 
 
 @pytest.mark.parametrize("override, summary", [((), False), (("trainer.enable_model_summary=true",), True)])

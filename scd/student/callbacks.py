@@ -78,7 +78,12 @@ class RunCheckpoint(ModelCheckpoint):
 
 class StepProgressBar(TQDMProgressBar):
     """One bar for the whole fit: optimizer steps done out of the total (``max_steps``, or what the epochs give),
-    continuing from the resumed step, instead of a bar per epoch headed "Epoch 28/-2" when training is by steps."""
+    continuing from the resumed step, instead of a bar per epoch headed "Epoch 28/-2" when training is by steps.
+    ``name`` heads it ("<name> steps")."""
+
+    def __init__(self, *args: Any, name: str = "train", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
 
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
         super().on_train_start(trainer)
@@ -86,7 +91,7 @@ class StepProgressBar(TQDMProgressBar):
         bar.reset(total=convert_inf(trainer.estimated_stepping_batches))
         bar.initial = trainer.global_step
         bar.n = trainer.global_step
-        bar.set_description("train steps")
+        bar.set_description(f"{self.name} steps")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
         """Keep the one bar going across epochs (the base class starts a new one)."""
@@ -111,7 +116,7 @@ def progress_callbacks(name: str, bar_allowed: bool) -> tuple[list[pl.Callback],
     terminal (when ``bar_allowed``) a ``StepProgressBar``, elsewhere plain log lines; a start line either way."""
     bar = bar_allowed and output_is_terminal()
     report = StepProgressLog(name, periodic=not bar)
-    return ([StepProgressBar(), report] if bar else [report]), bar
+    return ([StepProgressBar(name=name), report] if bar else [report]), bar
 
 
 def _duration(seconds: float) -> str:
