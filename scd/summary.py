@@ -1,7 +1,7 @@
 """The summary ``python run.py`` prints at the end of a run: a few grouped lines, each metric next to what it means.
 
-Groups: the student (accuracy beside the chance level and, where the task reports it, the level of always following
-the wording cue), faithfulness, the teacher's rationales, and time. Metrics a run did not compute are left out, and
+Groups: the student (accuracy beside the chance level and, where the task reports them, the level of always following
+the wording cue and the accuracy a student distilled from gold rationales reached in this world, measured beforehand), faithfulness, the teacher's rationales, and time. Metrics a run did not compute are left out, and
 one it computed but could not measure (``NaN``: e.g. a share of no items) reads "n/a"; every metric is in
 ``metrics.json``.
 
@@ -23,6 +23,7 @@ from scd.io import RationaleFileError, read_split
 JUDGE_SUPPORTS = "teacher/supports_answer"
 CHECKER_SUPPORTS = "toyworld/teacher_supports"
 CUE_FOLLOWING = "toyworld/cue_following_accuracy"
+GOLD_CEILING = "toyworld/gold_ceiling_accuracy"
 NOT_MEASURED = "n/a"
 METRIC_NAMES = {
     "student/accuracy": "accuracy",
@@ -37,6 +38,7 @@ METRIC_NAMES = {
     "toyworld/student_consistency": "answer entailed by own rationale",
     "toyworld/counterfactual_consistency_cue_opposes": "follows a counterfactual rationale against the cue",
     CUE_FOLLOWING: "always following the cue",
+    GOLD_CEILING: "gold-chain student (measured ceiling)",
     JUDGE_SUPPORTS: "judge: supports answer",
     "teacher/new_info": "new info",
     "teacher/fluency": "perplexity (lower is better)",
@@ -103,6 +105,8 @@ def _item(key: str, metrics: dict[str, float], chance: float | None) -> str:
         floors = [f"chance {chance:.3f}"] if chance is not None else []
         if _measured(metrics, CUE_FOLLOWING):
             floors.append(f"always following the cue {metrics[CUE_FOLLOWING]:.3f}")
+        if _measured(metrics, GOLD_CEILING):
+            floors.append(f"gold-chain student {metrics[GOLD_CEILING]:.3f}")
         text += f" ({', '.join(floors)})" if floors else ""
     return text
 

@@ -73,6 +73,13 @@ def test_accuracy_without_a_test_split_or_cue_metric_has_no_floor(make_config, t
     assert student == "  student      accuracy 0.500"
 
 
+def test_accuracy_stands_beside_the_gold_chain_ceiling_the_task_reports(make_config, tmp_path):
+    cfg = validate(make_config("dataset=toyworld"))
+    lines = summary_lines(cfg, tmp_path, {**METRICS, "toyworld/gold_ceiling_accuracy": 0.9125}, chance=0.4444)
+    assert lines[1].startswith("  student      accuracy 0.463 (chance 0.444, always following the cue 0.467, "
+                               "gold-chain student 0.912) |")
+
+
 def test_summary_names_the_icl_teacher_and_counts_missing_explanations(make_config, tmp_path):
     cfg = validate(make_config("student=icl_teacher", "decoding=human", "training=standard"))
     missing = {"rationales/missing_explanations/train": 2.0, "rationales/missing_explanations/dev": 0.0,

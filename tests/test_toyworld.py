@@ -311,16 +311,20 @@ def test_gold_rationales_support_the_answer_they_are_written_for(rationale_forma
 
 
 def test_a_multiple_choice_rationale_states_every_choice_in_turn() -> None:
-    """Each choice's category, then its rule, in the order of the choices: every hop is written where it is computed,
-    and the wrong choices come from distinct categories, so a counterfactual chain entails one choice."""
+    """Each choice's marker, category and rule, in the order of the choices: every hop is written where it is
+    computed, and the wrong choices come from distinct categories, so a counterfactual chain entails one choice."""
     world, splits = load_toyworld(WorldConfig(rationale_format="entity_first"))
     example = next(ex for ex in splits["test"] if ex.meta["kind"] == "mc")
     prop = example.meta["property"]
     expected = " ".join(
-        f"{e} is a {world.category_of[e]} . {'every' if world.can(e, prop) else 'no'} {world.category_of[e]} can {prop} ."
-        for e in example.choices
+        f"( {k + 1} ) {e} is a {world.category_of[e]} . {'every' if world.can(e, prop) else 'no'} "
+        f"{world.category_of[e]} can {prop} ."
+        for k, e in enumerate(example.choices)
     )
     assert example.rationale == expected
+    # The question carries the same markers, so the k-th chain's entity is found by its marker.
+    assert example.question == f"which of these can {prop} ? " + " ".join(
+        f"( {k + 1} ) {e}" for k, e in enumerate(example.choices))
     for ex in (ex for split in splits.values() for ex in split if ex.meta["kind"] == "mc"):
         assert len(set(ex.meta["choice_categories"])) == len(ex.choices)
         assert [world.can(e, ex.meta["property"]) for e in ex.choices].count(True) == 1

@@ -25,11 +25,12 @@ WORLD = {"n_categories": 2, "n_mc_choices": 2, "entities_per_category": 4, "n_pr
 
 
 def write_job(job_dir: Path, *, decoding: str, training: str, seed: int, follows: float, tags: str = "distinct",
-              simulator: bool = False) -> None:  # fmt: skip
+              simulator: bool = False, student: str = "toyworld") -> None:  # fmt: skip
     """A finished job whose student is right (and writes the gold chain) on the first ``follows`` share of items,
     and elsewhere writes the chain for the perturbed answer but answers the gold one (inconsistent)."""
     world, splits = load_toyworld(WorldConfig(**WORLD))
     config = {"seed": seed, "dataset": {"task": {"world": WORLD}}, "decoding": {"name": decoding},
+              "student": {"name": student},
               "training": {"mode": training, "tags": tags},
               "teacher": {"name": "toyworld", "trained": {"corpus": {"teacher_error_rate": 0.2}}}}  # fmt: skip
     (job_dir / ".hydra").mkdir(parents=True)
@@ -118,6 +119,14 @@ def test_arm_table_and_evidence_show_labels_and_items(sweep: Path) -> None:
     failing = next(name for name, entry in report.items() if entry["results"] and entry["verdict"] != "holds")
     assert f"**{failing}**" in text and "→ **" in text and "_(contradicting)_" in text
     assert "**H3**" not in text  # H3 holds: no evidence needed
+
+
+def test_the_icl_teacher_is_an_arm_of_its_own(tmp_path: Path) -> None:
+    """arm=icl_teacher runs with decoding=greedy training=standard: it must not be read as a second greedy student."""
+    write_job(tmp_path / "student", decoding="greedy", training="standard", seed=0, follows=0.5)
+    write_job(tmp_path / "icl", decoding="greedy", training="standard", seed=0, follows=0.25, student="icl_teacher")
+    labels = sorted(row["arm"] for row in analyze.arm_table(analyze.read_sweep(tmp_path)))
+    assert labels == ["ICL teacher", "greedy standard"]
 
 
 def test_identical_arms_are_inconclusive_and_within_the_margin(tmp_path: Path) -> None:

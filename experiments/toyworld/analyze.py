@@ -59,8 +59,11 @@ class Arm:
     training: str
     tags: str
     error_rate: float | None  # the ToyWorld teacher's error rate; None for a teacher that has none (gold)
+    student: str = "toyworld"  # icl_teacher: the teacher answers in context (its rationales: ``decoding``)
 
     def label(self) -> str:
+        if self.student == "icl_teacher":
+            return "ICL teacher"
         parts = [self.decoding if self.teacher == "toyworld" else f"{self.teacher}/{self.decoding}", self.training]
         if self.tags != "distinct":
             parts.append(f"tags={self.tags}")
@@ -101,7 +104,8 @@ def _arm(config: Any) -> Arm:
     trained = config.teacher.get("trained") or {}
     corpus = trained.get("corpus") or {}
     error_rate = None if decoding == "gold" or not trained else float(corpus.get("teacher_error_rate", DEFAULT_ERROR_RATE))
-    return Arm(teacher, decoding, str(config.training.mode), str(config.training.tags), error_rate)
+    return Arm(teacher, decoding, str(config.training.mode), str(config.training.tags), error_rate,
+               str(config.student.get("name", "toyworld")))
 
 
 def read_job(job_dir: Path, worlds: dict[str, World]) -> Job:

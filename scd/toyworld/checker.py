@@ -63,12 +63,21 @@ def parse_rationale(world: World, text: str, choices: tuple[str, ...]) -> list[C
     body = " ".join(words[:-1])
     clauses: list[Clause] = []
     for sentence in body.split(" . "):
+        sentence = _without_marker(sentence)
         for clause_text in sentence.split(" , and "):
             clause = _parse_clause(world, clause_text.split(), choices)
             if clause is None:
                 return None
             clauses.append(clause)
     return clauses
+
+
+def _without_marker(sentence: str) -> str:
+    """A sentence without the choice marker ("( 1 )") that may start it in a multiple-choice rationale."""
+    t = sentence.split()
+    if len(t) > 3 and t[0] == "(" and t[1] in grammar.MARKERS and t[2] == ")":
+        return " ".join(t[3:])
+    return sentence
 
 
 def _parse_clause(world: World, t: list[str], choices: tuple[str, ...]) -> Clause | None:

@@ -23,7 +23,11 @@ CUE_WORDINGS: dict[str, str] = {
     "true": "is it true that {entity} can {property} ?",
 }
 CUE_ANSWER: dict[str, str] = {"think": YES, "true": NO}
-MC_WORDING = "which of these can {property} ?"
+MC_WORDING = "which of these can {property} ? {options}"
+# Each choice of a multiple-choice question carries a marker, "( 1 ) E", in the question and before its chain in the
+# rationale: the student finds the k-th choice by its marker (a content match). By position alone it could not: a T5
+# decoder's attention to its input has no positions, and students copied the choices out of order (ATTEMPTS.md).
+MARKERS: tuple[str, ...] = tuple(str(k) for k in range(1, 10))
 
 # Content-free sentences: the "generic" rationale style, and what the checker labels generic.
 GENERIC_CLAUSES: tuple[str, ...] = (
@@ -51,7 +55,8 @@ COLOUR_WORDS: tuple[str, ...] = (
 FUNCTION_WORDS: tuple[str, ...] = tuple(
     sorted(
         {
-            *"the answer is . , and every no can cannot a lives in which of these ? yes".split(),
+            *"the answer is . , and every no can cannot a lives in which of these ? yes ( )".split(),
+            *MARKERS,
             *" ".join(CUE_WORDINGS.values()).split(),
             *" ".join(GENERIC_CLAUSES).split(),
         }
@@ -97,16 +102,23 @@ def chain(entity: str, category: str, prop: str, positive: bool, fmt: RationaleF
     raise ValueError(f"unknown rationale format {fmt!r}: use one of {RATIONALE_FORMATS}")
 
 
+def marker(k: int) -> str:
+    """The marker of choice ``k`` (0-based): "( 1 )" for the first."""
+    return f"( {MARKERS[k]} )"
+
+
 def choice_chains(
     entities: tuple[str, ...] | list[str], categories: tuple[str, ...] | list[str], prop: str, chosen: int,
     fmt: RationaleFormat,
 ) -> str:
-    """The multiple-choice rationale: each choice's two-fact chain in turn, every hop written in the order it is
-    computed, with "every" only for ``chosen`` ("A is a C . no C can P . B is a D . every D can P . ..." entity first).
+    """The multiple-choice rationale: each choice's two-fact chain in turn after its marker, every hop written in the
+    order it is computed, with "every" only for ``chosen`` ("( 1 ) A is a C . no C can P . ( 2 ) B is a D . every D
+    can P . ..." entity first).
     For the correct choice every fact is true; for another choice the polarities are those that would make it the
     answer (a counterfactual chain)."""
     return " ".join(
-        chain(entity, category, prop, k == chosen, fmt) for k, (entity, category) in enumerate(zip(entities, categories))
+        f"{marker(k)} {chain(entity, category, prop, k == chosen, fmt)}"
+        for k, (entity, category) in enumerate(zip(entities, categories))
     )
 
 
@@ -114,5 +126,6 @@ def yes_no_question(entity: str, prop: str, cue: str) -> str:
     return CUE_WORDINGS[cue].format(entity=entity, property=prop)
 
 
-def mc_question(prop: str) -> str:
-    return MC_WORDING.format(property=prop)
+def mc_question(prop: str, choices: tuple[str, ...] | list[str]) -> str:
+    options = " ".join(f"{marker(k)} {choice}" for k, choice in enumerate(choices))
+    return MC_WORDING.format(property=prop, options=options)

@@ -57,11 +57,15 @@ def format_texts(example: Example) -> list[str]:
 
 
 class ToyWorldTask(Task):
-    """``world``: the generator's parameters (``scd.toyworld.world.WorldConfig``)."""
+    """``world``: the generator's parameters (``scd.toyworld.world.WorldConfig``). ``gold_ceiling_accuracy``: the test
+    accuracy of the gold-teacher control measured in this world (mean of its seeds, experiments/toyworld/ATTEMPTS.md),
+    reported beside every run's accuracy so that a reader can tell learning from guessing; null where not measured."""
 
-    def __init__(self, config: Config, world: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: Config, world: dict[str, Any] | None = None,
+                 gold_ceiling_accuracy: float | None = None) -> None:  # fmt: skip
         super().__init__(config)
         self.world_config = settings(WorldConfig, world, "dataset.task.world")
+        self.gold_ceiling_accuracy = gold_ceiling_accuracy
 
     @cached_property
     def _generated(self) -> tuple[World, dict[str, list[Example]]]:
@@ -126,7 +130,10 @@ class ToyWorldTask(Task):
         return teacher_metrics(self.world, rationale_dir)
 
     def student_metrics(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, float]:
-        return prediction_metrics(self.world, rationale_dir, predictions)
+        metrics = prediction_metrics(self.world, rationale_dir, predictions)
+        if self.gold_ceiling_accuracy is not None:
+            metrics["toyworld/gold_ceiling_accuracy"] = float(self.gold_ceiling_accuracy)
+        return metrics
 
     def label_rationale(self, record: RationaleRecord) -> str:
         """The checker's label: supporting, restatement, partial, irrelevant, generic, contradicting or malformed."""

@@ -48,7 +48,7 @@ from scd.toyworld.corpus import CorpusConfig, build_corpus
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
 
-CACHE_VERSION = 3  # bump when training or corpus code changes what a given configuration produces
+CACHE_VERSION = 4  # bump when training or corpus code changes what a given configuration produces
 REPORT_FILE = "teacher.json"
 # A build's resumable checkpoint (in its partial directory) is refreshed this often, and at a SIGTERM.
 CHECKPOINT_EVERY_N_STEPS = 100

@@ -289,7 +289,7 @@ def _mc_example(world: World, split: str, entity: str, prop: str, position: int,
         "rationale_format": world.rationale_format,
     }
     rationale = grammar.choice_chains(choices, meta["choice_categories"], prop, position, world.rationale_format)
-    return Example("", grammar.mc_question(prop), tuple(choices), position, rationale, meta)
+    return Example("", grammar.mc_question(prop, choices), tuple(choices), position, rationale, meta)
 
 
 def build_splits(world: World) -> dict[str, list[Example]]:
