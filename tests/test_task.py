@@ -99,3 +99,18 @@ def test_a_new_word_in_a_student_format_extends_the_student_tokenizer_not_the_te
     question = edited.splits()["test"][0]
     assert student.unk_token_id not in student(formatting.format_input(question.question, question.choices, "")).input_ids
     assert edited.shared_tokenizer() == student_dir  # built once, then reused
+
+
+@pytest.mark.parametrize(("decoding", "stops"), [("contrast_wrong", True), ("gold", False)])
+def test_a_teacher_that_fails_its_probe_stops_only_runs_it_writes_for(tmp_path, decoding, stops):
+    """A run whose rationales the teacher writes ends in one line naming the setting; with decoding=gold the teacher
+    serves only the fluency metric, so the run goes on with a warning."""
+    failing = [*TINY_TOYWORLD[:-2], "teacher.trained.training.probe_threshold=1.0", "trainer.enable_progress_bar=false",
+               f"decoding={decoding}"]  # fmt: skip
+    task = build_task(validate(compose_config(failing, tmp_path / "run", tmp_path / "cache")))
+    if stops:
+        with pytest.raises(ValueError, match=r"failed its readiness probe.*teacher\.trained\.training\.max_steps"):
+            task.trained_teacher()
+    else:
+        with pytest.warns(UserWarning, match="failed its readiness probe"):
+            assert Path(task.trained_teacher()).is_dir()
