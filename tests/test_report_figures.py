@@ -220,3 +220,11 @@ def test_points_are_the_cell_means_with_the_seeds_std(arms_sweep):
                   DECODING_COLORS["greedy"])  # fmt: skip
     # Seeds 0.473 - 0.01 and 0.473 + 0.01: the mean, not one point per run.
     assert greedy.get_xydata().tolist() == [[pytest.approx(0.473), pytest.approx(0.033)]]
+
+
+def test_without_a_gold_cell_the_ceiling_is_the_one_the_task_measured(tmp_path):
+    for job, training in enumerate(("standard", "counterfactual")):
+        metrics = {**arm_metrics("greedy", 0.6, 0.1, 0.8, 0.7, 0.9, 0.4, 0.0), "toyworld/gold_ceiling_accuracy": 0.841}
+        write_job(tmp_path, job, "greedy", training, 0, ["decoding=greedy", f"training={training}"], metrics)
+    references = References.of(group_cells(collect_runs(tmp_path)), chance=0.4667)
+    assert references.gold_ceiling == pytest.approx(0.841)

@@ -29,7 +29,7 @@ from matplotlib.patches import Patch
 
 from scd.report.collect import ARM_KEY, COPY_KEY, ICL_TEACHER, Cell
 from scd.report.tables import LAS_INTERVAL
-from scd.summary import CHECKER_SUPPORTS, CUE_FOLLOWING, JUDGE_SUPPORTS, METRIC_NAMES
+from scd.summary import CHECKER_SUPPORTS, CUE_FOLLOWING, GOLD_CEILING, JUDGE_SUPPORTS, METRIC_NAMES
 
 DPI = 200
 FONT_SIZE = 9
@@ -119,6 +119,9 @@ class References:
         cue = [s.mean for s in (cell.summary(CUE_FOLLOWING) for cell in cells) if s is not None]
         gold = [s.mean for cell in cells if cell.decoding == GOLD_DECODING
                 for s in [cell.summary(ACCURACY)] if s is not None]  # fmt: skip
+        if not gold:
+            # Without a gold cell in the sweep: the ceiling the task measured beforehand, where it reports one.
+            gold = [s.mean for s in (cell.summary(GOLD_CEILING) for cell in cells) if s is not None]
         return cls(chance, float(np.mean(cue)) if cue else None, max(gold) if gold else None)
 
 
