@@ -25,8 +25,8 @@ CUE_WORDINGS: dict[str, str] = {
 CUE_ANSWER: dict[str, str] = {"think": YES, "true": NO}
 MC_WORDING = "which of these can {property} ? {options}"
 # Each choice of a multiple-choice question carries a marker, "( 1 ) E", in the question and before its chain in the
-# rationale: the student finds the k-th choice by its marker (a content match). By position alone it could not: a T5
-# decoder's attention to its input has no positions, and students copied the choices out of order (ATTEMPTS.md).
+# rationale, so that the k-th choice can be found by content (its marker): a T5 decoder's attention to its input has
+# no positions. Measured: the 0.7M T5 still does not copy the choices in order (ATTEMPTS.md, W4s7m).
 MARKERS: tuple[str, ...] = tuple(str(k) for k in range(1, 10))
 
 # Content-free sentences: the "generic" rationale style, and what the checker labels generic.
