@@ -1,6 +1,7 @@
 """The config schema. Every YAML option in ``conf/`` is merged onto these dataclasses, so a misspelled key or a value
 of the wrong type fails at start; ``validate`` then runs each dataclass's range checks and builds the components that
-a group names with ``_target_`` (the training objective), so their own checks run at start too."""
+a group names with ``_target_`` (the decoding strategy, the training objective), once each, so their own checks run
+at start too; the stages take them from the typed config."""
 
 from __future__ import annotations
 
@@ -51,8 +52,10 @@ def instantiate_component(key: str, node: dict[str, Any], prefix_errors: bool = 
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         for argument in node:
             if not argument.startswith("_") and argument not in parameters:
+                close = difflib.get_close_matches(argument, list(parameters), n=1)
+                hint = f"; did you mean {key}.{close[0]}?" if close else ""
                 raise ValueError(f"{key}: unknown key {argument!r} for {node['_target_']}; known: "
-                                 f"{', '.join(parameters) or 'none'}")  # fmt: skip
+                                 f"{', '.join(parameters) or 'none'}{hint}")  # fmt: skip
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
@@ -138,24 +141,10 @@ class TeacherConfig:
             raise ValueError(f"teacher.max_prompt_tokens must be >= 1 or null, got {self.max_prompt_tokens}")
 
 
-# The decoding keys passed to the strategy class when set; null leaves the class's default (or a class without them).
-STRATEGY_ARGUMENTS = ("lam", "plausibility", "counterfactual")
-
-
 @dataclass
-class DecodingConfig:
-    """The teacher's decoding: a strategy class (``scd.teacher.strategies``) and the batched loop's settings."""
+class DecodingLoopConfig:
+    """How the teacher's batched decoding loop runs, whatever the strategy (``decoding``) it decodes with."""
 
-    # The strategy class, e.g. scd.teacher.strategies.ContrastWrong.
-    _target_: str = MISSING
-    name: str = MISSING
-    # Weight of the contrast prompts: argmax of log p(t | gold) - lam * log p(t | contrast).
-    lam: Optional[float] = None
-    # Keep only tokens with p >= plausibility * max p under the gold prompt (0 disables the filter).
-    plausibility: Optional[float] = None
-    # decoding=human: the strategy (a _target_ entry) that decodes rationales for perturbed answers, which data sets
-    # do not annotate; null leaves the counterfactual splits empty (training=counterfactual is then refused).
-    counterfactual: Any = None
     # Run all branches as one batch (true) or as one forward per branch (false).
     merge_branches: bool = True
     # Encode the demonstrations once and share their KV cache across rows and branches.
@@ -163,21 +152,16 @@ class DecodingConfig:
     # "chosen": stop when the chosen token completes the separator; "teacher": when the teacher's own top token would.
     stop_rule: str = "chosen"
 
-    def strategy(self) -> Any:
-        """The ``_target_`` class built with the strategy arguments that are set; its checks run as it is built."""
-        arguments = {key: getattr(self, key) for key in STRATEGY_ARGUMENTS if getattr(self, key) is not None}
-        return instantiate_component("decoding", {"_target_": self._target_, **arguments}, prefix_errors=True)
-
     def check(self) -> None:
-        # Building the strategy and the loop's settings runs their own checks, before any work starts. (Imported
-        # here: the decoding module loads torch and transformers, which the config schema does not need.)
+        # The loop's settings check themselves as they are built. (Imported here: the decoding module loads torch and
+        # transformers, which the config schema does not need.)
         from scd.teacher.decoding import DecodingSettings
 
-        self.strategy()
         try:
-            DecodingSettings(stop_rule=self.stop_rule)
+            DecodingSettings(merge_branches=self.merge_branches, shared_prefix=self.shared_prefix,
+                             stop_rule=self.stop_rule)
         except ValueError as err:
-            raise ValueError(f"decoding.{err}") from None
+            raise ValueError(f"decoding_loop.{err}") from None
 
 
 @dataclass
@@ -333,7 +317,9 @@ class PathsConfig:
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    # conf/decoding/<name>.yaml: a decoding strategy (scd.teacher.strategies) that validate() builds.
+    decoding: Any = MISSING
+    decoding_loop: DecodingLoopConfig = field(default_factory=DecodingLoopConfig)
     # conf/training/<name>.yaml: a training objective (scd.student.objectives) that validate() builds.
     training: Any = MISSING
     student: StudentConfig = field(default_factory=StudentConfig)
@@ -405,13 +391,16 @@ def validate(cfg: DictConfig) -> Config:
     for group in (config, *(getattr(config, f.name) for f in fields(config))):
         if hasattr(group, "check"):
             group.check()
+    config.decoding = instantiate_component("decoding", config.decoding, prefix_errors=True)
     config.training = instantiate_component("training", config.training)
-    if "counterfactual" in config.training.tasks and not config.decoding.strategy().writes_counterfactual:
+    missing = [split for split in config.training.rationale_splits if split not in config.decoding.rationale_splits]
+    if missing:
         raise ValueError(
-            f"training={config.training.mode} also trains on rationales for perturbed answers, which "
-            f"decoding={config.decoding.name} does not make (data sets explain gold answers only): set "
-            "decoding.counterfactual to a strategy that decodes them with the teacher, e.g. "
-            "'decoding.counterfactual={_target_:scd.teacher.strategies.ContrastWrong,lam:0.5}', or use "
-            "training=standard"
+            f"training={config.training.mode} trains on rationales in {', '.join(missing)}, which "
+            f"decoding={config.decoding.name} does not make: choose a decoding that makes them (decoding=human makes "
+            "the rationales for perturbed answers, which data sets do not annotate, with decoding.counterfactual, a "
+            "strategy that decodes them with the teacher, e.g. "
+            "'decoding.counterfactual={_target_:scd.teacher.strategies.ContrastWrong,lam:0.5}'), or a training "
+            "objective that does not read them, e.g. training=standard"
         )
     return config

@@ -63,7 +63,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     try:
         if "teacher" in cfg.stages:
             stage_started = time.perf_counter()
-            run_teacher_stage(cfg, splits, run_dir, teacher_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
+            run_teacher_stage(cfg, task, splits, run_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
             raise_if_interrupted()

@@ -25,8 +25,8 @@ from scd.io import atomic_write_text
 
 RECORD = "run_config.json"
 NOT_RUN_IDENTITY = (
-    "paths", "stages", "ckpt_path", "overwrite", "logger", "teacher.batch_size", "decoding.merge_branches",
-    "decoding.shared_prefix", "trainer.enable_progress_bar", "trainer.enable_model_summary", "threads",
+    "paths", "stages", "ckpt_path", "overwrite", "logger", "teacher.batch_size", "decoding_loop.merge_branches",
+    "decoding_loop.shared_prefix", "trainer.enable_progress_bar", "trainer.enable_model_summary", "threads",
 )
 RESUMABLE = (
     "trainer.max_steps", "trainer.max_epochs", "trainer.val_check_interval", "trainer.log_every_n_steps",

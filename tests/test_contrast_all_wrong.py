@@ -121,8 +121,8 @@ def test_config_option_on_true_false_claims_writes_contrast_wrongs_rationales(ma
     texts = {}
     for option in ("contrast_all_wrong", "contrast_wrong"):
         cfg = validate(make_config(f"decoding={option}", run=option))
-        splits = build_task(cfg).splits()
-        out = run_teacher_stage(cfg, splits, tmp_path / option)
+        task = build_task(cfg)
+        out = run_teacher_stage(cfg, task, task.splits(), tmp_path / option)
         records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
         assert {r["decoding"] for r in records} == {option}
         texts[option] = [r["rationale"] for r in records]

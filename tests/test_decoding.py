@@ -183,12 +183,14 @@ def test_strategy_ranges_are_checked_by_the_class(kwargs, message):
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["decoding=greedy", "decoding.lam=0.5"], "decoding: unknown key 'lam' for scd.teacher.strategies.Greedy; "
-                                                  "known: none"),
+        (["decoding=greedy", "+decoding.lam=0.5"], "decoding: unknown key 'lam' for scd.teacher.strategies.Greedy; "
+                                                   "known: name"),
+        (["+decoding.lamda=0.5"], "decoding: unknown key 'lamda' for scd.teacher.strategies.ContrastWrong; known: lam, "
+                                  "plausibility, name; did you mean decoding.lam?"),
         (["decoding._target_=scd.teacher.strategies.Beam"], "decoding._target_: cannot import "
          "'scd.teacher.strategies.Beam' (module 'scd.teacher.strategies' has no attribute 'Beam')"),
         (["decoding.plausibility=1"], "decoding.plausibility must be in [0, 1), got 1.0"),
-        (["decoding.stop_rule=never"], "decoding.stop_rule must be 'chosen' or 'teacher', got 'never'"),
+        (["decoding_loop.stop_rule=never"], "decoding_loop.stop_rule must be 'chosen' or 'teacher', got 'never'"),
     ],
 )
 def test_bad_decoding_config_is_one_error_naming_the_key(tmp_path, overrides, message):
@@ -413,3 +415,14 @@ def test_stop_checker_decodes_rows_only_for_tokens_that_could_end_the_separator(
     assert calls == [1] * len(set(text))  # each distinct token decoded once, alone; no row tail decoded
     newline = tokenizer("\n", add_special_tokens=False).input_ids
     assert checker.hits(text + newline, newline[0])
+
+
+def test_render_query_puts_each_kind_of_contrast_in_the_answer_slot():
+    from scd.data.example import Example
+    from scd.teacher.prompt import PromptTemplate
+
+    prompt = PromptTemplate("Q: {question} ({choices}) A: {answer}. {rationale}")
+    example = Example("e1", "Is ice cold?", ("yes", "no"), 0)
+    rendered = [strategies.render_query(prompt, example, answer) for answer in (0, 1, None, "I don't know")]
+    assert rendered == ["Q: Is ice cold? (yes | no) A: yes.", "Q: Is ice cold? (yes | no) A: no.",
+                        "Q: Is ice cold? (yes | no) A: .", "Q: Is ice cold? (yes | no) A: I don't know."]

@@ -81,8 +81,8 @@ def fails(capsys):
 
 def teacher_run(raw, run_dir: Path) -> Path:
     cfg = validate(raw)
-    splits = build_task(cfg).splits()
-    return run_teacher_stage(cfg, splits, run_dir)
+    task = build_task(cfg)
+    return run_teacher_stage(cfg, task, task.splits(), run_dir)
 
 
 def records(directory: Path, split: str) -> list[dict]:

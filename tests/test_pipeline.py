@@ -43,8 +43,9 @@ def test_decoding_options_build_their_strategy(tmp_path):
 
     built = {}
     for option in ("greedy", "contrast_empty", "contrast_wrong"):
-        built[option] = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path)).decoding.strategy()
-    assert built == {"greedy": Greedy(), "contrast_empty": ContrastEmpty(lam=0.5), "contrast_wrong": ContrastWrong(lam=0.5)}
+        built[option] = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path)).decoding
+    assert built == {"greedy": Greedy(name="greedy"), "contrast_empty": ContrastEmpty(lam=0.5, name="contrast_empty"),
+                     "contrast_wrong": ContrastWrong(lam=0.5, name="contrast_wrong")}
 
 
 @pytest.mark.slow

@@ -90,7 +90,8 @@ def test_teacher_killed_three_times_gives_the_uninterrupted_files(make_config, t
 
     reference = make_config(*SLOW_TEACHER[1:], run="reference")
     cfg = validate(reference)
-    expected = run_teacher_stage(cfg, build_task(cfg).splits(), tmp_path / "reference")
+    task = build_task(cfg)
+    expected = run_teacher_stage(cfg, task, task.splits(), tmp_path / "reference")
     for name in RATIONALE_FILES:
         assert (run_dir / "rationales" / name).read_bytes() == (expected / name).read_bytes(), name
 

@@ -130,7 +130,8 @@ def refused(make_config, capsys):
     ("+trainer.max_step=10", "unknown key trainer.max_step (not an argument of pytorch_lightning.Trainer); did you "
                              "mean trainer.max_steps?"),
     ("+student.lrr=5", "unknown key student.lrr (not in StudentConfig); did you mean student.lr?"),
-    ("+decoding.lamda=0.5", "unknown key decoding.lamda (not in DecodingConfig); did you mean decoding.lam?"),
+    ("+decoding.lamda=0.5", "decoding: unknown key 'lamda' for scd.teacher.strategies.ContrastWrong; known: lam, "
+                            "plausibility, name; did you mean decoding.lam?"),
     ("+seeed=1", "unknown key seeed (not in Config); did you mean seed?"),
     ("+callbacks.extra._target_=builtins.dict",
      "callbacks.extra._target_: builtins.dict has no signature to check its arguments against; name a Python class"),

@@ -30,7 +30,7 @@ def smoke(make_config):
 
 def test_a_complete_entry_without_metrics_gets_them_on_reuse(smoke, tmp_path, monkeypatch):
     cfg, task, splits = smoke
-    run_teacher_stage(cfg, splits, tmp_path / "a")  # no measure: as if killed before its metrics were written
+    run_teacher_stage(cfg, task, splits, tmp_path / "a")  # no measure: as if killed before its metrics were written
     (store,) = (tmp_path / "cache" / "rationales").iterdir()
     assert is_complete(store) and not (store / TEACHER_METRICS_FILE).exists()
     loads = []
@@ -38,7 +38,7 @@ def test_a_complete_entry_without_metrics_gets_them_on_reuse(smoke, tmp_path, mo
     monkeypatch.setattr(stage, "load_teacher_model", lambda *args: loads.append(1) or load_teacher_model(*args))
     measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
     rng = torch.get_rng_state()
-    published = run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+    published = run_teacher_stage(cfg, task, splits, tmp_path / "b", measure)
     assert torch.equal(torch.get_rng_state(), rng)  # the judge trained on its own random state
     assert len(loads) == 1  # for fluency only: the rationales were reused
     metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
@@ -48,25 +48,25 @@ def test_a_complete_entry_without_metrics_gets_them_on_reuse(smoke, tmp_path, mo
     assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}
     # Measured again (another run of the sweep): the same values, with no teacher and no judge.
     monkeypatch.setattr(RationaleSetMetrics, "with_judge", lambda *args: pytest.fail("the judge was trained again"))
-    assert run_teacher_stage(cfg, splits, tmp_path / "c", None, measure) and len(loads) == 1
+    assert run_teacher_stage(cfg, task, splits, tmp_path / "c", measure) and len(loads) == 1
     assert json.loads((tmp_path / "c" / "rationales" / TEACHER_METRICS_FILE).read_text()) == metrics
 
 
 def test_a_judge_stored_for_another_config_is_refused(smoke, tmp_path):
     cfg, task, splits = smoke
     measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
-    run_teacher_stage(cfg, splits, tmp_path / "a", None, measure)
+    run_teacher_stage(cfg, task, splits, tmp_path / "a", measure)
     (judge_file,) = (tmp_path / "cache" / "rationales").glob("*/judge-*.json")
     judged = json.loads(judge_file.read_text())
     judged["config"]["simulator"]["max_steps"] += 1
     judge_file.write_text(json.dumps(judged))
     with pytest.raises(ValueError, match=rf"{judge_file}: written for another judge config"):
-        run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+        run_teacher_stage(cfg, task, splits, tmp_path / "b", measure)
 
 
 def test_a_read_only_cache_gives_the_metrics_it_lacks_without_storing_them(smoke, tmp_path, monkeypatch):
     cfg, task, splits = smoke
-    run_teacher_stage(cfg, splits, tmp_path / "a")  # a complete entry without metrics
+    run_teacher_stage(cfg, task, splits, tmp_path / "a")  # a complete entry without metrics
     cache = (tmp_path / "cache").resolve()
     (store,) = (cache / "rationales").iterdir()
     files = sorted(path.name for path in store.iterdir())
@@ -78,7 +78,7 @@ def test_a_read_only_cache_gives_the_metrics_it_lacks_without_storing_them(smoke
 
     monkeypatch.setattr(scd.io, "open", read_only_open, raising=False)
     measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
-    published = run_teacher_stage(cfg, splits, tmp_path / "b", None, measure)
+    published = run_teacher_stage(cfg, task, splits, tmp_path / "b", measure)
     assert sorted(path.name for path in store.iterdir()) == files
     metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
     assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,15 @@ from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.task import build_task
 from scd.teacher.stage import run_teacher_stage, teacher_key
+from scd.teacher.strategies import Contrast, Contrastive
 from scd.teacher.store import COMPLETE_MARKER
 
 
 def generate(cfg_dict, run_dir: Path):
     cfg = validate(cfg_dict)
-    splits = build_task(cfg).splits()
-    return cfg, splits, run_teacher_stage(cfg, splits, run_dir)
+    task = build_task(cfg)
+    splits = task.splits()
+    return cfg, splits, run_teacher_stage(cfg, task, splits, run_dir)
 
 
 def read_split(directory: Path, split: str) -> list[dict]:
@@ -65,6 +68,49 @@ def test_same_teacher_config_reuses_rationales(make_config, tmp_path, monkeypatc
     # A different decoding is a different teacher config: it must generate.
     with pytest.raises(AssertionError, match="cached"):
         generate(make_config("decoding=greedy", run="c"), tmp_path / "c")
+
+
+def test_cache_key_follows_what_decides_the_rationales(make_config):
+    """The key holds the strategy's class and settings (defaults included) and the stop rule, not the loop's speed
+    knobs; a nested strategy (decoding=human's counterfactual) enters by class too."""
+
+    def key(*overrides: str) -> str:
+        cfg = validate(make_config(*overrides))
+        return teacher_key(cfg, build_task(cfg).splits())
+
+    base = key("decoding=contrast_wrong")
+    assert key("decoding=contrast_wrong", "decoding_loop.merge_branches=false", "decoding_loop.shared_prefix=false") == base
+    assert key("decoding=contrast_wrong", "~decoding.plausibility") == base  # the class's default: the same setting
+    assert key("decoding=contrast_wrong", "decoding.lam=0.6") != base
+    assert key("decoding=contrast_wrong", "decoding_loop.stop_rule=teacher") != base
+    human = ["decoding=human", "training=standard"]
+    wrong = key(*human, "decoding.counterfactual={_target_:scd.teacher.strategies.ContrastWrong,lam:0.5}")
+    empty = key(*human, "decoding.counterfactual={_target_:scd.teacher.strategies.ContrastEmpty,lam:0.5}")
+    assert len({key(*human), wrong, empty}) == 3
+
+
+@dataclass(frozen=True)
+class ContrastFirstTrainQuestion(Contrastive):
+    """A strategy that needs the splits: it contrasts with the first training question, which ``setup`` finds."""
+
+    question: str = ""
+
+    def setup(self, task, splits):
+        return replace(self, question=splits["train"][0].question)
+
+    def contrast_answers(self, job) -> list[Contrast]:
+        return [self.question]
+
+
+def test_the_setup_hook_gives_the_strategy_that_decodes(make_config, tmp_path, monkeypatch):
+    decoded_with = []
+    load_teacher_module = stage.load_teacher_module
+    monkeypatch.setattr(stage, "load_teacher_module",
+                        lambda cfg, splits, teacher_dir, strategy: decoded_with.append(strategy)
+                        or load_teacher_module(cfg, splits, teacher_dir, strategy))  # fmt: skip
+    cfg, splits, _ = generate(make_config(f"decoding._target_={__name__}.ContrastFirstTrainQuestion"), tmp_path / "run")
+    assert cfg.decoding.question == ""  # the configured strategy is left as built
+    assert decoded_with == [replace(cfg.decoding, question=splits["train"][0].question)]
 
 
 def test_prompt_longer_than_the_context_is_refused(make_config, tmp_path):

@@ -37,6 +37,8 @@ class Objective:
     are reported under (``training.mode``)."""
 
     tasks: tuple[str, ...] = ("factual",)
+    # The rationale files ``groups`` reads: the decoding must make them (scd.config.validate checks it at start).
+    rationale_splits: tuple[str, ...] = ("train", "dev")
 
     def __init__(self, mode: str, tags: TagMode = "distinct") -> None:
         if tags not in TAG_MODES:
@@ -77,6 +79,7 @@ class Counterfactual(Objective):
     counterfactual. ``tags``: distinct ([factual]/[counterfactual]), shared (both [factual]) or none."""
 
     tasks = ("factual", "counterfactual")
+    rationale_splits = ("train", "dev", "train_counterfactual", "dev_counterfactual")
 
     def __init__(self, mode: str = "counterfactual", alpha: float = 0.5, tags: TagMode = "distinct") -> None:
         super().__init__(mode, tags)

@@ -26,7 +26,7 @@ from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.prompt import PromptTemplate
-from scd.teacher.strategies import DecodingStrategy
+from scd.teacher.strategies import Contrast, DecodingStrategy, render_query
 
 log = logging.getLogger(__name__)
 # Above this share of empty rationales the teacher stage warns.
@@ -93,10 +93,8 @@ class TeacherModule(pl.LightningModule):
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._written = self._empty = 0  # rationales written by this predict loop, and how many are empty
 
-    def query_ids(self, example: Example, answer: int | None) -> list[int]:
-        answer_text = "" if answer is None else example.choices[answer]
-        text = self.prompt.query(example.question, example.choices, answer_text)
-        return self.tokenizer(text, add_special_tokens=False).input_ids
+    def query_ids(self, example: Example, answer: Contrast) -> list[int]:
+        return self.tokenizer(render_query(self.prompt, example, answer), add_special_tokens=False).input_ids
 
     def prompts(self, jobs: Sequence[RationaleJob]) -> list[list[list[int]]]:
         """Each job's branches after the shared prefix: its gold prompt, then the strategy's contrast prompts."""

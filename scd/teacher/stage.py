@@ -14,20 +14,22 @@ import logging
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from scd.config import Config, DecodingConfig, TeacherConfig
+from scd.config import Config, DecodingLoopConfig, TeacherConfig
 from scd.data.example import Example
 from scd.data.perturb import perturbed_answer
 from scd.data.records import RATIONALE_SPLITS, RationaleRecord
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.models import load_model, load_tokenizer
 from scd.signals import StopPredictionOnSigterm
+from scd.task import Task
 from scd.student.callbacks import progress_callbacks
 from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
@@ -47,7 +49,7 @@ Teacher = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 Measure = Callable[[Path, Callable[[], Teacher]], dict[str, float]]
 
 # Knobs that change speed (or refuse input), not output: they do not enter the cache key.
-SPEED_ONLY = {"teacher": ("batch_size", "max_prompt_tokens"), "decoding": ("merge_branches", "shared_prefix")}
+SPEED_ONLY = {"teacher": ("batch_size", "max_prompt_tokens"), "decoding_loop": ("merge_branches", "shared_prefix")}
 
 
 def data_digest(splits: dict[str, list[Example]]) -> str:
@@ -60,14 +62,23 @@ def data_digest(splits: dict[str, list[Example]]) -> str:
     return digest.hexdigest()
 
 
+def component_settings(value: Any) -> Any:
+    """A built component as plain data: a dataclass as its class and every field, defaults included (an unset lam
+    and lam=0.5 decode the same rationales), nested components (``decoding.counterfactual``) likewise."""
+    if is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        return {"_target_": f"{cls.__module__}.{cls.__qualname__}",
+                **{f.name: component_settings(getattr(value, f.name)) for f in fields(value)}}  # fmt: skip
+    return value
+
+
 def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None = None) -> str:
     """The rationale cache key: the data's content, the seed that picks demonstrations and perturbed answers, and the
     teacher, prompt and decoding settings. A teacher trained in code (``teacher_dir``, named by its own content hash)
     enters by name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
-    decoding = {k: v for k, v in asdict(cfg.decoding).items() if k not in SPEED_ONLY["decoding"]}
-    # The strategy's own settings, its defaults included: an unset lam and lam=0.5 decode the same rationales.
-    decoding["strategy"] = asdict(cfg.decoding.strategy())
+    loop = {k: v for k, v in asdict(cfg.decoding_loop).items() if k not in SPEED_ONLY["decoding_loop"]}
+    decoding = {"strategy": component_settings(cfg.decoding), "loop": loop}
     trained = Path(teacher_dir).name if teacher_dir else None
     data = {"digest": data_digest(splits), "seed": cfg.dataset.seed}
     # The splits enter too: a store written before a split was added lacks its file.
@@ -102,10 +113,10 @@ def teacher_prompt(t: TeacherConfig) -> PromptTemplate:
     return PromptTemplate(t.template, t.separator, t.instruction)
 
 
-def decoding_settings(decoding: DecodingConfig, teacher: TeacherConfig) -> DecodingSettings:
+def decoding_settings(loop: DecodingLoopConfig, teacher: TeacherConfig) -> DecodingSettings:
     return DecodingSettings(
-        max_new_tokens=teacher.max_new_tokens, merge_branches=decoding.merge_branches,
-        shared_prefix=decoding.shared_prefix, stop_rule=decoding.stop_rule,
+        max_new_tokens=teacher.max_new_tokens, merge_branches=loop.merge_branches, shared_prefix=loop.shared_prefix,
+        stop_rule=loop.stop_rule,
     )
 
 
@@ -153,21 +164,22 @@ def load_teacher_module(
     prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
     return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, strategy,
-                         decoding_settings(cfg.decoding, t), placed=t.device_map is not None)
+                         decoding_settings(cfg.decoding_loop, t), placed=t.device_map is not None)
 
 
 def run_teacher_stage(
-    cfg: Config, splits: dict[str, list[Example]], run_dir: Path, teacher_dir: str | None = None,
-    measure: Measure | None = None,
+    cfg: Config, task: Task, splits: dict[str, list[Example]], run_dir: Path, measure: Measure | None = None,
 ) -> Path:
-    """Generate (or reuse) the rationales and copy them to ``run_dir/rationales``; returns that directory.
+    """Generate (or reuse) the rationales of ``task``'s ``splits`` with the strategy ``cfg.decoding`` and copy them to
+    ``run_dir/rationales``; returns that directory.
 
     ``measure`` (on global rank 0) gives the metrics of the rationale set, stored under the entry's lock; the teacher
     it may ask for is the one that just generated, or is loaded then. With several ranks (``trainer.devices`` > 1),
     each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
+    teacher_dir = task.trained_teacher()
     store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, splits, teacher_dir)
-    strategy = cfg.decoding.strategy()
+    strategy = cfg.decoding.setup(task, splits)
     jobs = strategy.select(build_jobs(splits, cfg.dataset.seed))
     rank_zero = rank_zero_only.rank == 0
     # A complete entry never changes again: reading it needs no lock (nor a writable cache).

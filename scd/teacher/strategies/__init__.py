@@ -1,10 +1,15 @@
 """Decoding strategies: what each rationale is contrasted with, and how the branches' log-probabilities combine.
 
-``conf/decoding/<name>.yaml`` names its strategy with ``_target_``. A strategy owns two things:
+``conf/decoding/<name>.yaml`` names its strategy with ``_target_``; every other key is an argument of the class, which
+``scd.config.validate`` builds once, so a key the class does not take is refused there by its signature. A strategy
+owns three things:
 
-- ``contrasts(job)``: the answers whose prompts are decoded beside the gold prompt, as choice indices, ``None`` being
-  the prompt with no answer (none for greedy, one for the paper's contrastive decodings, any number otherwise);
-- ``scores(logp_gold, logp_contrast, present)``: per-token scores whose argmax is the next token.
+- ``contrasts(job)``: the answers whose prompts are decoded beside the gold prompt (``Contrast``: a choice index, a
+  text of the strategy's own, or ``None`` for no answer), rendered by ``render_query``: none for greedy, one for the
+  paper's contrastive decodings, any number otherwise;
+- ``scores(logp_gold, logp_contrast, present)``: per-token scores whose argmax is the next token;
+- ``setup(task, splits)`` (optional): the strategy that decodes, given the run's task and splits, for a strategy that
+  needs to load or derive something before the first job.
 
 The batched loop (``scd.teacher.decoding.decode``) runs every branch of every example over one shared prefix, whatever
 the strategy. A strategy checks its own arguments in ``__post_init__``; its errors start with the argument's name, so
@@ -14,14 +19,32 @@ the config reports them as ``decoding.<name> ...``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import torch
 
+from scd.data.example import Example
+from scd.data.records import RATIONALE_SPLITS
+from scd.teacher.prompt import PromptTemplate
+
 if TYPE_CHECKING:
-    from scd.data.example import Example
+    from scd.task import Task
     from scd.teacher.generation import RationaleJob
+
+# What a contrast prompt gives as its answer: a choice (its index), a text of the strategy's own, or no answer (None).
+Contrast = Union[int, str, None]
+
+
+def render_query(prompt: PromptTemplate, example: Example, answer: Contrast) -> str:
+    """The example's prompt after the shared prefix, giving ``answer``: the one place a contrast becomes text."""
+    if answer is None:
+        text = ""
+    elif isinstance(answer, str):
+        text = answer
+    else:
+        text = example.choices[answer]
+    return prompt.query(example.question, example.choices, text)
 
 
 def contrastive_scores(
@@ -48,10 +71,23 @@ def contrastive_scores(
 
 @dataclass(frozen=True)
 class DecodingStrategy:
-    """The interface the batched loop decodes with."""
+    """The interface the batched loop decodes with. ``name`` is the decoding's name in records and reports
+    (``conf/decoding/<name>.yaml`` sets it)."""
 
-    def contrasts(self, job: RationaleJob) -> list[int | None]:
-        """The answers (choice indices; ``None``: no answer) whose prompts are decoded beside ``job``'s gold prompt."""
+    name: str = field(default="", kw_only=True)
+
+    def setup(self, task: Task, splits: dict[str, list[Example]]) -> DecodingStrategy:
+        """The strategy that decodes the run's jobs, called once before them: itself, or a copy
+        (``dataclasses.replace``) holding what it loaded from the task or the splits."""
+        return self
+
+    def strategy(self) -> DecodingStrategy:
+        """Itself. Kept for ``scd/toyworld/task.py``, which still calls ``config.decoding.strategy()``; remove with
+        that call."""
+        return self
+
+    def contrasts(self, job: RationaleJob) -> list[Contrast]:
+        """The answers whose prompts are decoded beside ``job``'s gold prompt."""
         raise NotImplementedError
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -65,9 +101,9 @@ class DecodingStrategy:
         return list(jobs)
 
     @property
-    def writes_counterfactual(self) -> bool:
-        """Whether it makes rationales for perturbed answers (the counterfactual splits)."""
-        return True
+    def rationale_splits(self) -> tuple[str, ...]:
+        """The rationale splits it makes (a training objective may need others)."""
+        return RATIONALE_SPLITS
 
     def coverage(self, splits: dict[str, list[Example]]) -> dict[str, float]:
         """Metrics of what the source could not give (a decoding strategy gives every rationale: none)."""
@@ -92,7 +128,7 @@ class WrittenRationales(DecodingStrategy):
         """The strategy that decodes the kept jobs this source does not write (None: it writes every kept job)."""
         return None
 
-    def contrasts(self, job: RationaleJob) -> list[int | None]:
+    def contrasts(self, job: RationaleJob) -> list[Contrast]:
         return []
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -103,7 +139,7 @@ class WrittenRationales(DecodingStrategy):
 class Greedy(DecodingStrategy):
     """No contrast: the next token is the teacher's top token under the gold prompt."""
 
-    def contrasts(self, job: RationaleJob) -> list[int | None]:
+    def contrasts(self, job: RationaleJob) -> list[Contrast]:
         return []
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -118,16 +154,22 @@ class Contrastive(DecodingStrategy):
     plausibility: float = 0.0
 
     def __post_init__(self) -> None:
+        for key in ("lam", "plausibility"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key} must be a number, got {value!r}")
+            # As a float: lam=1 and lam=1.0 are one setting, and one rationale cache key.
+            object.__setattr__(self, key, float(value))
         if not 0 <= self.lam <= 1:
             # Beyond 1 the contrast prompt would outweigh the gold one.
             raise ValueError(f"lam must be in [0, 1], got {self.lam}")
         if not 0 <= self.plausibility < 1:
             raise ValueError(f"plausibility must be in [0, 1), got {self.plausibility}")
 
-    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+    def contrast_answers(self, job: RationaleJob) -> list[Contrast]:
         raise NotImplementedError
 
-    def contrasts(self, job: RationaleJob) -> list[int | None]:
+    def contrasts(self, job: RationaleJob) -> list[Contrast]:
         # λ = 0 is greedy: contrast branches would change nothing, so they are not decoded.
         return self.contrast_answers(job) if self.lam > 0 else []
 
@@ -140,7 +182,7 @@ class Contrastive(DecodingStrategy):
 class ContrastEmpty(Contrastive):
     """Contrast with the prompt that gives no answer."""
 
-    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+    def contrast_answers(self, job: RationaleJob) -> list[Contrast]:
         return [None]
 
 
@@ -149,5 +191,5 @@ class ContrastWrong(Contrastive):
     """Contrast with the prompt that gives the other answer: the perturbed one for a gold rationale, the gold one for
     a counterfactual rationale."""
 
-    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+    def contrast_answers(self, job: RationaleJob) -> list[Contrast]:
         return [job.other]

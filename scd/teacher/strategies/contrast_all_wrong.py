@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from scd.teacher.strategies import Contrastive, contrastive_scores
+from scd.teacher.strategies import Contrast, Contrastive, contrastive_scores
 
 if TYPE_CHECKING:
     from scd.teacher.generation import RationaleJob
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class ContrastAllWrong(Contrastive):
     """Contrast with the prompts of every choice other than the one the rationale is written for."""
 
-    def contrast_answers(self, job: RationaleJob) -> list[int | None]:
+    def contrast_answers(self, job: RationaleJob) -> list[Contrast]:
         return [choice for choice in range(len(job.example.choices)) if choice != job.rationale_for]
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

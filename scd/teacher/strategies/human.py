@@ -9,8 +9,9 @@ these examples for the run's metrics.
 
 Data sets explain only gold answers. The counterfactual splits (rationales for perturbed answers) are therefore
 decoded by the teacher with ``counterfactual``, a decoding strategy given in config, or are left empty when it is
-None. ``training=counterfactual`` needs them, so it is refused without one (``scd.config.validate``), and the
-evaluate stage then skips counterfactual consistency.
+None. ``training=counterfactual`` needs them, so it is refused without one (``scd.config.validate`` compares
+``rationale_splits`` with the splits the objective reads), and the evaluate stage then skips counterfactual
+consistency.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from scd.data.records import RATIONALE_SPLITS
 from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 
 if TYPE_CHECKING:
@@ -68,8 +70,10 @@ class HumanRationales(WrittenRationales):
         return self.counterfactual
 
     @property
-    def writes_counterfactual(self) -> bool:
-        return self.counterfactual is not None
+    def rationale_splits(self) -> tuple[str, ...]:
+        if self.counterfactual is not None:
+            return RATIONALE_SPLITS
+        return tuple(split for split in RATIONALE_SPLITS if not split.endswith("_counterfactual"))
 
     def coverage(self, splits: dict[str, list[Example]]) -> dict[str, float]:
         """``rationales/missing_explanations/<split>``: examples without a usable explanation, per split."""
