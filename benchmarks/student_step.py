@@ -114,7 +114,7 @@ def measure_train_vs_ref(
     def to_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: value.to(target) for key, value in batch.items()}
 
-    module = StudentModule(model, tokenizer, "seq2seq", objective)
+    module = StudentModule(model, tokenizer, objective)
     ours_optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     ours_batches = [to_device(collate_rows([list(pair) for pair in chunk], pad_id)) for chunk in chunks]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
+import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -195,7 +196,7 @@ class StudentConfig:
     # Tokenizer id or path; "teacher": the teacher's tokenizer (ToyWorld's word-level one); null: the model's own.
     tokenizer: Optional[str] = None
     trust_remote_code: bool = False
-    optimizer: str = "adamw"
+    # The student's own numbers, which the optimizer and lr_schedule groups read.
     lr: float = 3e-4
     weight_decay: float = 0.0
     warmup_steps: int = 0
@@ -216,7 +217,6 @@ class StudentConfig:
 
     def check(self) -> None:
         _check_choice("student.arch", self.arch, ("seq2seq", "causal"))
-        _check_choice("student.optimizer", self.optimizer, ("adamw", "adafactor"))
         if self.in_context is not None:
             if self.name_or_path is not None or self.random_init is not None:
                 raise ValueError("student.in_context: the teacher answers, so set no student name_or_path or random_init")
@@ -230,6 +230,8 @@ class StudentConfig:
                     "early_stopping_patience"):
             if getattr(self, key) < 1:
                 raise ValueError(f"student.{key} must be >= 1, got {getattr(self, key)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"student.warmup_steps must be >= 0, got {self.warmup_steps}")
         if not 0 <= self.perturb_share <= 1:
             raise ValueError(f"student.perturb_share must be in [0, 1], got {self.perturb_share}")
 
@@ -323,6 +325,9 @@ class Config:
     # conf/training/<name>.yaml: a training objective (scd.student.objectives) that validate() builds.
     training: Any = MISSING
     student: StudentConfig = field(default_factory=StudentConfig)
+    # conf/optimizer/, conf/lr_schedule/: _target_ entries with _partial_, which validate() builds and checks.
+    optimizer: Any = MISSING
+    lr_schedule: Any = MISSING
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # conf/callbacks/: the student Trainer's callbacks by name, each a _target_ entry; null drops one.
@@ -382,6 +387,19 @@ def check_schema_keys(node: DictConfig, prefix: str = "") -> None:
             check_schema_keys(value, f"{dotted}.")
 
 
+def check_optimization(optimizer: Any, lr_schedule: Any) -> None:
+    """Build the optimizer and its schedule over a stand-in parameter, so that their own checks (a negative learning
+    rate, say) run at start rather than when the student stage begins."""
+    try:
+        stand_in = optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"optimizer: {err}") from None
+    try:
+        lr_schedule(stand_in, num_training_steps=1)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"lr_schedule: {err}") from None
+
+
 def validate(cfg: DictConfig) -> Config:
     """Build the typed config and run every group's range checks; raises ValueError naming the key.
 
@@ -393,6 +411,9 @@ def validate(cfg: DictConfig) -> Config:
             group.check()
     config.decoding = instantiate_component("decoding", config.decoding, prefix_errors=True)
     config.training = instantiate_component("training", config.training)
+    config.optimizer = instantiate_component("optimizer", config.optimizer)
+    config.lr_schedule = instantiate_component("lr_schedule", config.lr_schedule)
+    check_optimization(config.optimizer, config.lr_schedule)
     missing = [split for split in config.training.rationale_splits if split not in config.decoding.rationale_splits]
     if missing:
         raise ValueError(

@@ -21,8 +21,8 @@ from scd.pipeline import run
 from scd.teacher.stage import TEACHER_METRICS_FILE
 from tests.conftest import CONF, ROOT, compose_config
 
-GROUPS = ["dataset", "teacher", "decoding", "training", "student", "simulator", "trainer", "callbacks", "logger",
-          "experiment", "arm"]
+GROUPS = ["dataset", "teacher", "decoding", "training", "student", "optimizer", "lr_schedule", "simulator", "trainer",
+          "callbacks", "logger", "experiment", "arm"]
 # Options that compose only with another choice than the default's (decoding=human has no counterfactual rationales).
 NEEDS = {("decoding", "human"): ["training=standard"]}
 

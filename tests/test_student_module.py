@@ -10,12 +10,13 @@ import pytorch_lightning as pl
 import torch
 from transformers.optimization import Adafactor
 
+from scd.config import validate
 from scd.io import RationaleFileError, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
 from scd.student.data import IGNORE_INDEX, EncodedRow, StudentDataModule, collate_rows, encode_row
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, Standard
-from tests.conftest import TINY_STUDENTS as TINY
+from tests.conftest import TINY_STUDENTS as TINY, compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
 
@@ -45,7 +46,7 @@ def hf_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 @pytest.mark.parametrize("arch", ["seq2seq", "causal"])
 def test_fused_step_equals_separate_forwards(arch: str) -> None:
     model, tokenizer = tiny(arch)
-    module = StudentModule(model, tokenizer, arch, Counterfactual(alpha=0.3))
+    module = StudentModule(model, tokenizer, Counterfactual(alpha=0.3))
     pairs = groups(arch, tokenizer, counterfactual=True)
     fused = collate_rows(pairs, tokenizer.pad_token_id)
     assert fused["task"].tolist() == [0, 1] * 3
@@ -59,14 +60,14 @@ def test_fused_step_equals_separate_forwards(arch: str) -> None:
 
 def test_alpha_zero_equals_standard_loss_and_gradients() -> None:
     model, tokenizer = tiny("seq2seq")
-    standard = StudentModule(model, tokenizer, "seq2seq", Standard()).losses(
+    standard = StudentModule(model, tokenizer, Standard()).losses(
         collate_rows(groups("seq2seq", tokenizer, False), tokenizer.pad_token_id)
     )
     assert set(standard) == {"loss", "factual_loss"}
     standard["loss"].backward()
     standard_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    module = StudentModule(model, tokenizer, "seq2seq", Counterfactual(alpha=0.0))
+    module = StudentModule(model, tokenizer, Counterfactual(alpha=0.0))
     counterfactual = module.losses(collate_rows(groups("seq2seq", tokenizer, True), tokenizer.pad_token_id))
     counterfactual["loss"].backward()
     assert counterfactual["counterfactual_loss"].item() > 0
@@ -135,15 +136,18 @@ def test_bad_rationale_lines_name_file_line_and_field(tmp_path: Path, line: str,
 
 
 @pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("adafactor", Adafactor)])
-def test_optimizer_and_linear_warmup(name: str, kind: type) -> None:
+def test_optimizer_and_linear_warmup_from_their_config_groups(name: str, kind: type, tmp_path: Path) -> None:
+    cfg = validate(compose_config([f"optimizer={name}", "student.lr=0.01", "student.weight_decay=0.1",
+                                   "student.warmup_steps=2"], tmp_path, tmp_path))  # fmt: skip
     model, tokenizer = tiny("seq2seq")
-    module = StudentModule(model, tokenizer, "seq2seq", Standard(), optimizer=name, lr=0.01, weight_decay=0.1,
-                           warmup_steps=2)
+    module = StudentModule(model, tokenizer, Standard(), optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
     module.trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    assert isinstance(optimizer, kind)
+    assert type(optimizer) is kind
     assert [group["weight_decay"] for group in optimizer.param_groups] == [0.1, 0.0]
+    assert [len(group["params"]) for group in optimizer.param_groups] == [
+        sum(p.ndim >= 2 for p in model.parameters()), sum(p.ndim < 2 for p in model.parameters())]
     rates = []
     for _ in range(10):
         rates.append(scheduler.get_last_lr()[0])
@@ -153,7 +157,20 @@ def test_optimizer_and_linear_warmup(name: str, kind: type) -> None:
     assert rates[-1] == pytest.approx(0.01 * 1 / 8)
 
 
-def test_module_rejects_bad_arguments() -> None:
-    model, tokenizer = tiny("seq2seq")
-    with pytest.raises(ValueError, match="optimizer"):
-        StudentModule(model, tokenizer, "seq2seq", Standard(), optimizer="sgd")
+def test_student_t5_3b_chooses_adafactor_and_the_command_line_can_override_it(tmp_path: Path) -> None:
+    assert compose_config(["student=t5_3b"], tmp_path, tmp_path).optimizer._target_ == (
+        "transformers.optimization.Adafactor")
+    assert compose_config(["student=t5_3b", "optimizer=adamw"], tmp_path, tmp_path).optimizer._target_ == (
+        "torch.optim.AdamW")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("student.lr=-1", "optimizer: Invalid learning rate: -1.0"),
+    ("+optimizer.momentum=0.9", "optimizer: unknown key 'momentum' for torch.optim.AdamW; known: params, lr, betas, "
+                                "eps, weight_decay, amsgrad, maximize, foreach, capturable, differentiable, fused"),
+    ("student.warmup_steps=-1", "student.warmup_steps must be >= 0, got -1"),
+])
+def test_bad_optimization_settings_are_refused_at_start(tmp_path: Path, override: str, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        validate(compose_config([override], tmp_path, tmp_path))
+    assert str(error.value) == message

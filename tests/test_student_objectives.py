@@ -66,7 +66,7 @@ def test_val_loss_is_the_objective_over_all_of_dev(objective) -> None:
     model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
     # Two dev batches of unequal size (2 + 1 questions): the epoch value must weight by tokens, not by batch.
     data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, eval_batch_size=2, decoder_start_token_id=0)
-    module = StudentModule(model, tokenizer, "seq2seq", objective)
+    module = StudentModule(model, tokenizer, objective)
     (logged,) = pl.Trainer(accelerator="cpu", **QUIET).validate(module, datamodule=data)
     reference = dev_reference(model, tokenizer, objective)
     expected = sum(weight * reference[task] for task, weight in zip(objective.tasks, objective.weights()))
@@ -124,7 +124,7 @@ def test_a_from_pretrained_student_trains_in_train_mode(tmp_path: Path) -> None:
     model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "t5")
     assert not model.training  # transformers loads in eval mode: what the student must undo
     data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", Counterfactual(), batch_size=4, decoder_start_token_id=0)
-    module = ModeRecorder(model, tokenizer, "seq2seq", Counterfactual())
+    module = ModeRecorder(model, tokenizer, Counterfactual())
     # 2 steps per epoch, validation after each: train, validate, train again.
     pl.Trainer(accelerator="cpu", max_steps=4, num_sanity_val_steps=0, **QUIET).fit(module, datamodule=data)
     assert module.modes["train"] == [True] * 4

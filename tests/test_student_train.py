@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, get_linear_schedule_with_warmup
 
 import scd.student.evaluate as evaluation
 from scd.config import validate
@@ -62,7 +63,9 @@ def student(arch: str, training: str, tags: str = "distinct", batch_size: int = 
         rationales, tokenizer, arch, objective, batch_size=batch_size,
         decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
     )
-    return CountingStudent(model, tokenizer, arch, objective, lr=3e-3, warmup_steps=1), data
+    optimizer = partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0)
+    lr_schedule = partial(get_linear_schedule_with_warmup, num_warmup_steps=1)
+    return CountingStudent(model, tokenizer, objective, optimizer=optimizer, lr_schedule=lr_schedule), data
 
 
 def test_resume_continues_the_step_count_and_export_reloads(tmp_path: Path) -> None:

@@ -1,12 +1,15 @@
-"""Training objectives: the rows each question gives the student, and how the rows' losses make one loss.
+"""Training objectives: the rows each question gives the student, and the loss the student trains on.
 
 ``conf/training/<name>.yaml`` names its objective's class with ``_target_``; ``scd.config.validate`` builds it, so its
-checks run at start, and the Python API builds the same class. An objective has tasks (kinds of rows). Each row
-carries its task's index, each task's loss is the token mean over its rows, and the loss is their weighted sum. Dev is
-scored with the same rows and weights (``val/loss``, the objective being trained), and each task alone
-(``val/<task>_loss``); early stopping and the best checkpoint watch ``val/factual_loss`` (``conf/callbacks``).
+checks run at start, and the Python API builds the same class. An objective owns its loss: ``loss(model, batch)``
+is what a train batch optimizes, and ``terms(model, batch)`` the named terms it sums, each a ``RowLosses`` (per row, a
+loss total and the count it is a mean over), which dev accumulates over all its batches (``val/<term>_loss``, and
+``val/loss``, the objective being trained). By default the terms are the tasks (kinds of rows): each row carries its
+task's index, each task's loss is the token mean over its rows, and the loss is their weighted sum. Early stopping and
+the best checkpoint watch ``val/factual_loss`` (``conf/callbacks``).
 
-To add an objective: a subclass here (its tasks, weights and ``groups``), its YAML file, its tests.
+To add an objective: a subclass here (its tasks, weights and ``groups``; ``terms`` for a loss of another form), its
+YAML file, its tests.
 """
 
 from __future__ import annotations
@@ -15,10 +18,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
 
 from scd.data.records import RationaleRecord
 from scd.io import RationaleFileError, read_rationales, read_split
+from scd.student.data import IGNORE_INDEX
 from scd.student.formatting import TAG_MODES, TagMode, task_tag
+
+Batch = dict[str, torch.Tensor]
+
+
+def row_losses(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed token cross-entropy over labelled positions, and the number of those positions."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if model.config.is_encoder_decoder:
+        inputs["decoder_input_ids"] = batch["decoder_input_ids"]
+    logits = model(**inputs).logits
+    labels = batch["labels"]
+    if not model.config.is_encoder_decoder:
+        # Position t predicts token t + 1.
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
+    return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class RowLosses:
+    """One loss term over some rows: each row's loss total and the count it is a mean over (its labelled tokens, for
+    a token mean). The term's loss is the ratio of their sums, in a batch and over all of dev alike."""
+
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+    def mean(self) -> torch.Tensor:
+        return self.sums.sum() / self.counts.sum().clamp(min=1)
 
 
 @dataclass(frozen=True)
@@ -33,8 +67,8 @@ class Row:
 
 
 class Objective:
-    """Base class: ``tasks`` names the row kinds, ``weights()`` their weights in the loss. ``mode`` is the name runs
-    are reported under (``training.mode``)."""
+    """Base class: ``tasks`` names the row kinds, ``terms`` the loss's terms (by default one per task) and
+    ``weights()`` the terms' weights in the loss. ``mode`` is the name runs are reported under (``training.mode``)."""
 
     tasks: tuple[str, ...] = ("factual",)
     # The rationale files ``groups`` reads: the decoding must make them (scd.config.validate checks it at start).
@@ -45,6 +79,11 @@ class Objective:
             raise ValueError(f"training.tags must be one of {list(TAG_MODES)}, got {tags!r}")
         self.mode = mode
         self.tags = tags
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        """The names of ``terms``' terms, in the order of ``weights()``: what the student logs as ``<term>_loss``."""
+        return self.tasks
 
     def weights(self) -> tuple[float, ...]:
         return (1.0,)
@@ -57,10 +96,22 @@ class Objective:
         """Rationale and answer for the gold answer, trained on the whole target."""
         return Row(record, self.tasks.index("factual"), task_tag(self.tags, False), answer_only=False)
 
-    def combine(self, task_losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The weighted sum of the task losses present (a batch may lack a task's rows)."""
-        weights = dict(zip(self.tasks, self.weights()))
-        return sum(weights[task] * loss for task, loss in task_losses.items())
+    def terms(self, model: PreTrainedModel, batch: Batch) -> dict[str, RowLosses]:
+        """Each task's rows in ``batch`` with their summed token losses and token counts; a task without rows in the
+        batch is left out."""
+        sums, counts = row_losses(model, batch)
+        rows = {task: batch["task"] == index for index, task in enumerate(self.tasks)}
+        return {task: RowLosses(sums[mask], counts[mask]) for task, mask in rows.items() if mask.any()}
+
+    def combine(self, term_losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The weighted sum of the term losses present (a batch may lack a task's rows)."""
+        weights = dict(zip(self.loss_terms, self.weights()))
+        return sum(weights[term] * loss for term, loss in term_losses.items())
+
+    def loss(self, model: PreTrainedModel, batch: Batch) -> dict[str, torch.Tensor]:
+        """``loss``, what a train batch optimizes, and ``<term>_loss`` for each term with rows in the batch."""
+        term_losses = {term: rows.mean() for term, rows in self.terms(model, batch).items()}
+        return {"loss": self.combine(term_losses), **{f"{term}_loss": value for term, value in term_losses.items()}}
 
 
 class Standard(Objective):

@@ -40,10 +40,7 @@ def build_student(cfg: Config, tokenizer_source: str) -> StudentModule:
         s.arch, tokenizer, name_or_path=s.name_or_path, random_init=s.random_init,
         trust_remote_code=s.trust_remote_code, seed=cfg.seed,
     )
-    return StudentModule(
-        model, tokenizer, s.arch, cfg.training, optimizer=s.optimizer, lr=s.lr, weight_decay=s.weight_decay,
-        warmup_steps=s.warmup_steps,
-    )
+    return StudentModule(model, tokenizer, cfg.training, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
 
 
 def student_trainer(cfg: Config, run_dir: Path, logger: Logger | bool) -> pl.Trainer:
