@@ -15,7 +15,7 @@ from scd.models import load_model, load_tokenizer
 from scd.io import RationaleFileError
 from scd.student.data import StudentDataModule, collate_rows
 from scd.student.module import StudentModule
-from scd.student.objectives import Counterfactual, Standard
+from scd.student.objectives import Counterfactual, RowMean, Standard
 from tests.conftest import TINY_STUDENTS, compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
@@ -129,3 +129,40 @@ def test_a_from_pretrained_student_trains_in_train_mode(tmp_path: Path) -> None:
     pl.Trainer(accelerator="cpu", max_steps=4, num_sanity_val_steps=0, **QUIET).fit(module, datamodule=data)
     assert module.modes["train"] == [True] * 4
     assert module.modes["val"] and not any(module.modes["val"])
+
+
+def row_batch(tokenizer, objective, questions: int = 3):
+    """The first dev questions' rows, encoded for a seq2seq student, as one batch and one batch per row."""
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, decoder_start_token_id=0)
+    data.setup("validate")
+    rows = [[row] for group in data.dev_groups[:questions] for row in group]
+    return collate_rows(rows, tokenizer.pad_token_id), [collate_rows([row], tokenizer.pad_token_id) for row in rows]
+
+
+def test_row_mean_is_the_mean_of_each_rows_own_token_mean(tmp_path: Path) -> None:
+    assert type(validate(compose_config(["training=row_mean"], tmp_path, tmp_path)).training) is RowMean
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    batch, singles = row_batch(tokenizer, RowMean())
+    with torch.no_grad():
+        own = [model(**{k: v for k, v in single.items() if k != "task"}).loss.item() for single in singles]
+        losses = RowMean().loss(model, batch)
+        standard = Standard().loss(model, batch)["loss"].item()
+    assert losses["loss"].item() == pytest.approx(sum(own) / len(own), abs=1e-5)
+    assert losses["factual_loss"].item() == losses["loss"].item()
+    # Not vacuous: the rows' lengths differ enough that the token mean over all rows is another value.
+    assert abs(standard - losses["loss"].item()) > 1e-3
+
+
+def test_row_mean_val_loss_is_the_mean_over_all_dev_rows() -> None:
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    # Two dev batches of unequal size (2 + 1 questions): each row counts once, whichever batch it is in.
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", RowMean(), eval_batch_size=2, decoder_start_token_id=0)
+    (logged,) = pl.Trainer(accelerator="cpu", **QUIET).validate(StudentModule(model, tokenizer, RowMean()),
+                                                                datamodule=data)  # fmt: skip
+    _, singles = row_batch(tokenizer, RowMean(), questions=len(data.dev_groups))
+    with torch.no_grad():
+        own = [model(**{k: v for k, v in single.items() if k != "task"}).loss.item() for single in singles]
+    assert logged["val/loss"] == pytest.approx(sum(own) / len(own), abs=1e-5)
+    assert logged["val/factual_loss"] == pytest.approx(logged["val/loss"], abs=1e-7)

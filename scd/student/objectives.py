@@ -156,3 +156,16 @@ class Counterfactual(Objective):
     def counterfactual_row(self, record: RationaleRecord) -> Row:
         """A rationale for the perturbed answer (a ``*_counterfactual`` record), trained on the answer only."""
         return Row(record, self.tasks.index("counterfactual"), task_tag(self.tags, True), answer_only=True)
+
+
+class RowMean(Standard):
+    """Standard rows, each row counted once: the loss is the mean over rows of each row's own token mean, so a long
+    rationale weighs no more than a short one (the standard loss is the token mean over all the rows' tokens)."""
+
+    def __init__(self, mode: str = "row_mean", tags: TagMode = "distinct") -> None:
+        super().__init__(mode, tags)
+
+    def terms(self, model: PreTrainedModel, batch: Batch) -> dict[str, RowLosses]:
+        # Each row's token mean, as a total with count 1: the term is then the mean over rows, in a batch and on dev.
+        return {term: RowLosses(rows.sums / rows.counts.clamp(min=1), torch.ones_like(rows.counts))
+                for term, rows in super().terms(model, batch).items()}  # fmt: skip
