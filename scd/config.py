@@ -20,7 +20,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from scd.models import InputLimit, check_random_init
+from scd.models import InputLimit, check_arch, check_model_source, check_random_init
 
 STAGES = ("teacher", "student", "evaluate")
 
@@ -130,9 +130,7 @@ class TeacherConfig:
     max_prompt_tokens: Optional[int] = 1024
 
     def check(self) -> None:
-        sources = [self.name_or_path is not None, self.random_init is not None, self.trained is not None]
-        if sum(sources) != 1:
-            raise ValueError("teacher: set exactly one of name_or_path, random_init and trained")
+        check_model_source("teacher", name_or_path=self.name_or_path, random_init=self.random_init, trained=self.trained)
         if self.num_demonstrations < 0 or self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("teacher: num_demonstrations >= 0, max_new_tokens >= 1 and batch_size >= 1 are required")
         if self.random_init is not None:
@@ -216,14 +214,13 @@ class StudentConfig:
     in_context: Optional[InContextConfig] = None
 
     def check(self) -> None:
-        _check_choice("student.arch", self.arch, ("seq2seq", "causal"))
+        check_arch(self.arch, "student.arch")
         if self.in_context is not None:
             if self.name_or_path is not None or self.random_init is not None:
                 raise ValueError("student.in_context: the teacher answers, so set no student name_or_path or random_init")
             self.in_context.check()
             return
-        if (self.name_or_path is None) == (self.random_init is None):
-            raise ValueError("student: set exactly one of name_or_path and random_init")
+        check_model_source("student", name_or_path=self.name_or_path, random_init=self.random_init)
         if self.random_init is not None:
             check_random_init(self.random_init, "student.random_init")
         for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens",
@@ -255,8 +252,7 @@ class SimulatorConfig:
     truncate_inputs: bool = False
 
     def check(self) -> None:
-        if (self.name_or_path is None) == (self.random_init is None):
-            raise ValueError("simulator: set exactly one of name_or_path and random_init")
+        check_model_source("simulator", name_or_path=self.name_or_path, random_init=self.random_init)
         if self.random_init is not None:
             check_random_init(self.random_init, "simulator.random_init")
         if self.bootstrap_samples < 1:

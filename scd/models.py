@@ -25,9 +25,24 @@ from transformers import (
 )
 
 Arch = Literal["causal", "seq2seq"]
+ARCHS: tuple[Arch, ...] = ("seq2seq", "causal")
 FILE_FREE_TOKENIZERS = {"byt5": ByT5Tokenizer}
 # Config keys that load_model derives from the tokenizer; a random_init that sets them would disagree with it.
 TOKENIZER_KEYS = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
+
+
+def check_arch(arch: str, key: str = "arch") -> None:
+    """The one check of an architecture name; ``key`` names the config key (``student.arch``)."""
+    if arch not in ARCHS:
+        raise ValueError(f"{key} must be one of {list(ARCHS)}, got {arch!r}")
+
+
+def check_model_source(key: str, **sources: Any) -> None:
+    """The one check that a model comes from exactly one of ``sources`` (``name_or_path``, ``random_init``, ...);
+    ``key`` names the config group."""
+    if sum(value is not None for value in sources.values()) != 1:
+        names = list(sources)
+        raise ValueError(f"{key}: set exactly one of {', '.join(names[:-1])} and {names[-1]}")
 
 
 def check_random_init(random_init: dict[str, Any], key: str) -> None:
@@ -110,11 +125,9 @@ def load_model(
     seed: int = 0,
 ) -> PreTrainedModel:
     """Load a pretrained model, or build a randomly initialized one sized to ``tokenizer``."""
+    check_arch(arch)
+    check_model_source("model", name_or_path=name_or_path, random_init=random_init)
     auto_class = AutoModelForCausalLM if arch == "causal" else AutoModelForSeq2SeqLM
-    if arch not in ("causal", "seq2seq"):
-        raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
-    if (name_or_path is None) == (random_init is None):
-        raise ValueError("give exactly one of name_or_path (a checkpoint) and random_init (a config to build)")
     if name_or_path is not None:
         return auto_class.from_pretrained(
             name_or_path, dtype=torch_dtype(dtype), device_map=device_map, trust_remote_code=trust_remote_code

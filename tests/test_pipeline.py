@@ -105,6 +105,10 @@ def test_unknown_key_or_option_fails_at_start_with_one_line(tmp_path, override, 
         ("decoding.lam=1.5", "decoding.lam must be in [0, 1], got 1.5"),
         ("training.alpha=2", "training.alpha must be in [0, 1], got 2.0"),
         ("student.perturb_share=-0.1", "student.perturb_share must be in [0, 1], got -0.1"),
+        ("student.arch=rnn", "student.arch must be one of ['seq2seq', 'causal'], got 'rnn'"),
+        ("teacher.name_or_path=gpt2", "teacher: set exactly one of name_or_path, random_init and trained"),
+        ("student.name_or_path=t5-small", "student: set exactly one of name_or_path and random_init"),
+        ("simulator.name_or_path=t5-small", "simulator: set exactly one of name_or_path and random_init"),
     ],
 )
 def test_out_of_range_value_exits_with_one_error_line(make_config, capsys, override, message):
@@ -140,8 +144,14 @@ def test_teacher_loaded_and_judge_trained_once_per_rationale_set(make_config, mo
     assert len(list(store.glob("judge-*.json"))) == 2
     for metrics in runs.values():
         assert {key: metrics[key] for key in stored} == stored
-        assert 0.0 <= metrics["teacher/supports_answer"] <= 1.0
-    assert runs["standard"]["teacher/supports_answer"] == runs["counterfactual"]["teacher/supports_answer"]
+    # Each run reports the score its judge stored: one judge per simulator config (max_steps 3 is other_judge's).
+    judges = {}
+    for path in store.glob("judge-*.json"):
+        judged = json.loads(path.read_text())
+        judges[judged["config"]["simulator"]["max_steps"]] = judged["metrics"]["teacher/supports_answer"]
+    assert runs["other_judge"]["teacher/supports_answer"] == judges.pop(3)
+    (default_judge,) = judges.values()
+    assert runs["standard"]["teacher/supports_answer"] == runs["counterfactual"]["teacher/supports_answer"] == default_judge
 
 
 def test_pipeline_and_evaluation_do_not_name_a_task():

@@ -174,3 +174,16 @@ def test_bad_optimization_settings_are_refused_at_start(tmp_path: Path, override
     with pytest.raises(ValueError) as error:
         validate(compose_config([override], tmp_path, tmp_path))
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"arch": "rnn", "random_init": TINY["seq2seq"]}, "arch must be one of ['seq2seq', 'causal'], got 'rnn'"),
+    ({"arch": "seq2seq"}, "model: set exactly one of name_or_path and random_init"),
+    ({"arch": "seq2seq", "random_init": TINY["seq2seq"], "name_or_path": "t5-small"},
+     "model: set exactly one of name_or_path and random_init"),
+])
+def test_load_model_checks_its_arguments_with_the_configs_checks(arguments: dict, message: str) -> None:
+    arch = arguments.pop("arch")
+    with pytest.raises(ValueError) as error:
+        load_model(arch, load_tokenizer("byt5"), **arguments)
+    assert str(error.value) == message

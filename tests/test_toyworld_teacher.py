@@ -60,7 +60,6 @@ def test_tiny_teacher_learns_the_format(tiny_teacher):
     questions = probe_questions(splits, TINY_TEACHER.probe_size)
     result = probe_teacher(model, tokenizer, questions, splits["train"][:2], TOYWORLD_PROMPT)
     assert result == teacher.ProbeResult(**teacher_report(path)["probe"])  # deterministic, and what was recorded
-    assert 0.0 <= result.accuracy <= 1.0
     grammatical = 0
     for example in held_out:
         separator = TOYWORLD_PROMPT.separator

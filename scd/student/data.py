@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
-from scd.models import Arch, InputLimit
+from scd.models import Arch, InputLimit, check_arch
 from scd.student.formatting import CAUSAL_SEPARATOR, first_token_at, format_answer, format_input, format_rationale_prefix
 
 if TYPE_CHECKING:
@@ -67,21 +67,12 @@ def encode_row(
     """Encode a row: ``"{tag} {question} choices: ..."`` to ``"{tag} {rationale} So the answer is {answer}."``, the
     answer being the one the record's rationale was written for. The input (a causal model's prompt) is held to
     ``input_limit``."""
+    check_arch(arch)
     record = row.record
     input_text = format_input(record.question, record.choices, row.tag)
     target_ids, target_labels = encode_target(
         tokenizer, record.rationale, record.rationale_for_text, row.tag, answer_only=row.answer_only
     )
-    if arch == "seq2seq":
-        if decoder_start_token_id is None:
-            raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
-        # The decoder input is the shifted target itself, not the shifted labels: those hide the rationale prefix.
-        return EncodedRow(
-            input_ids=input_limit.apply(tokenizer(input_text)["input_ids"], record.id),
-            labels=target_labels,
-            decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
-            task=row.task,
-        )
     if arch == "causal":
         prompt_ids = input_limit.apply(encode_prompt(tokenizer, input_text), record.id)
         return EncodedRow(
@@ -90,7 +81,15 @@ def encode_row(
             decoder_input_ids=None,
             task=row.task,
         )
-    raise ValueError(f"unknown arch {arch!r}: use causal or seq2seq")
+    if decoder_start_token_id is None:
+        raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
+    # The decoder input is the shifted target itself, not the shifted labels: those hide the rationale prefix.
+    return EncodedRow(
+        input_ids=input_limit.apply(tokenizer(input_text)["input_ids"], record.id),
+        labels=target_labels,
+        decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
+        task=row.task,
+    )
 
 
 def pad(rows: list[list[int]], value: int, side: str = "right") -> torch.Tensor:
@@ -134,8 +133,6 @@ class StudentDataModule(pl.LightningDataModule):
         input_limit: InputLimit = InputLimit(),
     ) -> None:
         super().__init__()
-        if arch == "seq2seq" and decoder_start_token_id is None:
-            raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
         self.rationale_dir = Path(rationale_dir)
         self.tokenizer = tokenizer
         self.arch = arch

@@ -225,8 +225,6 @@ def evaluate_student(
     is left out."""
     if not test_records:
         raise ValueError("no test records to evaluate")
-    if not 0.0 <= perturb_share <= 1.0:
-        raise ValueError(f"perturb_share must be in [0, 1], got {perturb_share}")
     tag = task_tag(tags, False)
     answers = {"max_new_tokens": answer_max_new_tokens, "batch_size": batch_size, "show_progress": show_progress,
                "input_limit": input_limit}
