@@ -117,13 +117,16 @@ def test_the_comparison_fails_when_only_one_wrong_choice_is_contrasted(teacher, 
     assert project != expected
 
 
+def stage_rationales(make_config, tmp_path, option: str) -> list[str]:
+    """The train rationales the teacher stage writes under ``decoding=<option>`` (every record names it)."""
+    cfg = validate(make_config(f"decoding={option}", run=option))
+    task = build_task(cfg)
+    out = run_teacher_stage(cfg, task, task.splits(), tmp_path / option)
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert {r["decoding"] for r in records} == {option}
+    return [r["rationale"] for r in records]
+
+
 def test_config_option_on_true_false_claims_writes_contrast_wrongs_rationales(make_config, tmp_path):
-    texts = {}
-    for option in ("contrast_all_wrong", "contrast_wrong"):
-        cfg = validate(make_config(f"decoding={option}", run=option))
-        task = build_task(cfg)
-        out = run_teacher_stage(cfg, task, task.splits(), tmp_path / option)
-        records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-        assert {r["decoding"] for r in records} == {option}
-        texts[option] = [r["rationale"] for r in records]
-    assert texts["contrast_all_wrong"] == texts["contrast_wrong"]
+    assert stage_rationales(make_config, tmp_path, "contrast_all_wrong") == stage_rationales(
+        make_config, tmp_path, "contrast_wrong")
