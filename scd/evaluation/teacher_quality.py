@@ -2,7 +2,7 @@
 
 - ``supports_answer``: a simulator reading the rationale alone prefers the answer the rationale was written for over
   the other answer of its pair (gold vs. perturbed). Displays name it "judge: supports answer": it is the judge's
-  estimate, a different measure from ToyWorld's exact "checker: supports answer (exact)" (``toyworld/teacher_supports``);
+  estimate, a different measure from a task's exact checker score where it has one ("checker: supports answer (exact)");
 - ``new_info``: share of the rationale's content words that appear neither in the question nor in the choices;
 - ``fluency``: the teacher's own perplexity of the rationale after its prompt (lower is more fluent);
 - ``vacuity``: share of rationales that only restate the answer, or that are near-identical to the rationale the
