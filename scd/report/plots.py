@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from scd.report.collect import ARM_KEY, COPY_KEY, ICL_TEACHER, Cell
+from scd.report.collect import ARM_KEY, COPY_KEY, ICL_TEACHER, Cell, Summary
 from scd.report.tables import LAS_INTERVAL
 from scd.summary import CHECKER_SUPPORTS, CUE_FOLLOWING, GOLD_CEILING, JUDGE_SUPPORTS, METRIC_NAMES
 
@@ -175,9 +175,20 @@ def _accuracy_references(axes: Axes, references: References, vertical: bool) -> 
     return handles
 
 
+def _paired(cells: Sequence[Cell], x: str, y: str) -> list[tuple[Cell, Summary, Summary]]:
+    """(cell, summary of ``x``, summary of ``y``) for the cells that measured both: one point each."""
+    points = [(cell, cell.summary(x), cell.summary(y)) for cell in cells]
+    return [(cell, a, b) for cell, a, b in points if a is not None and b is not None]
+
+
+def _point(axes: Axes, style: Style, x: float, y: float, xerr: float | list, yerr: float | list) -> None:
+    """One cell's point in its colour and marker, with its error bars."""
+    axes.errorbar(x, y, xerr=xerr, yerr=yerr, color=style.color, marker=style.marker, fillstyle=style.fill,
+                  markersize=9 if style.marker == "*" else 7, capsize=3, linewidth=1, zorder=3)
+
+
 def las_vs_accuracy(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
-    points = [(cell, cell.summary(ACCURACY), cell.summary(LAS)) for cell in cells]
-    points = [(cell, accuracy, las) for cell, accuracy, las in points if accuracy is not None and las is not None]
+    points = _paired(cells, ACCURACY, LAS)
     if not points:
         return None
     figure = _figure(7.5, 4.2)
@@ -190,9 +201,7 @@ def las_vs_accuracy(cells: Sequence[Cell], styles: Styles, references: Reference
             las_error = [[max(las.mean - low.mean, 0.0)], [max(high.mean - las.mean, 0.0)]]
         else:
             las_error = [[las.spread], [las.spread]]
-        axes.errorbar(accuracy.mean, las.mean, xerr=accuracy.spread, yerr=las_error, color=style.color,
-                      marker=style.marker, fillstyle=style.fill, markersize=9 if style.marker == "*" else 7,
-                      capsize=3, linewidth=1, zorder=3)  # fmt: skip
+        _point(axes, style, accuracy.mean, las.mean, accuracy.spread, las_error)
         handles.append(_marker_handle(cell, style))
     axes.axhline(0.0, color="#999999", linewidth=0.8, zorder=0)
     handles += _accuracy_references(axes, references, vertical=True)
@@ -311,8 +320,7 @@ def student_faithfulness(cells: Sequence[Cell], styles: Styles, references: Refe
 
 
 def cue_agrees_vs_opposes(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
-    points = [(cell, cell.summary(CUE_AGREES), cell.summary(CUE_OPPOSES)) for cell in cells]
-    points = [(cell, agrees, opposes) for cell, agrees, opposes in points if agrees is not None and opposes is not None]
+    points = _paired(cells, CUE_AGREES, CUE_OPPOSES)
     if not points:
         return None
     figure = _figure(7.0, 4.6)
@@ -321,9 +329,7 @@ def cue_agrees_vs_opposes(cells: Sequence[Cell], styles: Styles, references: Ref
     handles: list = []
     for cell, agrees, opposes in points:
         style = styles[cell]
-        axes.errorbar(agrees.mean, opposes.mean, xerr=agrees.spread, yerr=opposes.spread, color=style.color,
-                      marker=style.marker, fillstyle=style.fill, markersize=9 if style.marker == "*" else 7,
-                      capsize=3, linewidth=1, zorder=3)  # fmt: skip
+        _point(axes, style, agrees.mean, opposes.mean, agrees.spread, opposes.spread)
         handles.append(_marker_handle(cell, style))
     # Beneath the cells (hollow), so a cell that always follows the cue still shows.
     axes.plot(1.0, 0.0, marker="X", color=REFERENCE_COLOR, fillstyle="none", markersize=11, linestyle="", zorder=2,
