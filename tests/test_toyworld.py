@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 
 from scd.toyworld import grammar
 from scd.data.perturb import perturbed_answer
-from scd.toyworld.checker import entailed_answer, judge, label_shares
+from scd.toyworld.checker import judge
 from scd.toyworld.corpus import WRONG, CorpusConfig, CorpusConfigError, build_corpus
 from scd.toyworld.gold import gold_rationale
 from scd.toyworld.tokenizer import build_tokenizer
@@ -199,7 +199,7 @@ def test_checker_multiple_choice(cases):
     e, c = mc.choices[k], world.category_of[mc.choices[k]]
     j = judge(world, mc, f"every {c} can {p} , and {e} is a {c} .")
     assert (j.label, j.entailed) == ("supporting", k) and j.supports(k)
-    assert entailed_answer(world, mc, f"the answer is {e} .") == k
+    assert judge(world, mc, f"the answer is {e} .").entailed == k
     # Ruling out the other two choices entails the third.
     others = [i for i in range(len(mc.choices)) if i != k]
     text = " ".join(f"no {world.category_of[mc.choices[i]]} can {p} , and {mc.choices[i]} is a "
@@ -208,13 +208,6 @@ def test_checker_multiple_choice(cases):
     wrong = mc.choices[others[0]]
     j = judge(world, mc, f"every {world.category_of[wrong]} can {p} , and {wrong} is a {world.category_of[wrong]} .")
     assert (j.label, j.entailed) == ("contradicting", others[0])
-
-
-def test_label_shares(cases):
-    world, yes, _, _ = cases
-    shares = label_shares([judge(world, yes, t) for t in ("the answer is yes .", "this is well known .", "x")])
-    assert shares["restatement"] == shares["generic"] == shares["malformed"] == pytest.approx(1 / 3)
-    assert shares["supporting"] == 0.0 and sum(shares.values()) == pytest.approx(1.0)
 
 
 # --- tokenizer -----------------------------------------------------------------------------------------------------

@@ -20,8 +20,6 @@ what consistency metrics need (a counterfactual rationale entails the perturbed 
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from scd.data.example import Example
@@ -188,15 +186,3 @@ def judge(world: World, example: Example, rationale: str) -> Judgement:
     else:
         label = "generic"
     return Judgement(label, entailed, chain_answer, grammatical=True, new_info=new_info, n_false=n_false)
-
-
-def entailed_answer(world: World, example: Example, rationale: str) -> int | None:
-    """The choice ``rationale`` entails taken as premises (true or not), or None when it entails none or several."""
-    return judge(world, example, rationale).entailed
-
-
-def label_shares(judgements: Iterable[Judgement]) -> dict[str, float]:
-    """Share of each label (all of ``LABELS``, zero where absent)."""
-    counts = Counter(j.label for j in judgements)
-    total = sum(counts.values())
-    return {label: counts[label] / total if total else 0.0 for label in LABELS}

@@ -101,7 +101,7 @@ class ToyWorldTask(Task):
     def _decodes_with_teacher(self) -> bool:
         """Whether the run's rationales or answers come from the teacher. Where none do (``decoding=gold``), a teacher
         that fails its probe only warns: it serves the fluency metric alone."""
-        strategy = self.config.decoding.strategy()
+        strategy = self.config.decoding
         written = isinstance(strategy, WrittenRationales) and strategy.decoder is None
         return not written or self.config.student.in_context is not None
 

@@ -81,11 +81,6 @@ class DecodingStrategy:
         (``dataclasses.replace``) holding what it loaded from the task or the splits."""
         return self
 
-    def strategy(self) -> DecodingStrategy:
-        """Itself. Kept for ``scd/toyworld/task.py``, which still calls ``config.decoding.strategy()``; remove with
-        that call."""
-        return self
-
     def contrasts(self, job: RationaleJob) -> list[Contrast]:
         """The answers whose prompts are decoded beside ``job``'s gold prompt."""
         raise NotImplementedError
