@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -118,6 +119,9 @@ def test_arm_table_and_evidence_show_labels_and_items(sweep: Path) -> None:
     text = analyze.evidence(jobs, report)
     failing = next(name for name, entry in report.items() if entry["results"] and entry["verdict"] != "holds")
     assert f"**{failing}**" in text and "→ **" in text and "_(contradicting)_" in text
+    # Every evidence row has the table's six cells: the choices' "|" is escaped.
+    rows = [line for line in text.splitlines() if "→ **" in line]
+    assert rows and all(len(re.split(r"(?<!\\)\|", row)) == 8 for row in rows)
     assert "**H3**" not in text  # H3 holds: no evidence needed
 
 

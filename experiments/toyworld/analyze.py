@@ -418,8 +418,10 @@ def evidence(jobs: Sequence[Job], report: dict[str, dict[str, Any]], examples: i
                 answer = f" → **{job.texts['predicted'][k]}**" if who == "student" else ""
                 return f"{job.texts[who][k]} _({job.texts[who + '_label'][k]})_{answer}"
 
-            lines.append(f"| {a.texts['question'][ka]} | {a.texts['gold'][ka]} | {cell(a, ka, 'teacher')} | "
-                         f"{cell(a, ka, 'student')} | {cell(b, kb, 'teacher')} | {cell(b, kb, 'student')} |")
+            cells = [a.texts["question"][ka], a.texts["gold"][ka], cell(a, ka, "teacher"), cell(a, ka, "student"),
+                     cell(b, kb, "teacher"), cell(b, kb, "student")]
+            # A "|" inside a cell (the choices) would end it.
+            lines.append("| " + " | ".join(text.replace("|", "\\|") for text in cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
