@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scd.config import validate
@@ -103,10 +104,26 @@ def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> 
     jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
     head = f"{len(failed)} of {len(runs)} jobs failed: {jobs}"
     if interrupted is not None:
-        head = (f"{interrupted}, later jobs not started; {head}; rerun the same command "
-                f"(with hydra.sweep.dir={sweep_dir}) to resume")
+        planned = planned_jobs(sweep_dir)
+        started = f"{len(runs)} of {planned}" if planned else f"{len(runs)}"
+        head = (f"{interrupted}: {started} jobs started, {len(failed)} did not complete: {jobs}; later jobs not "
+                f"started; rerun the same command (with hydra.sweep.dir={sweep_dir}) to resume")
     print(f"scd: error: sweep {sweep_dir}: {head}; python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
     return False
+
+
+def planned_jobs(sweep_dir: Path) -> int | None:
+    """How many jobs the sweep's command asked for (the product of its sweep overrides' lengths, from the
+    ``multirun.yaml`` Hydra writes at the start); None where that cannot be read."""
+    try:
+        overrides = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        total = 1
+        for override in OverridesParser.create().parse_overrides(list(overrides)):
+            if override.is_sweep_override():
+                total *= len(list(override.sweep_string_iterator()))
+        return total
+    except (OSError, OmegaConfBaseException, HydraException):
+        return None
 
 
 def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:

@@ -382,9 +382,9 @@ def test_case8_an_interrupted_sweep_exits_non_zero_with_its_summary(tmp_path):
     assert status(sweep_dir / "0") == {"status": "interrupted", "error": "interrupted by SIGTERM"}
     assert not (sweep_dir / "1").exists()
     assert last_line(tmp_path / "sweep.log") == (
-        f"scd: error: sweep {sweep_dir}: interrupted by SIGTERM, later jobs not started; 1 of 1 jobs failed: job 0 "
-        f"(interrupted by SIGTERM); rerun the same command (with hydra.sweep.dir={sweep_dir}) to resume; "
-        f"python -m scd.report {sweep_dir} tabulates them")
+        f"scd: error: sweep {sweep_dir}: interrupted by SIGTERM: 1 of 2 jobs started, 1 did not complete: job 0 "
+        f"(interrupted by SIGTERM); later jobs not started; rerun the same command (with hydra.sweep.dir={sweep_dir}) "
+        f"to resume; python -m scd.report {sweep_dir} tabulates them")
 
 
 # ---------------------------------------------------------------- case 9: locks, and a read-only cache

@@ -351,3 +351,27 @@ def test_the_benchmark_runs_through_the_objective_api():
     step = json.loads(next(line for line in result.stdout.splitlines() if line.startswith("student step: "))
                       .removeprefix("student step: "))
     assert step["first_step_loss_abs_diff"] < 1e-4  # the fused step and the reference train the same loss
+
+
+# ---------------------------------------------------------------- case 14: an interrupted sweep's count
+
+
+def test_an_interrupted_sweep_counts_the_jobs_its_command_asked_for(tmp_path, capsys):
+    # Before: "1 of 1 jobs failed" for a sweep of 2 interrupted in job 0.
+    import signal
+
+    from scd.cli import planned_jobs, summarize_sweep
+    from scd.signals import Interrupted
+
+    (tmp_path / "multirun.yaml").write_text(
+        "hydra:\n  overrides:\n    task:\n    - experiment=smoke\n    - seed=0,1,2\n    - decoding=greedy,contrast_wrong\n")
+    assert planned_jobs(tmp_path) == 6
+    (tmp_path / "0" / ".hydra").mkdir(parents=True)
+    (tmp_path / "0" / ".hydra" / "config.yaml").write_text(
+        "seed: 0\ndecoding:\n  name: greedy\ntraining:\n  mode: standard\nstudent:\n  name: tiny\n")
+    (tmp_path / "0" / ".hydra" / "overrides.yaml").write_text("- seed=0\n- decoding=greedy\n")
+    (tmp_path / "0" / "status.json").write_text('{"status": "interrupted", "error": "interrupted by SIGTERM"}')
+    assert summarize_sweep(tmp_path, Interrupted(signal.SIGTERM)) is False
+    line = capsys.readouterr().err.strip()
+    assert "interrupted by SIGTERM: 1 of 6 jobs started, 1 did not complete: job 0 (interrupted by SIGTERM)" in line
+    assert planned_jobs(tmp_path / "missing") is None
