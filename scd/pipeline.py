@@ -59,7 +59,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     shared_tokenizer = task.shared_tokenizer()
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
-    metrics: dict[str, float] = {}
+    metrics = earlier_stage_times(run_dir, cfg.stages)
     try:
         if "teacher" in cfg.stages:
             stage_started = time.perf_counter()
@@ -94,6 +94,20 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     print_summary(cfg, run_dir, metrics)
     return metrics
+
+
+STAGE_TIMES = {"teacher": "time/teacher_s", "student": "time/student_s", "evaluate": "time/evaluate_s"}
+
+
+def earlier_stage_times(run_dir: Path, stages: list[str]) -> dict[str, float]:
+    """The times of the stages before the first one this run runs, from the run directory's ``metrics.json``: an
+    evaluate-only run keeps the teacher's and the student's times, which still describe its outputs."""
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        return {}
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    first = min(list(STAGE_TIMES).index(stage) for stage in stages)
+    return {key: previous[key] for key in list(STAGE_TIMES.values())[:first] if key in previous}
 
 
 def rationale_set_metrics(run_dir: Path) -> dict[str, float]:

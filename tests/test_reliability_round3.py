@@ -375,3 +375,28 @@ def test_an_interrupted_sweep_counts_the_jobs_its_command_asked_for(tmp_path, ca
     line = capsys.readouterr().err.strip()
     assert "interrupted by SIGTERM: 1 of 6 jobs started, 1 did not complete: job 0 (interrupted by SIGTERM)" in line
     assert planned_jobs(tmp_path / "missing") is None
+
+
+# ---------------------------------------------------------------- case 14b: metrics that vanished
+
+
+@pytest.mark.slow
+def test_an_unmeasurable_fluency_reads_nan_and_an_evaluate_only_run_keeps_the_stage_times(tmp_path):
+    # Before: with every rationale empty, teacher/fluency was left out of metrics.json without a word; an
+    # evaluate-only run rewrote metrics.json without the teacher's and the student's times.
+    env = {**os.environ, "SCD_CACHE_DIR": str(tmp_path / "cache"), "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    run_dir = tmp_path / "run"
+    common = [sys.executable, "run.py", "experiment=smoke", f"hydra.run.dir={run_dir}", "logger=csv"]
+    # lam=1 removes everything the empty-answer prompt also predicts: the smoke teacher writes only empty rationales.
+    first = subprocess.run([*common, "decoding=contrast_empty", "decoding.lam=1"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "teacher/fluency" in metrics and metrics["teacher/fluency"] != metrics["teacher/fluency"]  # NaN
+    assert "teacher/fluency not measured: every test rationale is empty" in first.stderr + first.stdout
+    again = subprocess.run([*common, "decoding=contrast_empty", "decoding.lam=1", "stages=[evaluate]"], cwd=ROOT,
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    evaluated = json.loads((run_dir / "metrics.json").read_text())
+    assert {key: evaluated[key] for key in ("time/teacher_s", "time/student_s")} == {
+        key: metrics[key] for key in ("time/teacher_s", "time/student_s")}

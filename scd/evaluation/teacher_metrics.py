@@ -86,6 +86,10 @@ class RationaleSetMetrics:
             if self.cfg.teacher.device_map is None:
                 model = model.to(inference_device(self.cfg.trainer.accelerator))
             metrics["teacher/fluency"] = fluency(model, tokenizer, pairs, batch_size=self.cfg.teacher.batch_size)
+        else:
+            # Recorded as not measured (n/a), not left out: a metric that vanishes reads as if it was never asked.
+            log.warning("teacher/fluency not measured: every test rationale is empty (decoding %s)", self.cfg.decoding.name)
+            metrics["teacher/fluency"] = float("nan")
         metrics.update(self.task.teacher_metrics(store))
         return metrics
 
