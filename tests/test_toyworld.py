@@ -327,3 +327,18 @@ def test_multiple_choice_needs_a_category_per_wrong_choice() -> None:
     with pytest.raises(WorldConfigError, match="n_mc_choices"):
         WorldConfig(n_categories=2, n_mc_choices=3)
 
+
+
+def test_the_icl_teacher_is_shown_a_multiple_choice_questions_choices():
+    """The ICL teacher answers with the teacher's template (conf/teacher/toyworld.yaml): it must show the choices, or a
+    multiple-choice answer cannot name one (issue 21: 78 of 400 answers were unparsable)."""
+    from omegaconf import OmegaConf
+
+    from scd.teacher.icl import AnsweringPrompt
+    from tests.conftest import CONF
+
+    teacher = OmegaConf.load(CONF / "teacher" / "toyworld.yaml")
+    _, splits = load_toyworld(WorldConfig(rationale_format="entity_first"))
+    mc = next(ex for ex in splits["test"] if ex.meta["kind"] == "mc")
+    query = AnsweringPrompt(teacher.template, teacher.separator).query(mc.question, mc.choices)
+    assert query.endswith("A : the answer is") and f"choices : {' | '.join(mc.choices)}" in query
