@@ -74,7 +74,7 @@ def _check_seed(key: str, value: int) -> None:
 class DatasetConfig:
     name: str = MISSING
     # The task behind the data set (scd/task.py): its class, then its keyword arguments. The default reads the files
-    # or hub copy below; a data set built in code names its own (ToyWorld: scd.toyworld.task.ToyWorldTask).
+    # or hub copy below; a data set built in code names its own task class.
     task: dict[str, Any] = field(default_factory=lambda: {"_target_": "scd.task.DatasetTask"})
     # commonsenseqa | strategyqa | creak | qasc | cose: how the default task reads the files.
     format: Optional[str] = None
@@ -109,7 +109,7 @@ class TeacherConfig:
     random_init: Optional[dict[str, Any]] = None
     # Tokenizer id or path; null: the model's own; "byt5": ByT5's byte tokenizer, which needs no files.
     tokenizer: Optional[str] = None
-    # Settings of a teacher the task trains in code (ToyWorld: corpus and training, scd/toyworld/teacher.py).
+    # Settings of a teacher the task trains in code, read by that task (its corpus and training).
     trained: Optional[dict[str, Any]] = None
     dtype: str = "float32"
     device_map: Optional[str] = None
@@ -191,7 +191,7 @@ class StudentConfig:
     arch: str = "seq2seq"
     name_or_path: Optional[str] = None
     random_init: Optional[dict[str, Any]] = None
-    # Tokenizer id or path; "teacher": the teacher's tokenizer (ToyWorld's word-level one); null: the model's own.
+    # Tokenizer id or path; "teacher": the teacher's tokenizer (a task-trained teacher's own); null: the model's own.
     tokenizer: Optional[str] = None
     trust_remote_code: bool = False
     # The student's own numbers, which the optimizer and lr_schedule groups read.
@@ -307,7 +307,7 @@ class LoggerConfig:
 @dataclass
 class PathsConfig:
     output_dir: str = MISSING
-    # Shared across runs: rationales and trained ToyWorld teachers are reused from here.
+    # Shared across runs: rationales and teachers trained by a task are reused from here.
     cache_dir: str = MISSING
 
 

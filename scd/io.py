@@ -1,10 +1,10 @@
-"""Files every stage reads and writes: atomic writes, locks, the rationale files, and secrets kept out of configs.
+"""Files every stage reads and writes: atomic writes, locks, JSON lines, and secrets kept out of configs.
 
 - ``atomic_write_text`` / ``publish_directory``: a file or directory either holds all of its new content or does not
   change, so a killed run never leaves a partial artifact that a later run would read as complete;
 - ``exclusive`` / ``lock_file``: locks that parallel jobs take before building a shared cache entry;
-- ``read_rationales`` / ``write_rationales``: ``rationales/<split>.jsonl``, one ``RationaleRecord`` a line, checked
-  line by line on reading;
+- ``decode_utf8`` / ``json_object_lines``: JSON-lines files read with errors that name the file and line (the
+  rationale files, ``scd.data.records``, and the data sets' files);
 - ``scrub_secrets``: a config with environment secrets masked, before it is logged or saved. W&B uploads the config
   it is given, and Hydra-composed configs can pick up tokens through ``${oc.env:...}`` interpolations.
 """
@@ -17,13 +17,11 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from scd.data.records import RATIONALE_SPLITS, RationaleRecord
 
 # The lock files each thread holds (``lock_file``).
 _held_locks = threading.local()
@@ -104,17 +102,7 @@ def can_write(directory: Path) -> bool:
         return False
 
 
-# --- rationale files -------------------------------------------------------------------------------------------------
-
-
-class RationaleFileError(ValueError):
-    """A rationale file that cannot be read: names the file, the line and the field."""
-
-
-def _check_index(record: dict[str, Any], name: str, choices: list[Any], where: str) -> None:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(choices):
-        raise RationaleFileError(f"{where}: field {name!r} must be a choice index below {len(choices)}, got {value!r}")
+# --- JSON lines ------------------------------------------------------------------------------------------------------
 
 
 def decode_utf8(path: Path, data: bytes, error: type[Exception]) -> str:
@@ -141,43 +129,6 @@ def json_object_lines(path: Path, text: str, error: type[Exception]) -> Iterator
         if not isinstance(row, dict):
             raise error(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
         yield f"line {number}", row
-
-
-def read_rationales(path: str | Path) -> list[RationaleRecord]:
-    """Read a ``rationales/<split>.jsonl`` file, checking every line against the RationaleRecord fields."""
-    path = Path(path)
-    if not path.is_file():
-        raise RationaleFileError(f"{path}: no such rationale file")
-    records = []
-    for line, record in json_object_lines(path, decode_utf8(path, path.read_bytes(), RationaleFileError),
-                                              RationaleFileError):
-        where = f"{path}, {line}"
-        for name in ("id", "question", "choices", "answer", "perturbed_answer", "rationale_for", "rationale"):
-            if name not in record:
-                raise RationaleFileError(f"{where}: missing field {name!r}")
-        for name in ("question", "rationale"):
-            if not isinstance(record[name], str):
-                raise RationaleFileError(f"{where}: field {name!r} must be a string, got {record[name]!r}")
-        choices = record["choices"]
-        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
-            raise RationaleFileError(f"{where}: field 'choices' must be a list of at least two strings")
-        for name in ("answer", "perturbed_answer", "rationale_for"):
-            _check_index(record, name, choices, where)
-        record["id"] = str(record["id"])
-        record.setdefault("decoding", "")
-        records.append(RationaleRecord.from_dict(record))
-    return records
-
-
-def read_split(rationale_dir: str | Path, split: str) -> list[RationaleRecord]:
-    if split not in RATIONALE_SPLITS:
-        raise ValueError(f"unknown rationale split {split!r}: use one of {', '.join(RATIONALE_SPLITS)}")
-    return read_rationales(Path(rationale_dir) / f"{split}.jsonl")
-
-
-def write_rationales(path: Path, records: Sequence[RationaleRecord]) -> None:
-    """Write ``records`` to ``path`` atomically, one JSON object a line, fields in ``RationaleRecord`` order."""
-    atomic_write_text(path, "".join(json.dumps(asdict(record)) + "\n" for record in records))
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------------

@@ -26,13 +26,15 @@ from scd.config import Config
 from scd.evaluation.stage import run_evaluate_stage
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.evaluation.wandb_log import log_rationale_samples
-from scd.io import atomic_write_text, read_split, scrub_secrets
+from scd.io import atomic_write_text, scrub_secrets
+from scd.data.records import read_split
 from scd.loggers import build_logger, quiet_library_noise
 from scd.signals import raise_if_interrupted
 from scd.student.stage import check_student_trainer, check_validation_interval, run_student_stage
 from scd.summary import print_summary
-from scd.task import Task, build_task
-from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
+from scd.task import build_task
+from scd.teacher.stage import run_teacher_stage
+from scd.teacher.store import TEACHER_METRICS_FILE
 
 log = logging.getLogger(__name__)
 

@@ -11,30 +11,44 @@ other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task fo
 - ``student_metrics(rationale_dir, predictions)``: exact metrics of a student's test predictions;
 - ``label_rationale(record)``: a label for one rationale, which the sweep report shows beside it.
 
+and reads from its class, without building it (the report does, from a run's config):
+
+- ``metrics``: the declarations (``scd.metrics.Metric``) of its own metrics, which the summary prints and the report's
+  figures draw;
+- ``figures``: dotted paths of the report figures of its own (functions of the report's cells, like those in
+  ``scd.report.plots``), each captioned with its docstring;
+- ``teacher_metrics_version``: raised when its teacher metrics change, so that cached rationale sets measured with
+  an earlier version are measured again.
+
 ``DatasetTask``, the default, reads a data set's files (or hub copy) and has no metrics of its own. A data set that
-brings its own generator, teacher and metrics subclasses ``Task`` in its own package (ToyWorld:
-``scd.toyworld.task.ToyWorldTask``) and overrides what it provides; anything more a task can provide (gold
-rationales for perturbed answers, say) is one more method here, with a default that provides nothing.
+brings its own generator, teacher and metrics subclasses ``Task`` in its own package and overrides what it provides;
+anything more a task can provide (gold rationales for perturbed answers, say) is one more method here, with a default
+that provides nothing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 
 from scd.config import Config
 from scd.data.example import Example
 from scd.data.formats import FORMATS
 from scd.data.records import RationaleRecord
 from scd.data.sources import load_splits
+from scd.metrics import Metric
 
 
 class Task:
     """The defaults every task starts from: no teacher of its own, the teacher's tokenizer, no exact metrics."""
+
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+    figures: ClassVar[tuple[str, ...]] = ()
+    teacher_metrics_version: ClassVar[int] = 0
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -78,6 +92,15 @@ class DatasetTask(Task):
             d.format, d.path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
             test_size=d.test_size, hub_config=d.hub_config,
         )
+
+
+def task_class(task_config: Any) -> type[Task]:
+    """The class a ``dataset.task`` node names, without building the task (which may generate a data set)."""
+    target = task_config["_target_"]
+    cls = get_class(target)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ValueError(f"dataset.task: {target} is not a scd.task.Task")
+    return cls
 
 
 def build_task(config: Config) -> Task:

@@ -13,13 +13,13 @@ import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
 from scd.config import validate
-from scd.data.records import RationaleRecord
-from scd.io import read_split
+from scd.data.records import RationaleRecord, read_split
 from scd.models import load_tokenizer
 from scd.pipeline import run
 from scd.student.objectives import Standard
-from scd.student.formatting import match_choice
-from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context
+from scd.data.choices import match_choice
+from scd.evaluation.answers import answer_metrics
+from scd.teacher.icl import AnsweringPrompt, InContextAnswerer
 from scd.teacher.prompt import Demonstration
 from tests.conftest import ROOT
 
@@ -202,11 +202,11 @@ def test_icl_teacher_run_writes_predictions_and_metrics(make_config, tmp_path, t
     assert bool(consistency & set(metrics)) == (template is not None)
 
 
-def test_evaluate_in_context_counts_answers_by_value():
+def test_answer_metrics_count_an_answerers_answers_by_value():
     class Scripted:
         """An answerer whose outputs are fixed, to check the metrics' arithmetic."""
 
-        prompt = AnsweringPrompt("Q : {question} A : {rationale} So the answer is {answer} .", "\n\n")
+        reads_rationales = True
 
         def predict(self, records):
             outputs = [(0, "r0"), (1, "r1"), (None, "r2"), (0, "r3")]
@@ -217,11 +217,14 @@ def test_evaluate_in_context_counts_answers_by_value():
             return {"oracle answers": [0, 0, 1, 0], "perturbed answers": [0, 0, 0, 1],
                     "counterfactual answers": [1, 1]}[desc][: len(records)]  # fmt: skip
 
+        def answers_after_perturbed(self, records, rationales, share, rng, desc):
+            return self.answers_after(records, rationales, desc)
+
     test = [RationaleRecord(f"q{i}", "q", ["a", "b"], answer, 1 - answer, answer, "gold", "greedy", {})
             for i, answer in enumerate([0, 1, 1, 0])]  # fmt: skip
     counter = [RationaleRecord(f"q{i}", "q", ["a", "b"], test[i].answer, 1 - test[i].answer, 1 - test[i].answer, "cf",
                                "greedy", {}) for i in (0, 1)]  # fmt: skip
-    metrics, rows = evaluate_in_context(Scripted(), test, counter, perturb_share=0.5, seed=0)
+    metrics, rows = answer_metrics(Scripted(), test, counter, perturb_share=0.5, seed=0)
     assert metrics == {
         "student/accuracy": 0.75, "student/unparsable": 0.25, "student/oracle_accuracy": 0.75,
         "student/perturbed_consistency": 0.25, "student/counterfactual_consistency": 0.5,

@@ -12,7 +12,8 @@ from scd.data.example import Example
 from scd.models import load_model, load_tokenizer
 from scd.task import build_task
 from scd.teacher.decoding import DecodingSettings, decode
-from scd.teacher.generation import RationaleJob, TeacherModule
+from scd.teacher.generation import TeacherModule
+from scd.teacher.jobs import RationaleJob
 from scd.teacher.prompt import PromptTemplate
 from scd.teacher.stage import run_teacher_stage
 from scd.teacher.strategies import ContrastWrong, Greedy

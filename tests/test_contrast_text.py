@@ -7,7 +7,7 @@ import pytest
 from scd.config import validate
 from scd.data.example import Example
 from scd.teacher.decoding import DecodingSettings, decode
-from scd.teacher.generation import RationaleJob
+from scd.teacher.jobs import RationaleJob
 from scd.teacher.strategies import ContrastEmpty, Greedy
 from scd.teacher.strategies.contrast_text import ContrastText
 from tests.test_contrast_all_wrong import module, reference, stage_rationales, teacher  # noqa: F401 (a fixture)

@@ -19,7 +19,7 @@ import torch
 from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.pipeline import run
-from scd.teacher.stage import PROMPT_PREFIX_FILE
+from scd.teacher.store import PROMPT_PREFIX_FILE
 from tests.conftest import ROOT
 
 

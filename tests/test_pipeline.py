@@ -18,7 +18,7 @@ from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.pipeline import run
-from scd.teacher.stage import TEACHER_METRICS_FILE
+from scd.teacher.store import TEACHER_METRICS_FILE
 from tests.conftest import CONF, ROOT, compose_config
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "optimizer", "lr_schedule", "simulator", "trainer",

@@ -13,8 +13,9 @@ import scd.predict as predict_module
 import scd.student.evaluate as evaluation
 from scd.models import load_model, load_tokenizer
 from scd.predict import Question, load_student, main, predict
-from scd.io import read_split
-from scd.student.evaluate import evaluate_student
+from scd.data.records import read_split
+from scd.evaluation.answers import answer_metrics
+from scd.student.evaluate import StudentAnswerer
 from tests.conftest import ROOT, TINY_STUDENTS
 
 FIXTURES = ROOT / "tests" / "fixtures" / "student" / "rationales"
@@ -76,13 +77,17 @@ def test_a_run_directory_gives_its_student_with_the_run_settings(student_dir):
     assert not student.model.training
 
 
+def answerer(student, max_new_tokens: int) -> StudentAnswerer:
+    """Evaluation's answerer for the student ``load_student`` gives."""
+    return StudentAnswerer(student.model, student.tokenizer, student.arch, tags="distinct",
+                           max_new_tokens=max_new_tokens, show_progress=False)
+
+
 def test_own_answers_are_those_evaluation_writes(student_dir, tmp_path, generator_inputs):
     """The same tokens in as evaluation's own-rationale pass, and so the same outputs and parsed answers."""
     student = load_student(student_dir)
     test = read_split(FIXTURES, "test")
-    evaluate_student(student.model, student.tokenizer, student.arch, test, run_dir=tmp_path, tags="distinct",
-                     max_new_tokens=student.max_new_tokens, show_progress=False)
-    evaluated = [json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").read_text().splitlines()]
+    _, evaluated = answer_metrics(answerer(student, student.max_new_tokens), test, perturb_share=0.3, seed=0)
     questions = [Question(r.id, r.question, r.choices, r.answer) for r in test]
     rows = predict(student, questions, batch_size=3, show_progress=False)
     assert generator_inputs["predict"] == generator_inputs["student rationales"]
@@ -103,12 +108,11 @@ def test_given_rationales_are_encoded_as_in_counterfactual_consistency(student_d
     --counterfactual-tag gives it the counterfactual rows' tag instead."""
     student = load_student(student_dir)
     test, counter = read_split(FIXTURES, "test"), read_split(FIXTURES, "test_counterfactual")
-    evaluate_student(student.model, student.tokenizer, student.arch, test, run_dir=tmp_path,
-                     test_counterfactual=counter, max_new_tokens=4, show_progress=False)
+    _, evaluated_rows = answer_metrics(answerer(student, 4), test, counter, perturb_share=0.3, seed=0)
     questions = predict_module.read_questions(FIXTURES / "test_counterfactual.jsonl")
     rows = predict(student, questions, show_progress=False)
     assert generator_inputs["predict (given rationales)"] == generator_inputs["counterfactual answers"]
-    evaluated = {json.loads(line)["id"]: json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").open()}
+    evaluated = {row["id"]: row for row in evaluated_rows}
     assert [row["predicted"] for row in rows] == [evaluated[r.id]["counterfactual_predicted"] for r in counter]
     assert all(row["rationale_given"] and row["rationale_for"] == r.rationale_for for row, r in zip(rows, counter))
     predict(student, questions, counterfactual_tag=True, show_progress=False)

@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from pytorch_lightning.callbacks import ModelSummary
 
-import scd.student.callbacks as callbacks
+import scd.progress as progress_module
 import scd.student.stage as student_stage
 from scd.config import validate
-from scd.student.callbacks import StepProgressBar, StepProgressLog
+from scd.progress import StepProgressBar, StepProgressLog
 from tests.conftest import ROOT
 
 
@@ -74,8 +74,8 @@ def test_the_student_gets_a_bar_on_a_terminal_only(terminal, enable_progress_bar
 
 @pytest.mark.parametrize("terminal, bar_allowed", [(True, True), (True, False), (False, True)])
 def test_every_loop_gets_a_named_bar_on_a_terminal_else_lines(terminal, bar_allowed, monkeypatch):
-    monkeypatch.setattr(callbacks, "output_is_terminal", lambda: terminal)
-    progress, enable_progress_bar = callbacks.progress_callbacks("simulator", bar_allowed)
+    monkeypatch.setattr(progress_module, "output_is_terminal", lambda: terminal)
+    progress, enable_progress_bar = progress_module.progress_callbacks("simulator", bar_allowed)
     bar = terminal and bar_allowed
     assert enable_progress_bar == bar
     assert [type(c) for c in progress] == ([StepProgressBar, StepProgressLog] if bar else [StepProgressLog])

@@ -28,7 +28,8 @@ from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.cli import main_task
 from scd.report import write_report
 from scd.student.train import AtomicCheckpointIO
-from scd.teacher.stage import PROMPT_PREFIX_FILE, run_teacher_stage
+from scd.teacher.stage import run_teacher_stage
+from scd.teacher.store import PROMPT_PREFIX_FILE
 from scd.task import build_task
 from scd.teacher.store import COMPLETE_MARKER
 from tests.conftest import ROOT, compose_config

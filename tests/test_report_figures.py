@@ -15,7 +15,13 @@ from matplotlib.transforms import Bbox
 from matplotlib.text import Text
 
 from scd.report import collect_runs, group_cells, write_report
-from scd.report.plots import DECODING_COLORS, FIGURES, References, Styles, build_figures
+from scd.report.plots import DECODING_COLORS, References, Styles, build_figures, report_figures
+from scd.summary import metric_catalog
+from scd.toyworld.task import ToyWorldTask
+
+# The runs below are ToyWorld runs: their task declares the cue metrics and the cue figure.
+TASKS = [ToyWorldTask]
+FIGURES = report_figures(TASKS)
 
 # The paper's six arms on ToyWorld (means near experiments/results/paper_table_toyworld), two seeds each.
 ARMS = {
@@ -57,7 +63,8 @@ def write_job(directory: Path, job: int, decoding: str, training: str, seed: int
     (run_dir / ".hydra").mkdir(parents=True)
     student = "student:\n  name: icl_teacher\n  in_context:\n    template: null\n" if icl else "student:\n  name: t5\n"
     (run_dir / ".hydra" / "config.yaml").write_text(
-        f"seed: {seed}\ndecoding:\n  name: {decoding}\ntraining:\n  mode: {training}\n{student}")
+        f"seed: {seed}\ndecoding:\n  name: {decoding}\ntraining:\n  mode: {training}\n{student}"
+        "dataset:\n  task:\n    _target_: scd.toyworld.task.ToyWorldTask\n")
     (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*overrides, f"seed={seed}"]))
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
@@ -144,7 +151,7 @@ def layout_problems(figure: Figure) -> list[str]:
 @pytest.mark.parametrize("sweep_name", ["arms_sweep", "grid_sweep", "crowded_sweep"])
 def test_every_figure_is_drawn_without_overlapping_or_clipped_text(sweep_name, request):
     cells = group_cells(collect_runs(request.getfixturevalue(sweep_name)))
-    figures = build_figures(cells, chance=0.4667)
+    figures = build_figures(cells, chance=0.4667, tasks=TASKS)
     assert set(figures) == set(FIGURES) and all(figure is not None for figure in figures.values())
     problems = {name: layout_problems(figure) for name, figure in figures.items()}
     assert problems == {name: [] for name in FIGURES}
@@ -186,7 +193,7 @@ def test_one_colour_per_decoding_and_one_marker_per_training_in_every_figure(arm
         "o", "s", "*"]
     assert by_label["contrast_wrong_counterfactual"].hatch != by_label["contrast_wrong"].hatch
     # Every point figure draws each cell's marker in its colour; the bars figure each cell's colour.
-    figures = build_figures(cells, chance=0.4667)
+    figures = build_figures(cells, chance=0.4667, tasks=TASKS)
     for name in ("las_vs_accuracy", "cue_agrees_vs_opposes"):
         legend = figures[name].legends[0]
         entries = {text.get_text(): handle for text, handle in zip(legend.get_texts(), legend.legend_handles)}
@@ -196,10 +203,10 @@ def test_one_colour_per_decoding_and_one_marker_per_training_in_every_figure(arm
 
 def test_reference_levels_chance_cue_following_and_gold_ceiling(grid_sweep):
     cells = group_cells(collect_runs(grid_sweep))
-    references = References.of(cells, chance=0.4667)
+    references = References.of(cells, 0.4667, metric_catalog(TASKS))
     gold_accuracy = [cell.summary("student/accuracy").mean for cell in cells if cell.decoding == "gold"]
-    assert references == References(0.4667, 0.4667, pytest.approx(gold_accuracy[0]))
-    legend = build_figures(cells, chance=0.4667)["las_vs_accuracy"].legends[0]
+    assert references == References(0.4667, [("always following the cue", 0.4667)], pytest.approx(gold_accuracy[0]))
+    legend = build_figures(cells, chance=0.4667, tasks=TASKS)["las_vs_accuracy"].legends[0]
     labels = [text.get_text() for text in legend.get_texts()]
     assert "chance (uniform guess): 0.467" in labels
     assert "always following the cue: 0.467" in labels
@@ -214,7 +221,7 @@ def test_reference_levels_chance_cue_following_and_gold_ceiling(grid_sweep):
 
 def test_points_are_the_cell_means_with_the_seeds_std(arms_sweep):
     cells = group_cells(collect_runs(arms_sweep))
-    figure = build_figures(cells, chance=None)["las_vs_accuracy"]
+    figure = build_figures(cells, chance=None, tasks=TASKS)["las_vs_accuracy"]
     [axes] = figure.axes
     greedy = next(line for line in axes.lines if line.get_marker() == "o" and line.get_color() ==
                   DECODING_COLORS["greedy"])  # fmt: skip
@@ -226,5 +233,5 @@ def test_without_a_gold_cell_the_ceiling_is_the_one_the_task_measured(tmp_path):
     for job, training in enumerate(("standard", "counterfactual")):
         metrics = {**arm_metrics("greedy", 0.6, 0.1, 0.8, 0.7, 0.9, 0.4, 0.0), "toyworld/gold_ceiling_accuracy": 0.841}
         write_job(tmp_path, job, "greedy", training, 0, ["decoding=greedy", f"training={training}"], metrics)
-    references = References.of(group_cells(collect_runs(tmp_path)), chance=0.4667)
+    references = References.of(group_cells(collect_runs(tmp_path)), 0.4667, metric_catalog(TASKS))
     assert references.gold_ceiling == pytest.approx(0.841)

@@ -83,7 +83,8 @@ def test_page_is_self_contained_with_table_figures_samples_and_config_difference
     sources = re.findall(r'src="([^"]*)"', page)
     assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert all(base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG") for s in sources)
-    assert "Not drawn, no cell has their metrics: cue_agrees_vs_opposes." in page
+    # A figure of a task these runs do not use is not drawn, nor listed as missing.
+    assert "cue_agrees_vs_opposes" not in page and "Not drawn" not in page
     # The table: one row per cell, the failed seed counted and listed; a metric's display name under its key.
     assert '<tr class="completed"><td>greedy</td><td>standard</td><td>2</td><td>0.720 ± 0.028</td>' in page
     assert '<tr class="partial"><td>contrast_wrong</td><td>standard</td><td>1 (+1 failed)</td><td>0.800</td>' in page

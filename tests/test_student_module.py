@@ -11,7 +11,7 @@ import torch
 from transformers.optimization import Adafactor
 
 from scd.config import validate
-from scd.io import RationaleFileError, read_rationales, read_split
+from scd.data.records import RationaleFileError, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
 from scd.student.data import IGNORE_INDEX, EncodedRow, StudentDataModule, collate_rows, encode_row
 from scd.student.module import StudentModule

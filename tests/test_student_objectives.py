@@ -12,7 +12,7 @@ from transformers import AutoModelForSeq2SeqLM
 
 from scd.config import validate
 from scd.models import load_model, load_tokenizer
-from scd.io import RationaleFileError
+from scd.data.records import RationaleFileError
 from scd.student.data import StudentDataModule, collate_rows
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, RowMean, Standard

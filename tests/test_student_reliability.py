@@ -16,7 +16,8 @@ from transformers import AutoModelForSeq2SeqLM
 from scd.cli import main_task
 from scd.config import LoggerConfig, validate
 from scd.loggers import build_logger
-from scd.student.callbacks import RunCheckpoint, StepProgressBar, build_callbacks
+from scd.student.callbacks import RunCheckpoint, build_callbacks
+from scd.progress import StepProgressBar
 from scd.student.stage import student_trainer
 from scd.student.train import fit_student
 from tests.conftest import compose_config

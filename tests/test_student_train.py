@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from pathlib import Path
 
@@ -13,12 +12,12 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokeni
 
 import scd.student.evaluate as evaluation
 from scd.config import validate
-from scd.data.records import RationaleRecord
+from scd.data.records import RationaleRecord, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
-from scd.io import read_rationales, read_split
 from scd.student.callbacks import build_callbacks
 from scd.student.data import StudentDataModule, collate_rows
-from scd.student.evaluate import evaluate_student, generate_continuations, perturb_rationale_prefix
+from scd.evaluation.answers import answer_metrics
+from scd.student.evaluate import StudentAnswerer, generate_continuations, perturb_rationale_prefix
 from scd.student.formatting import rationale_prefix_span
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, Objective, Standard
@@ -120,17 +119,15 @@ def test_fit_and_evaluate_end_to_end(tmp_path: Path, arch: str, training: str, t
     exported = fit_student(module, data, trainer(tmp_path, 4), ckpt_path=None)
     model = (AutoModelForSeq2SeqLM if arch == "seq2seq" else AutoModelForCausalLM).from_pretrained(exported)
     test = read_split(FIXTURES, "test")
-    metrics = evaluate_student(
-        model, AutoTokenizer.from_pretrained(exported), arch, test, run_dir=tmp_path,
-        test_counterfactual=read_rationales(FIXTURES / "test_counterfactual.jsonl"), tags=tags,
-        batch_size=3, max_new_tokens=12, answer_max_new_tokens=4, show_progress=False,
-    )
+    answerer = StudentAnswerer(model, AutoTokenizer.from_pretrained(exported), arch, tags=tags, batch_size=3,
+                               max_new_tokens=12, answer_max_new_tokens=4, show_progress=False)
+    metrics, rows = answer_metrics(answerer, test, read_rationales(FIXTURES / "test_counterfactual.jsonl"),
+                                   perturb_share=0.3, seed=0)
     assert set(metrics) == {
         "student/accuracy", "student/unparsable", "student/oracle_accuracy",
         "student/perturbed_consistency", "student/counterfactual_consistency",
     }
     assert all(0.0 <= value <= 1.0 for value in metrics.values())
-    rows = [json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").read_text().splitlines()]
     assert [row["id"] for row in rows] == [record.id for record in test]
     assert metrics["student/unparsable"] == pytest.approx(np.mean([row["predicted"] is None for row in rows]))
 
@@ -186,8 +183,8 @@ def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: py
         return scripted[desc]
 
     monkeypatch.setattr(evaluation, "generate_continuations", fake_generate)
-    metrics = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path,
-                               test_counterfactual=counter, show_progress=False)
+    answerer = StudentAnswerer(None, load_tokenizer("byt5"), "seq2seq", show_progress=False)
+    metrics, rows = answer_metrics(answerer, records, counter, perturb_share=0.3, seed=0)
     assert metrics == {
         "student/accuracy": 0.5,
         "student/unparsable": 0.25,
@@ -196,10 +193,9 @@ def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: py
         "student/perturbed_consistency": 0.25,
         "student/counterfactual_consistency": 1.0,
     }
-    rows = [json.loads(line) for line in (tmp_path / "predictions" / "test.jsonl").read_text().splitlines()]
     assert [row["predicted"] for row in rows] == [0, 0, None, 1]
     assert rows[0]["counterfactual_predicted"] == 1 and "counterfactual_predicted" not in rows[1]
-    without = evaluate_student(None, load_tokenizer("byt5"), "seq2seq", records, run_dir=tmp_path, show_progress=False)
+    without, _ = answer_metrics(answerer, records, perturb_share=0.3, seed=0)
     assert "student/counterfactual_consistency" not in without
 
 

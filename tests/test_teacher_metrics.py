@@ -15,10 +15,10 @@ import torch
 import scd.io
 import scd.teacher.stage as stage
 from scd.config import validate
-from scd.evaluation.teacher_metrics import RationaleSetMetrics
+from scd.evaluation.teacher_metrics import TEACHER_METRICS_VERSION, RationaleSetMetrics
 from scd.task import build_task
-from scd.teacher.stage import TEACHER_METRICS_FILE, run_teacher_stage
-from scd.teacher.store import is_complete
+from scd.teacher.stage import run_teacher_stage
+from scd.teacher.store import TEACHER_METRICS_FILE, is_complete
 
 
 @pytest.fixture
@@ -44,12 +44,41 @@ def test_a_complete_entry_without_metrics_gets_them_on_reuse(smoke, tmp_path, mo
     metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
     (judge_file,) = store.glob("judge-*.json")
     judged = json.loads(judge_file.read_text())
-    assert metrics == {**json.loads((store / TEACHER_METRICS_FILE).read_text()), **judged["metrics"]}
+    assert metrics == {**json.loads((store / TEACHER_METRICS_FILE).read_text())["metrics"], **judged["metrics"]}
     assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}
     # Measured again (another run of the sweep): the same values, with no teacher and no judge.
     monkeypatch.setattr(RationaleSetMetrics, "with_judge", lambda *args: pytest.fail("the judge was trained again"))
     assert run_teacher_stage(cfg, task, splits, tmp_path / "c", measure) and len(loads) == 1
     assert json.loads((tmp_path / "c" / "rationales" / TEACHER_METRICS_FILE).read_text()) == metrics
+
+
+def test_metrics_measured_by_an_earlier_version_are_measured_again(smoke, tmp_path, monkeypatch):
+    """A metric added after a rationale set was cached reaches it: the entry records the versions that measured it,
+    and one measured by others (or by none, as before versions) is measured again; the same versions are reused."""
+    cfg, task, splits = smoke
+    measure = RationaleSetMetrics(cfg, task, task.shared_tokenizer())
+    run_teacher_stage(cfg, task, splits, tmp_path / "a", measure)
+    (store,) = (tmp_path / "cache" / "rationales").iterdir()
+    entry = json.loads((store / TEACHER_METRICS_FILE).read_text())
+    assert entry["version"] == {"scd": TEACHER_METRICS_VERSION, "DatasetTask": 0}
+    loads = []
+    load_teacher_model = stage.load_teacher_model
+    monkeypatch.setattr(stage, "load_teacher_model", lambda *args: loads.append(1) or load_teacher_model(*args))
+    older = {"version": {"scd": TEACHER_METRICS_VERSION - 1, "DatasetTask": 0},
+             "metrics": {k: v for k, v in entry["metrics"].items() if k != "teacher/vacuity"}}  # fmt: skip
+    for earlier in (older, older["metrics"]):  # an earlier version; the flat file written before versions
+        (store / TEACHER_METRICS_FILE).write_text(json.dumps(earlier))
+        published = run_teacher_stage(cfg, task, splits, tmp_path / f"b{len(loads)}", measure)
+        assert json.loads((store / TEACHER_METRICS_FILE).read_text()) == entry
+        assert "teacher/vacuity" in json.loads((published / TEACHER_METRICS_FILE).read_text())
+    assert len(loads) == 2
+    run_teacher_stage(cfg, task, splits, tmp_path / "c", measure)
+    assert len(loads) == 2  # the same versions: reused, no teacher loaded
+    # A task that raises its own version gets its entries measured again too.
+    monkeypatch.setattr(type(task), "teacher_metrics_version", 1)
+    run_teacher_stage(cfg, task, splits, tmp_path / "d", RationaleSetMetrics(cfg, task, task.shared_tokenizer()))
+    assert len(loads) == 3
+    assert json.loads((store / TEACHER_METRICS_FILE).read_text())["version"]["DatasetTask"] == 1
 
 
 def test_a_judge_stored_for_another_config_is_refused(smoke, tmp_path):

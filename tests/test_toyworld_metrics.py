@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scd.data.records import RationaleRecord
-from scd.io import write_rationales
+from scd.data.records import RationaleRecord, write_rationales
 from scd.toyworld import grammar
 from scd.toyworld.metrics import prediction_metrics, student_metrics, teacher_chain_metrics, teacher_metrics
 from scd.toyworld.world import WorldConfig, load_toyworld

@@ -9,9 +9,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from scd.config import validate
-from scd.data.records import RATIONALE_SPLITS
+from scd.data.records import RATIONALE_SPLITS, read_split
 from scd.pipeline import run
-from scd.io import read_split
 from scd.toyworld.checker import judge
 from scd.toyworld.world import WorldConfig, load_toyworld
 from tests.conftest import CONF

@@ -1,5 +1,6 @@
-"""Choice texts compared the way a student's answer is matched to them: one normalisation for the answer parser
-(``scd.student.formatting.match_choice``) and for the checks that refuse choices it cannot tell apart."""
+"""Choice texts compared the way an answer is matched to them: one normalisation for the answer matcher
+(``match_choice``, which the student's answer parser and the in-context teacher use) and for the checks that refuse
+choices it cannot tell apart."""
 
 from __future__ import annotations
 
@@ -26,3 +27,24 @@ def near_duplicate(choices: Sequence[str]) -> tuple[int, int] | None:
             return first_seen[key], index
         first_seen[key] = index
     return None
+
+
+def _match_start(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
+    """Index of the longest choice that ``text`` starts with, followed by the end of text or a non-word character."""
+    best: int | None = None
+    for index, choice in enumerate(choices):
+        if choice and text.startswith(choice):
+            rest = text[len(choice) :]
+            if (not rest or not rest[0].isalnum()) and (best is None or len(choice) > len(choices[best])):
+                best = index
+    return best
+
+
+def match_choice(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
+    """The index of the choice ``text`` starts with: exact text first, then ignoring case, punctuation and spacing;
+    the longest matching choice wins. None when it names none."""
+    text = text.strip()
+    exact = _match_start(text, choices)
+    if exact is not None:
+        return exact
+    return _match_start(normalize_choice(text), [normalize_choice(choice) for choice in choices])

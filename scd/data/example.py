@@ -12,7 +12,7 @@ class Example:
 
     Yes/no and true/false data sets use two choices (``("yes", "no")``, ``("true", "false")``).
     ``rationale`` is the human explanation where the data set has one (used for demonstrations).
-    ``meta`` holds data-set specific facts that exact metrics need (ToyWorld's entities, the shortcut cue, ...).
+    ``meta`` holds data-set specific facts that exact metrics need (a synthetic world's entities, a shortcut cue, ...).
     """
 
     id: str

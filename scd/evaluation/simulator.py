@@ -27,7 +27,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from scd.config import Config
 from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
 from scd.models import InputLimit, load_model, load_tokenizer
-from scd.student.callbacks import progress_callbacks
+from scd.progress import progress_callbacks
 from scd.student.data import pad
 
 View = Literal["xe", "x", "e"]

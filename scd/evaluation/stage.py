@@ -14,15 +14,16 @@ from typing import Any
 
 from scd.config import Config
 from scd.data.example import Example
-from scd.data.records import RationaleRecord
+from scd.data.records import RationaleRecord, read_split
+from scd.evaluation.answers import Answerer, answer_metrics, write_predictions
 from scd.evaluation.simulator import VIEWS, SimulatorRow, fit_simulator, simulator_las
-from scd.io import atomic_write_text, read_split
+from scd.io import atomic_write_text
 from scd.models import inference_device, load_model, load_tokenizer
-from scd.student.callbacks import output_is_terminal
-from scd.student.evaluate import evaluate_student, predict_rationales
+from scd.progress import output_is_terminal
+from scd.student.evaluate import StudentAnswerer
 from scd.task import Task
-from scd.teacher.icl import AnsweringPrompt, InContextAnswerer, evaluate_in_context
-from scd.teacher.stage import demonstrations, load_teacher_model
+from scd.teacher.icl import AnsweringPrompt, InContextAnswerer
+from scd.teacher.loading import demonstrations, load_teacher_model
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,17 @@ def run_evaluate_stage(
     test, test_cf = read_split(rationale_dir, "test"), read_split(rationale_dir, "test_counterfactual")
     train = read_split(rationale_dir, "train")
     if cfg.student.in_context is not None:
-        metrics, test_predictions, train_predictions = evaluate_in_context_teacher(
-            cfg, run_dir, teacher_dir, train_examples, test, test_cf, train
-        )
+        log.info("evaluate: the teacher answers %d test questions (and %d counterfactual ones) in context, then its "
+                 "%d training questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
+        answerer: Answerer = in_context_teacher(cfg, teacher_dir, train_examples)
     else:
-        metrics, test_predictions, train_predictions = evaluate_trained_student(cfg, run_dir, test, test_cf, train)
+        log.info("evaluate: the student answers %d test questions (and %d counterfactual ones), then its %d "
+                 "training questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
+        answerer = trained_student(cfg, run_dir)
+    metrics, test_predictions = answer_metrics(answerer, test, test_cf, perturb_share=cfg.student.perturb_share,
+                                               seed=cfg.seed)  # fmt: skip
+    write_predictions(run_dir, test_predictions)
+    train_predictions = answerer.predict(train)
     train_rows, test_rows = simulator_rows(train, train_predictions), simulator_rows(test, test_predictions)
     if train_rows and test_rows:
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
@@ -74,61 +81,33 @@ def run_evaluate_stage(
     return metrics
 
 
-Predictions = list[dict[str, Any]]
-
-
 def show_bars(cfg: Config) -> bool:
     """Generation's tqdm bars only where they are read as bars (a terminal); a log file gets the start lines."""
     return cfg.trainer.enable_progress_bar and output_is_terminal()
 
 
-def evaluate_trained_student(
-    cfg: Config, run_dir: Path, test: list[RationaleRecord], test_cf: list[RationaleRecord],
-    train: list[RationaleRecord],
-) -> tuple[dict[str, float], Predictions, Predictions]:
-    """The trained student's metrics on test (``predictions/test.jsonl``), and its own answers on train."""
+def trained_student(cfg: Config, run_dir: Path) -> StudentAnswerer:
+    """The student the student stage trained into ``run_dir/student``."""
     student_dir = run_dir / "student"
     if not student_dir.is_dir():
         raise ValueError(f"no trained student in {student_dir}: run the student stage first (stages=[student,evaluate])")
     s = cfg.student
-    log.info("evaluate: the student answers %d test questions (and %d counterfactual ones), then its %d training "
-             "questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
     tokenizer = load_tokenizer(str(student_dir), trust_remote_code=s.trust_remote_code)
     device = inference_device(cfg.trainer.accelerator)
     model = load_model(s.arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=s.trust_remote_code)
-    model = model.to(device).eval()
-    metrics = evaluate_student(
-        model, tokenizer, s.arch, test, run_dir=run_dir, test_counterfactual=test_cf, tags=cfg.training.tags,
-        batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, perturb_share=s.perturb_share, seed=cfg.seed,
-        input_limit=s.input_limit(), show_progress=show_bars(cfg),
-    )
-    test_predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
-    train_predictions = predict_rationales(
-        model, tokenizer, s.arch, train, tags=cfg.training.tags, batch_size=s.eval_batch_size,
-        max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(), show_progress=show_bars(cfg),
-    )
-    return metrics, test_predictions, train_predictions
+    return StudentAnswerer(model.to(device).eval(), tokenizer, s.arch, tags=cfg.training.tags,
+                           batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(),
+                           show_progress=show_bars(cfg))  # fmt: skip
 
 
-def evaluate_in_context_teacher(
-    cfg: Config, run_dir: Path, teacher_dir: str | None, train_examples: list[Example],
-    test: list[RationaleRecord], test_cf: list[RationaleRecord], train: list[RationaleRecord],
-) -> tuple[dict[str, float], Predictions, Predictions]:
-    """The teacher answering in context (``scd.teacher.icl``): the same metrics and files as a student's."""
+def in_context_teacher(cfg: Config, teacher_dir: str | None, train_examples: list[Example]) -> InContextAnswerer:
+    """The teacher answering in context (``scd.teacher.icl``), after demonstrations from the training examples."""
     t, icl = cfg.teacher, cfg.student.in_context
-    log.info("evaluate: the teacher answers %d test questions (and %d counterfactual ones) in context, then its %d "
-             "training questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     if t.device_map is None:
         model = model.to(inference_device(cfg.trainer.accelerator))
     prompt = AnsweringPrompt(icl.template or t.template, t.separator, t.instruction)
-    answerer = InContextAnswerer(
+    return InContextAnswerer(
         model, tokenizer, prompt, demonstrations(t, train_examples, cfg.dataset.seed),
         max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=show_bars(cfg),
     )
-    metrics, test_predictions = evaluate_in_context(answerer, test, test_cf, perturb_share=cfg.student.perturb_share,
-                                                    seed=cfg.seed)  # fmt: skip
-    predictions = run_dir / "predictions" / "test.jsonl"
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(predictions, "".join(json.dumps(row) + "\n" for row in test_predictions))
-    return metrics, test_predictions, answerer.predict(train)

@@ -5,12 +5,15 @@ They depend on the rationales, the teacher and the judge, never on the student: 
 set (a sweep over training modes or seeds) shares them, and the evaluate stage needs no teacher. In the cache entry:
 
 - ``teacher_metrics.json``: ``teacher/fluency`` (the teacher's perplexity of its rationales after its prompt),
-  ``teacher/new_info``, ``teacher/vacuity`` and the task's exact teacher metrics;
+  ``teacher/new_info``, ``teacher/vacuity`` and the task's exact teacher metrics, with the versions they were
+  measured by (``TEACHER_METRICS_VERSION`` and the task's ``teacher_metrics_version``): an entry measured by other
+  versions is measured again when reused, so a metric added later reaches rationale sets cached before it;
 - ``judge-<key>.json``: ``teacher/supports_answer``, from a judge simulator trained on the rationales, with the
   judge's config. The key is that config's hash, and the config is checked on reuse: a run with another simulator
   trains its own judge, without loading the teacher.
 
-Each is written once, under the entry's lock; a read-only cache gives what it holds and computes what it lacks.
+Each is written once per version, under the entry's lock; a read-only cache gives what it holds and computes what it
+lacks.
 """
 
 from __future__ import annotations
@@ -28,26 +31,39 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from scd.config import Config
 from scd.evaluation.simulator import fit_simulator
 from scd.evaluation.teacher_quality import fluency, supports_answer_with_simulator, teacher_simulator_rows, text_metrics
-from scd.io import atomic_write_text, can_write, exclusive, read_split
+from scd.io import atomic_write_text, can_write, exclusive
+from scd.data.records import read_split
 from scd.models import inference_device
 from scd.task import Task
-from scd.teacher.stage import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, Teacher, teacher_prompt
+from scd.teacher.store import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE
+from scd.teacher.loading import Teacher, teacher_prompt
 from scd.teacher.store import config_key
 
 log = logging.getLogger(__name__)
 
+# Raise when a teacher/* metric is added or computed differently: cached rationale sets are then measured again.
+TEACHER_METRICS_VERSION = 1
 
-def stored(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The JSON object in ``path``, computed and written once, under the lock of its cache entry (held already while
-    the teacher stage generates; taken here when it reuses a complete entry). A read-only cache keeps what it holds:
-    what it lacks is computed for this run only."""
-    if not path.exists():
+
+def stored(path: Path, compute: Callable[[], dict[str, Any]], version: Any = None) -> dict[str, Any]:
+    """The JSON object in ``path``, computed and written once per ``version``, under the lock of its cache entry (held
+    already while the teacher stage generates; taken here when it reuses a complete entry). An object written by
+    another version (or none) is computed again and replaced. A read-only cache keeps what it holds: what it lacks is
+    computed for this run only."""
+
+    def current() -> bool:
+        return path.exists() and json.loads(path.read_text()).get("version") == version
+
+    if not current():
         if not can_write(path.parent):
             log.info("%s is read-only: %s computed for this run only", path.parent, path.name)
-            return compute()
+            return {"version": version, **compute()}
         with exclusive(path.parent):
-            if not path.exists():
-                atomic_write_text(path, json.dumps(compute(), indent=2, sort_keys=True) + "\n")
+            if not current():
+                if path.exists():
+                    log.info("%s: measured by version %s, measuring again with %s", path,
+                             json.loads(path.read_text()).get("version"), version)  # fmt: skip
+                atomic_write_text(path, json.dumps({"version": version, **compute()}, indent=2, sort_keys=True) + "\n")
     return json.loads(path.read_text())
 
 
@@ -61,6 +77,7 @@ class RationaleSetMetrics:
         self.shared_tokenizer = shared_tokenizer
         # As JSON gives it back, so that a stored judge config compares equal to this one.
         self.judge_config = json.loads(json.dumps({"simulator": asdict(cfg.simulator), "tokenizer": shared_tokenizer}))
+        self.version = {"scd": TEACHER_METRICS_VERSION, type(task).__name__: task.teacher_metrics_version}
 
     def __call__(self, store: Path, teacher: Callable[[], Teacher]) -> dict[str, float]:
         # The global random state is the run's (the student trains next); the judge's own is fixed by its seed, so the
@@ -68,11 +85,12 @@ class RationaleSetMetrics:
         judge_file = store / f"judge-{config_key(self.judge_config)}.json"
         with isolate_rng():
             torch.manual_seed(self.cfg.simulator.seed)
-            measured = stored(store / TEACHER_METRICS_FILE, lambda: self.with_teacher(store, *teacher()))
+            measured = stored(store / TEACHER_METRICS_FILE, lambda: {"metrics": self.with_teacher(store, *teacher())},
+                              self.version)  # fmt: skip
             judged = stored(judge_file, lambda: {"config": self.judge_config, "metrics": self.with_judge(store)})
         if judged["config"] != self.judge_config:
             raise ValueError(f"{judge_file}: written for another judge config; delete it to train this one's judge")
-        return {**measured, **judged["metrics"]}
+        return {**measured["metrics"], **judged["metrics"]}
 
     def with_teacher(self, store: Path, model: Any, tokenizer: Any) -> dict[str, float]:
         """Fluency under ``model``, the model-free text metrics and the task's exact teacher metrics."""

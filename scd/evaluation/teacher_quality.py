@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import SimulatorRow, score_choices
-from scd.teacher.generation import leading_special_ids
+from scd.teacher.prompt import leading_special_ids
 
 STOP_WORDS = frozenset(
     """

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scd.report.collect import ReportError, Run, collect_runs, group_cells, repeated_jobs
+from scd.report.collect import ReportError, Run, collect_runs, group_cells, repeated_jobs, run_tasks
 from scd.report.html import write_html
 from scd.report.plots import write_figures
 from scd.report.tables import markdown_table, metric_columns, report_rows, write_csv
@@ -39,7 +39,7 @@ def write_report(directory: Path, runs: Sequence[Run] | None = None, *, html: bo
     markdown = markdown_table(cells, columns, warnings)
     (directory / "table.md").write_text(markdown)
     write_csv(directory / "table.csv", report_rows(cells, columns))
-    write_figures(directory, cells, sweep_chance(runs))
+    write_figures(directory, cells, sweep_chance(runs), run_tasks(runs))
     if html:
         write_html(directory, runs, cells, columns, warnings)
     return markdown

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from scd.task import Task, task_class
+
 MISSING = "–"
 # Overrides that tell seeds of one cell apart, not cells.
 SEED_KEYS = {"seed"}
@@ -301,3 +303,20 @@ def group_cells(runs: Sequence[Run]) -> list[Cell]:
                           [run for run in members if run.status == "completed"],
                           [run for run in members if run.status != "completed"]))  # fmt: skip
     return cells
+
+
+def run_tasks(runs: Sequence[Run]) -> list[type[Task]]:
+    """The task classes the runs' configs name (``dataset.task._target_``), each once: their metric declarations and
+    figures join the report's."""
+    targets = dict.fromkeys(
+        target for run in runs if run.config is not None
+        for target in [OmegaConf.select(run.config, "dataset.task._target_", default=None,
+                                        throw_on_resolution_failure=False)] if target
+    )  # fmt: skip
+    tasks = []
+    for target in targets:
+        try:
+            tasks.append(task_class({"_target_": target}))
+        except (ImportError, ValueError) as error:
+            raise ReportError(f"dataset.task._target_ {target}: {error}") from None
+    return tasks

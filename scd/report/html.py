@@ -4,7 +4,7 @@
 The page needs nothing but itself: CSS is inline, the figures are PNG data URIs, there is no script and no link to
 fetch. It holds the results table, the figures, a sample of test questions with, per cell, the teacher's rationales
 for the gold and the perturbed answer beside the student's own rationale and answer (each rationale with the label
-its run's task gives it, on ToyWorld the checker's), and the config keys whose value differs between cells.
+its run's task gives it, where the task has a checker), and the config keys whose value differs between cells.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from scd.data.records import RationaleRecord
-from scd.report.collect import MISSING, Cell, Run
-from scd.report.plots import DPI, FIGURES
+from scd.report.collect import MISSING, Cell, Run, run_tasks
+from scd.metrics import Catalog
+from scd.report.plots import DPI, FigureBuilder, caption, report_figures
 from scd.report.samples import SIDES, CellSamples, cell_samples
 from scd.report.tables import TABLE_NOTE, failed_runs, table_header, table_row
-from scd.summary import METRIC_NAMES
+from scd.summary import metric_catalog
 
 REPORT_FILE = "report.html"
 # CSS pixels per inch: a figure shows at the size it was drawn.
@@ -53,38 +54,25 @@ table.samples td { min-width: 180px; max-width: 360px; }
 code { background: #f3f3f5; padding: 0 3px; }
 """
 
-CAPTIONS = {
-    "las_vs_accuracy": "LAS against accuracy, a point per cell: accuracy ± the sample std over seeds, LAS with its "
-                       "bootstrap 95% interval (the mean of the seeds' bounds).",
-    "teacher_quality": "The teacher's rationales, a bar per decoding (rationale set): shares of its rationales, and "
-                       "its perplexity. \"judge\": a simulator trained on the rationales; \"checker\": ToyWorld's "
-                       "exact checker.",
-    "student_faithfulness": "The student's consistency measures, a bar per cell, mean ± the sample std over seeds; a "
-                            "cross marks a measure the cell did not measure.",
-    "cue_agrees_vs_opposes": "ToyWorld: accuracy where the question's wording cue agrees with the gold answer "
-                             "against where it opposes it, a point per cell, ± the sample std over seeds.",
-}
-
-
 def _png_width(data: bytes) -> int:
     # The IHDR chunk follows the 8-byte signature and its own 8-byte header: width, then height.
     return struct.unpack(">I", data[16:20])[0]
 
 
-def _header_cell(name: str) -> str:
-    # Long metric names may break after their "/" and "_"; a metric's display name goes beneath its key.
+def _header_cell(name: str, catalog: Catalog) -> str:
+    # Long metric names may break after their "/" and "_"; a declared metric's name goes beneath its key.
     key = escape(name).replace("/", "/<wbr>").replace("_", "_<wbr>")
-    display = METRIC_NAMES.get(name)
+    display = catalog.name(name) if name in catalog else None
     return f"<th>{key}" + (f'<span class="name">{escape(display)}</span>' if display else "") + "</th>"
 
 
-def results_section(cells: Sequence[Cell], columns: Sequence[str], warnings: Sequence[str]) -> str:
+def results_section(cells: Sequence[Cell], columns: Sequence[str], warnings: Sequence[str], catalog: Catalog) -> str:
     rows = []
     for cell in cells:
         state = cell.status.split()[0]  # completed, failed or partial
         rows.append(f'<tr class="{state}">' + "".join(f"<td>{escape(v)}</td>" for v in table_row(cell, columns))
                     + "</tr>")
-    header = "".join(_header_cell(name) for name in table_header(cells, columns))
+    header = "".join(_header_cell(name, catalog) for name in table_header(cells, columns))
     warned = "".join(f'<p class="warning">{escape(line)}</p>' for line in warnings)
     failed = failed_runs(cells)
     failed_list = ("<p>Failed runs:</p><ul>" + "".join(f"<li>{escape(line)}</li>" for line in failed) + "</ul>"
@@ -94,10 +82,10 @@ def results_section(cells: Sequence[Cell], columns: Sequence[str], warnings: Seq
             f"yellow.</p>{failed_list}")
 
 
-def figures_section(directory: Path) -> str:
+def figures_section(directory: Path, figures: dict[str, FigureBuilder]) -> str:
     parts = ["<h2>Figures</h2>"]
     missing = []
-    for name in FIGURES:
+    for name, builder in figures.items():
         path = directory / f"{name}.png"
         if not path.is_file():
             missing.append(name)
@@ -106,7 +94,7 @@ def figures_section(directory: Path) -> str:
         width = round(_png_width(data) * CSS_DPI / DPI)
         source = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         parts.append(f'<figure><img alt="{escape(name)}" width="{width}" src="{source}"><figcaption>'
-                     f"{escape(CAPTIONS[name])} Also as <code>{escape(name)}.svg</code>.</figcaption></figure>")
+                     f"{escape(caption(builder))} Also as <code>{escape(name)}.svg</code>.</figcaption></figure>")
     if missing:
         parts.append(f'<p class="note">Not drawn, no cell has their metrics: {escape(", ".join(missing))}.</p>')
     return "".join(parts)
@@ -215,6 +203,7 @@ def config_section(cells: Sequence[Cell], directory: Path) -> str:
 def write_html(directory: Path, runs: Sequence[Run], cells: Sequence[Cell], columns: Sequence[str],
                warnings: Sequence[str] = (), *, samples: int = 6) -> Path:
     """Write ``report.html`` into ``directory`` (after the figures, which it inlines) and return its path."""
+    tasks = run_tasks(runs)
     completed = sum(run.status == "completed" for run in runs)
     if len(runs) == 1:
         kind, summary = "run", f"{escape(str(directory))}: one run, {escape(runs[0].status)}."
@@ -224,8 +213,8 @@ def write_html(directory: Path, runs: Sequence[Run], cells: Sequence[Cell], colu
                    f"failed, {len(cells)} cells.")
     body = "".join([
         f"<h1>scd {kind} report</h1><p>{summary}</p>",
-        results_section(cells, columns, warnings),
-        figures_section(directory),
+        results_section(cells, columns, warnings, metric_catalog(tasks)),
+        figures_section(directory, report_figures(tasks)),
         samples_section(cells, directory, samples),
         config_section(cells, directory),
     ])

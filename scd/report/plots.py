@@ -10,15 +10,17 @@ written as ``<name>.png`` (200 dpi) and ``<name>.svg``.
 - ``teacher_quality``: a bar per rationale set (the decoding and the settings the teacher sees) for each measure of
   its rationales, and its perplexity beside them.
 - ``student_faithfulness``: a bar per cell for each consistency measure of the student; a cross where not measured.
-- ``cue_agrees_vs_opposes`` (ToyWorld): accuracy where the wording cue agrees with the gold answer against where it
-  opposes it, a point per cell.
+
+A task adds figures of its own (``Task.figures``: dotted paths of functions like these, each taking the cells and the
+report's ``FigureContext``); which metrics a figure draws, and their names, come from the declarations
+(``scd.metrics``), never from a list of a task's keys here.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from hydra.utils import get_method
+
+from scd.metrics import (ACCURACY_CEILING, ACCURACY_FLOOR, CONSISTENCY, FAITHFULNESS, JUDGE_SUPPORTS, PERPLEXITY,
+                         RATIONALE_SHARE, Catalog)
 from scd.report.collect import ARM_KEY, COPY_KEY, ICL_TEACHER, Cell, Summary
-from scd.report.tables import LAS_INTERVAL
-from scd.summary import CHECKER_SUPPORTS, CUE_FOLLOWING, GOLD_CEILING, JUDGE_SUPPORTS, METRIC_NAMES
+from scd.summary import ACCURACY, LAS_INTERVAL, metric_catalog
+from scd.task import Task
 
 DPI = 200
 FONT_SIZE = 9
@@ -52,20 +58,9 @@ FILLS = ("full", "none", "left", "bottom")
 BAR_ALPHAS = (1.0, 0.55, 0.3, 0.15)
 REFERENCE_COLOR = "#333333"
 
-ACCURACY = "student/accuracy"
 LAS = "student/las"
-CUE_AGREES, CUE_OPPOSES = "toyworld/accuracy_cue_agrees", "toyworld/accuracy_cue_opposes"
-TEACHER_SHARES = (JUDGE_SUPPORTS, CHECKER_SUPPORTS, "toyworld/teacher_cf_entails", "teacher/new_info",
-                  "teacher/vacuity")  # fmt: skip
-PERPLEXITY = "teacher/fluency"
-# Consistency measures: whether an answer matches a given target, which a random answer does at chance.
-CONSISTENCIES = ("student/perturbed_consistency", "student/counterfactual_consistency",
-                 "toyworld/student_consistency", "toyworld/counterfactual_consistency_cue_opposes")  # fmt: skip
-FAITHFULNESS = (*CONSISTENCIES, "toyworld/student_rationale_supports")
 # The judge prefers the answer a rationale was written for over the other one: a coin flip scores 0.5.
 JUDGE_CHANCE = 0.5
-# The cue is a yes/no question's wording: accuracy by the cue is over yes/no questions, where a guess scores 0.5.
-YES_NO_CHANCE = 0.5
 GOLD_DECODING = "gold"
 # Settings that do not change what the teacher writes: cells differing only in these share a rationale set.
 STUDENT_SIDE_PREFIXES = (ARM_KEY, COPY_KEY, "training", "student", "simulator")
@@ -107,25 +102,39 @@ class Styles:
 
 @dataclass
 class References:
-    """Levels a reader compares accuracy with: a uniform guess, always following the wording cue (ToyWorld) and
-    the accuracy of a student distilled from the world's own chains (``decoding=gold``, ToyWorld)."""
+    """Levels a reader compares accuracy with: a uniform guess, the floors the tasks declare (e.g. always following
+    a shortcut; name, value) and the accuracy of a student distilled from gold rationales (``decoding=gold``)."""
 
     chance: float | None = None
-    cue_following: float | None = None
+    floors: list[tuple[str, float]] = field(default_factory=list)
     gold_ceiling: float | None = None
 
     @classmethod
-    def of(cls, cells: Sequence[Cell], chance: float | None) -> References:
-        cue = [s.mean for s in (cell.summary(CUE_FOLLOWING) for cell in cells) if s is not None]
+    def of(cls, cells: Sequence[Cell], chance: float | None, catalog: Catalog) -> References:
+        floors = []
+        for key in catalog.with_role(ACCURACY_FLOOR):
+            values = [s.mean for s in (cell.summary(key) for cell in cells) if s is not None]
+            if values:
+                floors.append((catalog.name(key), float(np.mean(values))))
         gold = [s.mean for cell in cells if cell.decoding == GOLD_DECODING
                 for s in [cell.summary(ACCURACY)] if s is not None]  # fmt: skip
         if not gold:
-            # Without a gold cell in the sweep: the ceiling the task measured beforehand, where it reports one.
-            gold = [s.mean for s in (cell.summary(GOLD_CEILING) for cell in cells) if s is not None]
-        return cls(chance, float(np.mean(cue)) if cue else None, max(gold) if gold else None)
+            # Without a gold cell in the sweep: the ceiling a task measured beforehand, where it reports one.
+            gold = [s.mean for key in catalog.with_role(ACCURACY_CEILING)
+                    for s in (cell.summary(key) for cell in cells) if s is not None]  # fmt: skip
+        return cls(chance, floors, max(gold) if gold else None)
 
 
-def _figure(width: float, height: float) -> Figure:
+@dataclass
+class FigureContext:
+    """What every figure shares: the cells' styles, the reference levels and the metric declarations."""
+
+    styles: Styles
+    references: References
+    catalog: Catalog
+
+
+def new_figure(width: float, height: float) -> Figure:
     figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     figure.get_layout_engine().set(w_pad=0.06, h_pad=0.06)
     return figure
@@ -139,7 +148,7 @@ def _wrap(text: str, width: int) -> str:
 LEGEND_LINE_IN, LEGEND_MARGIN_IN = 0.25, 0.5
 
 
-def _legend(figure: Figure, handles: list, title: str) -> None:
+def add_legend(figure: Figure, handles: list, title: str) -> None:
     """The legend right of the axes; the figure grows taller where the legend would not fit."""
     figure.legend(handles=handles, loc="outside right upper", title=title, fontsize=FONT_SIZE,
                   title_fontsize=FONT_SIZE, frameon=False, alignment="left")  # fmt: skip
@@ -148,7 +157,7 @@ def _legend(figure: Figure, handles: list, title: str) -> None:
     figure.set_size_inches(width, max(height, lines * LEGEND_LINE_IN + LEGEND_MARGIN_IN))
 
 
-def _marker_handle(cell: Cell, style: Style) -> Line2D:
+def marker_handle(cell: Cell, style: Style) -> Line2D:
     return Line2D([], [], color=style.color, marker=style.marker, fillstyle=style.fill, linestyle="",
                   markersize=9 if style.marker == "*" else 7, label=_wrap(cell.label, 34))  # fmt: skip
 
@@ -157,7 +166,7 @@ def _bar_handle(label: str, style: Style) -> Patch:
     return Patch(facecolor=style.color, alpha=style.alpha, hatch=style.hatch, edgecolor="white", label=label)
 
 
-def _reference_handle(label: str, linestyle: str, color: str = REFERENCE_COLOR) -> Line2D:
+def reference_handle(label: str, linestyle: str, color: str = REFERENCE_COLOR) -> Line2D:
     return Line2D([], [], color=color, linestyle=linestyle, linewidth=1.2, label=_wrap(label, 34))
 
 
@@ -166,32 +175,35 @@ def _accuracy_references(axes: Axes, references: References, vertical: bool) -> 
     draw = axes.axvline if vertical else axes.axhline
     handles = []
     levels = [(references.chance, "chance (uniform guess)", ":", REFERENCE_COLOR),
-              (references.cue_following, "always following the cue", "--", REFERENCE_COLOR),
+              *((value, name, "--", REFERENCE_COLOR) for name, value in references.floors),
               (references.gold_ceiling, "gold chains (decoding=gold)", "-.", DECODING_COLORS[GOLD_DECODING])]
     for value, label, linestyle, color in levels:
         if value is not None:
             draw(value, color=color, linestyle=linestyle, linewidth=1.2, zorder=1)
-            handles.append(_reference_handle(f"{label}: {value:.3f}", linestyle, color))
+            handles.append(reference_handle(f"{label}: {value:.3f}", linestyle, color))
     return handles
 
 
-def _paired(cells: Sequence[Cell], x: str, y: str) -> list[tuple[Cell, Summary, Summary]]:
+def paired(cells: Sequence[Cell], x: str, y: str) -> list[tuple[Cell, Summary, Summary]]:
     """(cell, summary of ``x``, summary of ``y``) for the cells that measured both: one point each."""
     points = [(cell, cell.summary(x), cell.summary(y)) for cell in cells]
     return [(cell, a, b) for cell, a, b in points if a is not None and b is not None]
 
 
-def _point(axes: Axes, style: Style, x: float, y: float, xerr: float | list, yerr: float | list) -> None:
+def draw_point(axes: Axes, style: Style, x: float, y: float, xerr: float | list, yerr: float | list) -> None:
     """One cell's point in its colour and marker, with its error bars."""
     axes.errorbar(x, y, xerr=xerr, yerr=yerr, color=style.color, marker=style.marker, fillstyle=style.fill,
                   markersize=9 if style.marker == "*" else 7, capsize=3, linewidth=1, zorder=3)
 
 
-def las_vs_accuracy(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
-    points = _paired(cells, ACCURACY, LAS)
+def las_vs_accuracy(cells: Sequence[Cell], context: FigureContext) -> Figure | None:
+    """LAS against accuracy, a point per cell: accuracy ± the sample std over seeds, LAS with its bootstrap 95%
+    interval (the mean of the seeds' bounds)."""
+    styles, references = context.styles, context.references
+    points = paired(cells, ACCURACY, LAS)
     if not points:
         return None
-    figure = _figure(7.5, 4.2)
+    figure = new_figure(7.5, 4.2)
     axes = figure.add_subplot()
     handles: list = []
     for cell, accuracy, las in points:
@@ -201,21 +213,21 @@ def las_vs_accuracy(cells: Sequence[Cell], styles: Styles, references: Reference
             las_error = [[max(las.mean - low.mean, 0.0)], [max(high.mean - las.mean, 0.0)]]
         else:
             las_error = [[las.spread], [las.spread]]
-        _point(axes, style, accuracy.mean, las.mean, accuracy.spread, las_error)
-        handles.append(_marker_handle(cell, style))
+        draw_point(axes, style, accuracy.mean, las.mean, accuracy.spread, las_error)
+        handles.append(marker_handle(cell, style))
     axes.axhline(0.0, color="#999999", linewidth=0.8, zorder=0)
     handles += _accuracy_references(axes, references, vertical=True)
-    handles.append(_reference_handle("LAS 0: the rationale does not help a simulator", "-", "#999999"))
+    handles.append(reference_handle("LAS 0: the rationale does not help a simulator", "-", "#999999"))
     axes.set_xlabel("student accuracy (mean ± std over seeds)", fontsize=FONT_SIZE)
     axes.set_ylabel("LAS (mean, bootstrap 95% interval)", fontsize=FONT_SIZE)
     axes.tick_params(labelsize=FONT_SIZE)
     axes.set_title("Simulatability against accuracy", fontsize=FONT_SIZE + 1)
-    _legend(figure, handles, "cells and references")
+    add_legend(figure, handles, "cells and references")
     return figure
 
 
-def _grouped_bars(axes: Axes, groups: Sequence[str], series: Sequence[tuple[Style, list[tuple[float, float] | None]]]
-                  ) -> tuple[np.ndarray, float]:
+def _grouped_bars(axes: Axes, groups: Sequence[str], series: Sequence[tuple[Style, list[tuple[float, float] | None]]],
+                  catalog: Catalog) -> tuple[np.ndarray, float]:
     """Bars per group, one per series ((mean, std) or None where not measured: a cross at 0); the group centres and
     one bar's width."""
     centres = np.arange(len(groups))
@@ -230,7 +242,7 @@ def _grouped_bars(axes: Axes, groups: Sequence[str], series: Sequence[tuple[Styl
             axes.bar(x, mean, width * 0.92, yerr=spread or None, color=style.color, alpha=style.alpha,
                      hatch=style.hatch, edgecolor="white", linewidth=0, capsize=2,
                      error_kw={"elinewidth": 0.8, "ecolor": REFERENCE_COLOR})  # fmt: skip
-    axes.set_xticks(centres, [_wrap(METRIC_NAMES.get(group, group), 14) for group in groups], fontsize=FONT_SIZE)
+    axes.set_xticks(centres, [_wrap(catalog.name(group), 14) for group in groups], fontsize=FONT_SIZE)
     axes.tick_params(axis="y", labelsize=FONT_SIZE)
     axes.set_xlim(-0.5, len(groups) - 0.5)
     return centres, width
@@ -254,14 +266,17 @@ def rationale_sets(cells: Sequence[Cell]) -> dict[str, list[Cell]]:
     return sets
 
 
-def teacher_quality(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
+def teacher_quality(cells: Sequence[Cell], context: FigureContext) -> Figure | None:
+    """The teacher's rationales, a bar per decoding (rationale set): shares of its rationales, and its perplexity.
+    "judge": a simulator trained on the rationales; "checker": a task's exact checker."""
+    styles, catalog = context.styles, context.catalog
     sets = {name: members for name, members in rationale_sets(cells).items() if any(m.completed for m in members)}
     present = {metric for members in sets.values() for cell in members for run in cell.completed
                for metric in run.metrics}  # fmt: skip
-    shares = [metric for metric in TEACHER_SHARES if metric in present]
+    shares = [metric for metric in catalog.with_role(RATIONALE_SHARE) if metric in present]
     if not shares and PERPLEXITY not in present:
         return None
-    figure = _figure(8.5, 3.8)
+    figure = new_figure(8.5, 3.8)
     panels = figure.subplots(1, 2, width_ratios=[max(len(shares), 1), 1.4]) if shares else [None, figure.subplots()]
     set_styles = [Style(styles.colors[members[0].decoding], "o", "", "full", 1.0) for members in sets.values()]
     handles: list = [_bar_handle(_wrap(name, 34), style) for name, style in zip(sets, set_styles)]
@@ -269,110 +284,94 @@ def teacher_quality(cells: Sequence[Cell], styles: Styles, references: Reference
         axes = panels[0]
         series = [(style, [_values(members, metric) for metric in shares])
                   for style, members in zip(set_styles, sets.values())]  # fmt: skip
-        centres, _ = _grouped_bars(axes, shares, series)
+        centres, _ = _grouped_bars(axes, shares, series, catalog)
         if JUDGE_SUPPORTS in shares:
             centre = centres[shares.index(JUDGE_SUPPORTS)]
             axes.hlines(JUDGE_CHANCE, centre - 0.45, centre + 0.45, color=REFERENCE_COLOR, linestyle=":",
                         linewidth=1.2, zorder=4)  # fmt: skip
-            handles.append(_reference_handle(f"judge's chance: {JUDGE_CHANCE}", ":"))
+            handles.append(reference_handle(f"judge's chance: {JUDGE_CHANCE}", ":"))
         axes.set_ylim(0, 1.05)
         axes.set_ylabel("share of rationales", fontsize=FONT_SIZE)
         axes.set_title("Rationale measures", fontsize=FONT_SIZE + 1)
     if PERPLEXITY in present:
         axes = panels[1]
         series = [(style, [_values(members, PERPLEXITY)]) for style, members in zip(set_styles, sets.values())]
-        _grouped_bars(axes, [PERPLEXITY], series)
+        _grouped_bars(axes, [PERPLEXITY], series, catalog)
         axes.set_xticks([])
-        axes.set_ylabel(METRIC_NAMES[PERPLEXITY], fontsize=FONT_SIZE)
+        axes.set_ylabel(catalog.name(PERPLEXITY), fontsize=FONT_SIZE)
         axes.set_title("Perplexity", fontsize=FONT_SIZE + 1)
     elif shares:
         panels[1].set_visible(False)
-    _legend(figure, handles, "teacher's decoding")
+    add_legend(figure, handles, "teacher's decoding")
     return figure
 
 
-def student_faithfulness(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
+def student_faithfulness(cells: Sequence[Cell], context: FigureContext) -> Figure | None:
+    """The student's consistency measures, a bar per cell, mean ± the sample std over seeds; a cross marks a measure
+    the cell did not measure."""
+    styles, references, catalog = context.styles, context.references, context.catalog
     completed = [cell for cell in cells if cell.completed]
-    metrics = [metric for metric in FAITHFULNESS if any(cell.summary(metric) for cell in completed)]
+    consistencies = catalog.with_role(CONSISTENCY)
+    metrics = [metric for metric in consistencies + catalog.with_role(FAITHFULNESS)
+               if any(cell.summary(metric) for cell in completed)]  # fmt: skip
     if not metrics:
         return None
-    figure = _figure(8.5, 4.0)
+    figure = new_figure(8.5, 4.0)
     axes = figure.add_subplot()
     series = []
     for cell in completed:
         summaries = [cell.summary(metric) for metric in metrics]
         series.append((styles[cell], [(s.mean, s.spread) if s is not None else None for s in summaries]))
-    centres, _ = _grouped_bars(axes, metrics, series)
+    centres, _ = _grouped_bars(axes, metrics, series, catalog)
     handles: list = [_bar_handle(_wrap(cell.label, 34), styles[cell]) for cell in completed]
     if any(value is None for _, values in series for value in values):
         handles.append(Line2D([], [], color=REFERENCE_COLOR, marker="x", linestyle="", label="not measured"))
-    if references.chance is not None and any(metric in CONSISTENCIES for metric in metrics):
+    if references.chance is not None and any(metric in consistencies for metric in metrics):
         for centre, metric in zip(centres, metrics):
-            if metric in CONSISTENCIES:
+            if metric in consistencies:
                 axes.hlines(references.chance, centre - 0.45, centre + 0.45, color=REFERENCE_COLOR, linestyle=":",
                             linewidth=1.2, zorder=4)  # fmt: skip
-        handles.append(_reference_handle(f"chance (a random answer): {references.chance:.3f}", ":"))
+        handles.append(reference_handle(f"chance (a random answer): {references.chance:.3f}", ":"))
     axes.set_ylim(0, 1.05)
     axes.set_ylabel("share of test questions (mean ± std over seeds)", fontsize=FONT_SIZE)
     axes.set_title("The student's faithfulness", fontsize=FONT_SIZE + 1)
-    _legend(figure, handles, "cells and references")
+    add_legend(figure, handles, "cells and references")
     return figure
 
 
-def cue_agrees_vs_opposes(cells: Sequence[Cell], styles: Styles, references: References) -> Figure | None:
-    points = _paired(cells, CUE_AGREES, CUE_OPPOSES)
-    if not points:
-        return None
-    figure = _figure(7.0, 4.6)
-    axes = figure.add_subplot()
-    axes.plot([0, 1], [0, 1], color="#999999", linewidth=0.8, zorder=0)
-    handles: list = []
-    for cell, agrees, opposes in points:
-        style = styles[cell]
-        _point(axes, style, agrees.mean, opposes.mean, agrees.spread, opposes.spread)
-        handles.append(_marker_handle(cell, style))
-    # Beneath the cells (hollow), so a cell that always follows the cue still shows.
-    axes.plot(1.0, 0.0, marker="X", color=REFERENCE_COLOR, fillstyle="none", markersize=11, linestyle="", zorder=2,
-              clip_on=False)
-    axes.axvline(YES_NO_CHANCE, color=REFERENCE_COLOR, linestyle=":", linewidth=1.2, zorder=1)
-    axes.axhline(YES_NO_CHANCE, color=REFERENCE_COLOR, linestyle=":", linewidth=1.2, zorder=1)
-    handles += [
-        Line2D([], [], color=REFERENCE_COLOR, marker="X", fillstyle="none", linestyle="", markersize=11,
-               label="always following the cue"),
-        _reference_handle(f"chance on yes/no: {YES_NO_CHANCE}", ":"),
-        _reference_handle("equal accuracy: no shortcut", "-", "#999999"),
-    ]
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_xlabel("accuracy where the cue agrees", fontsize=FONT_SIZE)
-    axes.set_ylabel("accuracy where the cue opposes", fontsize=FONT_SIZE)
-    axes.tick_params(labelsize=FONT_SIZE)
-    axes.set_title("Shortcut reliance (ToyWorld; ± std over seeds)", fontsize=FONT_SIZE + 1)
-    _legend(figure, handles, "cells and references")
-    return figure
-
-
-FigureBuilder = Callable[[Sequence[Cell], Styles, References], Figure | None]
+FigureBuilder = Callable[[Sequence[Cell], FigureContext], Figure | None]
 FIGURES: dict[str, FigureBuilder] = {
     "las_vs_accuracy": las_vs_accuracy,
     "teacher_quality": teacher_quality,
     "student_faithfulness": student_faithfulness,
-    "cue_agrees_vs_opposes": cue_agrees_vs_opposes,
 }
 FORMATS = ("png", "svg")
 
 
-def build_figures(cells: Sequence[Cell], chance: float | None) -> dict[str, Figure | None]:
+def report_figures(tasks: Sequence[type[Task]] = ()) -> dict[str, FigureBuilder]:
+    """The core's figures, then those the tasks declare (``Task.figures``), by name."""
+    return {**FIGURES, **{path.rsplit(".", 1)[-1]: get_method(path) for task in tasks for path in task.figures}}
+
+
+def caption(builder: FigureBuilder) -> str:
+    """A figure's caption: its builder's docstring, on one line."""
+    return " ".join((builder.__doc__ or "").split())
+
+
+def build_figures(cells: Sequence[Cell], chance: float | None, tasks: Sequence[type[Task]] = ()
+                  ) -> dict[str, Figure | None]:  # fmt: skip
     """Every figure (None where no cell has its metrics), one style for all."""
-    styles, references = Styles(cells), References.of(cells, chance)
-    return {name: build(cells, styles, references) for name, build in FIGURES.items()}
+    catalog = metric_catalog(tasks)
+    context = FigureContext(Styles(cells), References.of(cells, chance, catalog), catalog)
+    return {name: build(cells, context) for name, build in report_figures(tasks).items()}
 
 
-def write_figures(directory: Path, cells: Sequence[Cell], chance: float | None) -> list[str]:
+def write_figures(directory: Path, cells: Sequence[Cell], chance: float | None, tasks: Sequence[type[Task]] = ()
+                  ) -> list[str]:  # fmt: skip
     """Write each figure as PNG and SVG into ``directory``; remove an earlier report's file of a figure not drawn
     (it would no longer be true). Returns the names of the figures written."""
     written = []
-    for name, figure in build_figures(cells, chance).items():
+    for name, figure in build_figures(cells, chance, tasks).items():
         for extension in FORMATS:
             path = directory / f"{name}.{extension}"
             if figure is None:

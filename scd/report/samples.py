@@ -1,7 +1,7 @@
 """What a cell wrote for the test questions: the teacher's rationales and its student's own rationale and answer.
 
 Each cell shows the files of one run: its first completed run with test rationales (else any run of it with them).
-The label beside a rationale is the one the run's task gives it (``Task.label_rationale``; ToyWorld: the checker's),
+The label beside a rationale is the one the run's task gives it (``Task.label_rationale``: a checker's, say),
 for the teacher's rationales and for the student's own.
 """
 
@@ -16,8 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from scd.data.records import RationaleRecord
-from scd.io import RationaleFileError, read_rationales
+from scd.data.records import RationaleFileError, RationaleRecord, read_rationales
 from scd.report.collect import Cell, ReportError, Run
 from scd.task import build_task
 
@@ -53,7 +52,7 @@ class CellSamples:
 
 def _labeller(run: Run, cache: dict[str, Labeller | None]) -> Labeller | None:
     """The label the run's task gives each rationale, or None for a run saved without a ``dataset.task``; one task
-    per distinct dataset config (building ToyWorld's task generates its world)."""
+    per distinct dataset config (building a task may generate its data)."""
     if run.config is None or OmegaConf.select(run.config, "dataset.task", default=None) is None:
         return None
     key = OmegaConf.to_yaml(run.config.dataset)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from scd.report.collect import Cell, Run
-from scd.summary import NOT_MEASURED
+from scd.summary import LAS_INTERVAL, NOT_MEASURED
 
 STUDENT_COLUMNS = (
     "student/accuracy",
@@ -19,16 +19,17 @@ STUDENT_COLUMNS = (
     "student/perturbed_consistency",
     "student/counterfactual_consistency",
 )
-LAS_INTERVAL = ("student/las_ci_low", "student/las_ci_high")
-EXTRA_PREFIXES = ("teacher/", "toyworld/")
+# Metrics not shown as columns of their own: the other student/* ones, and the counts and times.
+NOT_COLUMNS = ("student/", "time/", "rationales/")
 TABLE_NOTE = ("Values are mean ± sample std over seeds; LAS shows its bootstrap 95% interval (mean of the runs' "
               f"bounds); {NOT_MEASURED}: not measured.")
 
 
 def metric_columns(runs: Sequence[Run]) -> list[str]:
-    """The table's metric columns: the student's four, then every teacher/* and toyworld/* metric present."""
+    """The table's metric columns: the student's four, then every other metric present (the teacher's and the
+    task's), but the counts and times."""
     present = {metric for run in runs for metric in run.metrics}
-    extras = sorted(metric for metric in present if metric.startswith(EXTRA_PREFIXES))
+    extras = sorted(metric for metric in present if not metric.startswith(NOT_COLUMNS))
     return [*STUDENT_COLUMNS, *extras]
 
 

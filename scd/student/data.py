@@ -6,11 +6,10 @@ whole target (rationale and answer), or only on the answer tokens that follow it
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytorch_lightning as pl
 import torch
@@ -18,7 +17,6 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from scd.data.records import RationaleRecord
 from scd.models import Arch, InputLimit, check_arch
 from scd.student.formatting import CAUSAL_SEPARATOR, first_token_at, format_answer, format_input, format_rationale_prefix
 

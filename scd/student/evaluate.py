@@ -1,21 +1,14 @@
-"""Evaluate a trained student on the test split: its own rationales and answers, and how its answers follow rationales.
+"""A trained student answering test questions: its own rationales and answers, and its answers after given rationales
+(``StudentAnswerer``, from which ``scd.evaluation.answers`` computes the answer metrics).
 
 All generation is greedy and batched. A decoder prefix (a rationale ending in "So the answer is") is left-padded with
 an attention mask, for seq2seq decoders and causal prompts alike, so every row continues right after its own prefix.
-
-Metrics (unparsable answers count as wrong / inconsistent):
-- ``student/accuracy``, ``student/unparsable``: the student writes rationale and answer itself.
-- ``student/oracle_accuracy``: the teacher's rationale for the gold answer is given; the student writes the answer.
-- ``student/perturbed_consistency``: a share of the student's own rationale tokens are replaced by random tokens; the
-  fraction of answers that stay the same (a student that ignores its rationale scores high).
-- ``student/counterfactual_consistency`` (only with counterfactual test rationales): the teacher's rationale for the
-  perturbed answer is given; the fraction of answers that name the perturbed answer.
+A perturbed rationale has a share of its tokens replaced by random vocabulary tokens.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,7 +17,6 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
-from scd.io import atomic_write_text
 from scd.models import Arch, InputLimit
 from scd.student.data import encode_prompt, pad
 from scd.student.formatting import (
@@ -168,128 +160,53 @@ def perturb_rationale_prefix(
     return ids
 
 
-def _answers_after(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    arch: Arch,
-    records: list[RationaleRecord],
-    prefixes: list[list[int]],
-    tag: str,
-    *,
-    desc: str,
-    input_limit: InputLimit,
-    **generation: Any,
-) -> list[int | None]:
-    continuations = generate_continuations(
-        model,
-        tokenizer,
-        arch,
-        [prompt_ids(tokenizer, arch, record.question, record.choices, tag, example_id=record.id,
-                    input_limit=input_limit) for record in records],
-        prefixes,
-        desc=desc,
-        **generation,
-    )
-    return [parse_answer(f"{ANSWER_CUE}{text}", record.choices) for record, text in zip(records, continuations)]
+class StudentAnswerer:
+    """A trained student as an ``scd.evaluation.answers.Answerer``: it writes a rationale, then its answer."""
 
+    reads_rationales = True
 
-def _teacher_prefixes(tokenizer: PreTrainedTokenizerBase, records: list[RationaleRecord], tag: str) -> list[list[int]]:
-    """Token ids of ``"{tag} {teacher's rationale} So the answer is"`` per record."""
-    return [rationale_prefix_ids(tokenizer, record.rationale, tag) for record in records]
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        arch: Arch,
+        *,
+        tags: TagMode = "distinct",
+        batch_size: int = 16,
+        max_new_tokens: int = 128,
+        answer_max_new_tokens: int = 16,
+        input_limit: InputLimit = InputLimit(),
+        show_progress: bool = True,
+    ) -> None:
+        self.model, self.tokenizer, self.arch = model, tokenizer, arch
+        self.tags, self.tag = tags, task_tag(tags, False)
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.answer_max_new_tokens = answer_max_new_tokens
+        self.input_limit = input_limit
+        self.show_progress = show_progress
 
+    def predict(self, records: Sequence[RationaleRecord]) -> list[dict[str, Any]]:
+        return predict_rationales(self.model, self.tokenizer, self.arch, list(records), tags=self.tags,
+                                  batch_size=self.batch_size, max_new_tokens=self.max_new_tokens,
+                                  input_limit=self.input_limit, show_progress=self.show_progress)  # fmt: skip
 
-def _share(flags: list[bool]) -> float:
-    return float(np.mean(flags)) if flags else float("nan")
+    def answers_after(self, records: Sequence[RationaleRecord], rationales: Sequence[str], desc: str
+                      ) -> list[int | None]:  # fmt: skip
+        prefixes = [rationale_prefix_ids(self.tokenizer, rationale, self.tag) for rationale in rationales]
+        return self._answers_after_prefixes(records, prefixes, desc)
 
+    def answers_after_perturbed(self, records: Sequence[RationaleRecord], rationales: Sequence[str], share: float,
+                                rng: np.random.Generator, desc: str) -> list[int | None]:  # fmt: skip
+        prefixes = [perturb_rationale_prefix(self.tokenizer, rationale, self.tag, share, rng)
+                    for rationale in rationales]  # fmt: skip
+        return self._answers_after_prefixes(records, prefixes, desc)
 
-def evaluate_student(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    arch: Arch,
-    test_records: list[RationaleRecord],
-    *,
-    run_dir: str | Path,
-    test_counterfactual: list[RationaleRecord] | None = None,
-    tags: TagMode = "distinct",
-    batch_size: int = 16,
-    max_new_tokens: int = 128,
-    answer_max_new_tokens: int = 16,
-    perturb_share: float = 0.3,
-    seed: int = 0,
-    input_limit: InputLimit = InputLimit(),
-    show_progress: bool = True,
-) -> dict[str, float]:
-    """Compute the ``student/*`` metrics on ``test_records`` and write ``run_dir/predictions/test.jsonl`` (one line per
-    record, unparsable ones included). ``test_counterfactual`` holds the teacher's rationales for the perturbed answers
-    (matched by id); without it (or with none, as ``decoding=human`` may leave) ``student/counterfactual_consistency``
-    is left out."""
-    if not test_records:
-        raise ValueError("no test records to evaluate")
-    tag = task_tag(tags, False)
-    answers = {"max_new_tokens": answer_max_new_tokens, "batch_size": batch_size, "show_progress": show_progress,
-               "input_limit": input_limit}
-
-    own = predict_rationales(
-        model,
-        tokenizer,
-        arch,
-        test_records,
-        tags=tags,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        input_limit=input_limit,
-        show_progress=show_progress,
-    )
-    # The test split's rationales argue for the gold answer (rationale_for == answer).
-    oracle = _answers_after(
-        model, tokenizer, arch, test_records, _teacher_prefixes(tokenizer, test_records, tag), tag,
-        desc="oracle answers", **answers,
-    )
-    rng = np.random.default_rng(seed)
-    perturbed_prefixes = [perturb_rationale_prefix(tokenizer, p["rationale"], tag, perturb_share, rng) for p in own]
-    perturbed = _answers_after(
-        model, tokenizer, arch, test_records, perturbed_prefixes, tag, desc="perturbed answers", **answers
-    )
-
-    rows = []
-    for record, prediction, oracle_answer, perturbed_answer in zip(test_records, own, oracle, perturbed):
-        rows.append(
-            {
-                **prediction,
-                "answer": record.answer,
-                "perturbed_answer": record.perturbed_answer,
-                "correct": prediction["predicted"] == record.answer,
-                "oracle_predicted": oracle_answer,
-                "perturbed_rationale_predicted": perturbed_answer,
-            }
-        )
-    metrics = {
-        "student/accuracy": _share([row["correct"] for row in rows]),
-        "student/unparsable": _share([row["predicted"] is None for row in rows]),
-        "student/oracle_accuracy": _share([row["oracle_predicted"] == row["answer"] for row in rows]),
-        "student/perturbed_consistency": _share(
-            [row["predicted"] is not None and row["perturbed_rationale_predicted"] == row["predicted"] for row in rows]
-        ),
-    }
-
-    if test_counterfactual:
-        by_id = {record.id: record for record in test_counterfactual}
-        matched = [(row, by_id[row["id"]]) for row in rows if row["id"] in by_id]
-        if not matched:
-            raise ValueError("test_counterfactual shares no id with the test records")
-        counter_records = [counter for _, counter in matched]
-        followed = _answers_after(
-            model, tokenizer, arch, counter_records, _teacher_prefixes(tokenizer, counter_records, tag), tag,
-            desc="counterfactual answers", **answers,
-        )
-        for (row, counter), answer in zip(matched, followed):
-            row["counterfactual_predicted"] = answer
-            row["counterfactual_rationale_for"] = counter.rationale_for
-        metrics["student/counterfactual_consistency"] = _share(
-            [row["counterfactual_predicted"] == row["counterfactual_rationale_for"] for row, _ in matched]
-        )
-
-    predictions = Path(run_dir) / "predictions" / "test.jsonl"
-    predictions.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(predictions, "".join(json.dumps(row) + "\n" for row in rows))
-    return metrics
+    def _answers_after_prefixes(self, records: Sequence[RationaleRecord], prefixes: list[list[int]], desc: str
+                                ) -> list[int | None]:  # fmt: skip
+        prompts = [prompt_ids(self.tokenizer, self.arch, record.question, record.choices, self.tag,
+                              example_id=record.id, input_limit=self.input_limit) for record in records]  # fmt: skip
+        continuations = generate_continuations(self.model, self.tokenizer, self.arch, prompts, prefixes,
+                                               max_new_tokens=self.answer_max_new_tokens, batch_size=self.batch_size,
+                                               desc=desc, show_progress=self.show_progress)  # fmt: skip
+        return [parse_answer(f"{ANSWER_CUE}{text}", record.choices) for record, text in zip(records, continuations)]

@@ -14,7 +14,7 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from scd.data.choices import normalize_choice
+from scd.data.choices import match_choice
 
 TagMode = Literal["distinct", "shared", "none"]
 TAG_MODES = ("distinct", "shared", "none")
@@ -74,17 +74,6 @@ def extract_rationale(output: str) -> str:
     return text.strip()
 
 
-def _match_start(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
-    """Index of the longest choice that ``text`` starts with, followed by the end of text or a non-word character."""
-    best: int | None = None
-    for index, choice in enumerate(choices):
-        if choice and text.startswith(choice):
-            rest = text[len(choice) :]
-            if (not rest or not rest[0].isalnum()) and (best is None or len(choice) > len(choices[best])):
-                best = index
-    return best
-
-
 def parse_answer(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
     """The index of the choice named after the last ``"So the answer is"`` in ``text``; None when there is none.
 
@@ -95,16 +84,6 @@ def parse_answer(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
     if cue < 0:
         return None
     return match_choice(text[cue + len(ANSWER_CUE) :], choices)
-
-
-def match_choice(text: str, choices: list[str] | tuple[str, ...]) -> int | None:
-    """The index of the choice ``text`` starts with: exact text first, then ignoring case, punctuation and spacing;
-    the longest matching choice wins. None when it names none."""
-    text = text.strip()
-    exact = _match_start(text, choices)
-    if exact is not None:
-        return exact
-    return _match_start(normalize_choice(text), [normalize_choice(choice) for choice in choices])
 
 
 def first_token_at(tokenizer: PreTrainedTokenizerBase, text: str, char_index: int) -> tuple[list[int], int]:

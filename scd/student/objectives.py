@@ -21,8 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from scd.data.records import RationaleRecord
-from scd.io import RationaleFileError, read_rationales, read_split
+from scd.data.records import RationaleFileError, RationaleRecord, read_rationales, read_split
 from scd.student.data import IGNORE_INDEX
 from scd.student.formatting import TAG_MODES, TagMode, task_tag
 

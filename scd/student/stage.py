@@ -13,7 +13,8 @@ from pytorch_lightning.loggers import Logger
 
 from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
-from scd.student.callbacks import StepProgressLog, build_callbacks, output_is_terminal
+from scd.student.callbacks import build_callbacks
+from scd.progress import StepProgressLog, output_is_terminal
 from scd.student.data import StudentDataModule
 from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def student_tokenizer_source(cfg: Config, teacher_source: str | None) -> str:
-    """``student.tokenizer: teacher`` shares the teacher's tokenizer (ToyWorld's word-level one)."""
+    """``student.tokenizer: teacher`` shares the teacher's tokenizer (a task-trained teacher's own)."""
     if cfg.student.tokenizer == "teacher":
         if teacher_source is None:
             raise ValueError("student.tokenizer=teacher needs a teacher with a tokenizer")

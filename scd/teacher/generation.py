@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,40 +21,15 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.example import Example
-from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
-from scd.teacher.prompt import PromptTemplate
+from scd.teacher.jobs import RationaleJob
+from scd.teacher.prompt import PromptTemplate, leading_special_ids
 from scd.teacher.strategies import Contrast, DecodingStrategy, render_query
 
 log = logging.getLogger(__name__)
 # Above this share of empty rationales the teacher stage warns.
 EMPTY_WARNING_SHARE = 0.25
-
-
-@dataclass(frozen=True)
-class RationaleJob:
-    """Write the rationale for choice ``rationale_for`` of ``example``; ``other`` is the answer it is contrasted with."""
-
-    split: str
-    example: Example
-    perturbed_answer: int
-    rationale_for: int
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.split, self.example.id
-
-    @property
-    def other(self) -> int:
-        return other_answer(self.example.answer, self.perturbed_answer, self.rationale_for)
-
-
-def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The special tokens a tokenizer puts before a text (a BOS for Llama-style models, nothing for ByT5/GPT-NeoX)."""
-    plain = tokenizer("a", add_special_tokens=False).input_ids
-    full = tokenizer("a").input_ids
-    return full[: full.index(plain[0])] if plain and plain[0] in full else []
 
 
 class TeacherModule(pl.LightningModule):

@@ -13,8 +13,8 @@ same demonstrations it writes rationales from, rendered with a template that hol
   after the rationale for the perturbed answer (counterfactual).
 
 Decoding is greedy with the shared-prefix engine (``scd.teacher.decoding.decode``): the demonstrations are encoded once
-for all questions. The predictions have the student's fields, so the evaluate stage computes LAS and the task's
-metrics from them as it does for a student.
+for all questions. ``InContextAnswerer`` is an ``scd.evaluation.answers.Answerer``:
+the answer metrics, LAS and the task's metrics come from it as they do from a student.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
-from scd.student.formatting import match_choice
+from scd.data.choices import match_choice
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
-from scd.teacher.generation import leading_special_ids
+from scd.teacher.prompt import leading_special_ids
 from scd.teacher.prompt import Demonstration
 from scd.teacher.strategies import Greedy
 
@@ -157,11 +157,23 @@ class InContextAnswerer:
             rows.append({"id": record.id, "output": output.strip(), "rationale": rationale, "predicted": predicted})
         return rows
 
+    @property
+    def reads_rationales(self) -> bool:
+        """Answering first, the teacher's rationale comes after its answer and cannot change it."""
+        return not self.prompt.answer_first
+
     def answers_after(self, records: Sequence[RationaleRecord], rationales: Sequence[str], desc: str) -> list[int | None]:
         """Rationale first: the answer the teacher gives after each given rationale."""
         queries = [self.prompt.after_rationale(r.question, r.choices, text) for r, text in zip(records, rationales)]
         return [self.prompt.parse_answer(text, r.choices)
                 for r, text in zip(records, self._continue(queries, ANSWER_TOKENS, desc))]  # fmt: skip
+
+    def answers_after_perturbed(self, records: Sequence[RationaleRecord], rationales: Sequence[str], share: float,
+                                rng: np.random.Generator, desc: str) -> list[int | None]:  # fmt: skip
+        """Word-level perturbation (the teacher's tokenizer may split a word into pieces that are not words), the
+        replacements drawn from the words of the given rationales."""
+        vocabulary = sorted({word for text in rationales for word in text.split()} or {"the"})
+        return self.answers_after(records, [perturb_words(text, share, vocabulary, rng) for text in rationales], desc)
 
 
 def perturb_words(text: str, share: float, vocabulary: Sequence[str], rng: np.random.Generator) -> str:
@@ -172,48 +184,3 @@ def perturb_words(text: str, share: float, vocabulary: Sequence[str], rng: np.ra
     for position in rng.choice(len(words), size=round(share * len(words)), replace=False):
         words[position] = str(rng.choice(vocabulary))
     return " ".join(words)
-
-
-def evaluate_in_context(
-    answerer: InContextAnswerer,
-    test: list[RationaleRecord],
-    test_counterfactual: list[RationaleRecord],
-    *,
-    perturb_share: float,
-    seed: int,
-) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """The ``student/*`` metrics of the in-context teacher on ``test``, and its prediction rows. Answering first, only
-    accuracy and unparsable apply; reasoning first, the rationale-intervention metrics too."""
-    rows = answerer.predict(test)
-    for record, row in zip(test, rows):
-        row.update(answer=record.answer, perturbed_answer=record.perturbed_answer,
-                   correct=row["predicted"] == record.answer)  # fmt: skip
-    metrics = {
-        "student/accuracy": float(np.mean([row["correct"] for row in rows])),
-        "student/unparsable": float(np.mean([row["predicted"] is None for row in rows])),
-    }
-    if answerer.prompt.answer_first:
-        return metrics, rows
-    oracle = answerer.answers_after(test, [r.rationale for r in test], "oracle answers")
-    # Word-level perturbation: the teacher's tokenizer may split a word into pieces that are not words.
-    rng = np.random.default_rng(seed)
-    vocabulary = sorted({word for row in rows for word in row["rationale"].split()} or {"the"})
-    perturbed = answerer.answers_after(
-        test, [perturb_words(row["rationale"], perturb_share, vocabulary, rng) for row in rows], "perturbed answers"
-    )
-    for row, oracle_answer, perturbed_answer in zip(rows, oracle, perturbed):
-        row.update(oracle_predicted=oracle_answer, perturbed_rationale_predicted=perturbed_answer)
-    metrics["student/oracle_accuracy"] = float(np.mean([row["oracle_predicted"] == row["answer"] for row in rows]))
-    metrics["student/perturbed_consistency"] = float(np.mean(
-        [row["predicted"] is not None and row["perturbed_rationale_predicted"] == row["predicted"] for row in rows]
-    ))  # fmt: skip
-    by_id = {row["id"]: row for row in rows}
-    counter = [record for record in test_counterfactual if record.id in by_id]
-    if counter:
-        followed = answerer.answers_after(counter, [r.rationale for r in counter], "counterfactual answers")
-        for record, answer in zip(counter, followed):
-            by_id[record.id].update(counterfactual_predicted=answer, counterfactual_rationale_for=record.rationale_for)
-        metrics["student/counterfactual_consistency"] = float(np.mean(
-            [answer == record.rationale_for for record, answer in zip(counter, followed)]
-        ))  # fmt: skip
-    return metrics, rows

@@ -11,6 +11,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from transformers import PreTrainedTokenizerBase
+
 from scd.data.example import Example
 
 RATIONALE_SLOT = "{rationale}"
@@ -65,3 +67,10 @@ def pick_demonstrations(train: Sequence[Example], k: int, seed: int) -> list[Dem
         )
     chosen = random.Random(seed).sample(with_rationale, k)
     return [Demonstration(ex.question, ex.choices, ex.answer_text, ex.rationale or "") for ex in chosen]
+
+
+def leading_special_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The special tokens a tokenizer puts before a text (a BOS for Llama-style models, nothing for ByT5/GPT-NeoX)."""
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    full = tokenizer("a").input_ids
+    return full[: full.index(plain[0])] if plain and plain[0] in full else []

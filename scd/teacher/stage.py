@@ -20,31 +20,24 @@ from typing import Any
 
 import pytorch_lightning as pl
 from pytorch_lightning.utilities import rank_zero_only
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.config import Config, DecodingLoopConfig, TeacherConfig
 from scd.data.example import Example
-from scd.data.perturb import perturbed_answer
 from scd.data.records import RATIONALE_SPLITS, RationaleRecord
 from scd.io import atomic_write_text, exclusive, publish_directory
-from scd.models import load_model, load_tokenizer
 from scd.signals import StopPredictionOnSigterm
 from scd.task import Task
-from scd.student.callbacks import progress_callbacks
+from scd.progress import progress_callbacks
 from scd.teacher.decoding import DecodingSettings
-from scd.teacher.generation import JobDataModule, RationaleJob, ShardWriter, TeacherModule
-from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
-from scd.teacher.store import config_key, is_complete, merge_shards, read_shards
+from scd.teacher.generation import JobDataModule, ShardWriter, TeacherModule
+from scd.teacher.jobs import RationaleJob, build_jobs
+from scd.teacher.loading import Teacher, demonstrations, load_teacher_model, teacher_prompt
+from scd.teacher.store import (PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, config_key, is_complete, merge_shards,
+                               read_shards)
 from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 
 log = logging.getLogger(__name__)
 
-# The instruction and demonstrations the teacher saw before every question, saved beside the rationales.
-PROMPT_PREFIX_FILE = "prompt_prefix.txt"
-# The metrics of the run's rationale set, beside it in the run directory.
-TEACHER_METRICS_FILE = "teacher_metrics.json"
-
-Teacher = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 # Measures the rationale set in a cache directory, given a loader of the teacher (called only if it is needed).
 Measure = Callable[[Path, Callable[[], Teacher]], dict[str, float]]
 
@@ -86,33 +79,6 @@ def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str 
                        "splits": RATIONALE_SPLITS})
 
 
-def build_jobs(splits: dict[str, list[Example]], seed: int) -> list[RationaleJob]:
-    """Rationales for the gold answer and for the perturbed answer of every example."""
-    jobs = []
-    for split in ("test", "dev", "train"):
-        for ex in splits[split]:
-            jobs.append(RationaleJob(split, ex, perturbed_answer(ex, seed), ex.answer))
-    # dev last, so the jobs before it are batched as before dev_counterfactual was added (the same rationales).
-    for split in ("test", "train", "dev"):
-        for ex in splits[split]:
-            wrong = perturbed_answer(ex, seed)
-            jobs.append(RationaleJob(f"{split}_counterfactual", ex, wrong, wrong))
-    return jobs
-
-
-def demonstrations(cfg: TeacherConfig, train: list[Example], seed: int) -> list[Demonstration]:
-    if cfg.demonstrations is not None:
-        return [
-            Demonstration(d["question"], tuple(d.get("choices", ())), d["answer"], d["rationale"])
-            for d in cfg.demonstrations
-        ]
-    return pick_demonstrations(train, cfg.num_demonstrations, seed)
-
-
-def teacher_prompt(t: TeacherConfig) -> PromptTemplate:
-    return PromptTemplate(t.template, t.separator, t.instruction)
-
-
 def decoding_settings(loop: DecodingLoopConfig, teacher: TeacherConfig) -> DecodingSettings:
     return DecodingSettings(
         max_new_tokens=teacher.max_new_tokens, merge_branches=loop.merge_branches, shared_prefix=loop.shared_prefix,
@@ -141,18 +107,6 @@ def check_prompts(
                 f"{length} prompt + {budget} new tokens > {max_context}; use fewer teacher.num_demonstrations "
                 "or a smaller teacher.max_new_tokens"
             )
-
-
-def load_teacher_model(cfg: Config, teacher_dir: str | None) -> Teacher:
-    """The frozen teacher and its tokenizer: a checkpoint, a random init, or the trained ToyWorld teacher's directory."""
-    t = cfg.teacher
-    source = teacher_dir or t.name_or_path
-    tokenizer = load_tokenizer(t.tokenizer or source, trust_remote_code=t.trust_remote_code)
-    model = load_model(
-        "causal", tokenizer, name_or_path=source, random_init=t.random_init, dtype=t.dtype,
-        device_map=t.device_map, trust_remote_code=t.trust_remote_code, seed=t.seed,
-    )
-    return model.eval().requires_grad_(False), tokenizer
 
 
 def load_teacher_module(

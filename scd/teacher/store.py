@@ -19,14 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scd.data.records import RationaleRecord
-from scd.io import atomic_write_text, write_rationales
+from scd.data.records import RationaleRecord, write_rationales
+from scd.io import atomic_write_text
 
 COMPLETE_MARKER = "COMPLETE"
 
 
 class CacheError(ValueError):
     """A cache entry whose files do not match what was recorded when it was written (lost lines, a cut line)."""
+
+# The instruction and demonstrations the teacher saw before every question, saved beside the rationales.
+PROMPT_PREFIX_FILE = "prompt_prefix.txt"
+# The metrics of the run's rationale set, beside it in the run directory.
+TEACHER_METRICS_FILE = "teacher_metrics.json"
 
 
 def config_key(teacher_relevant: dict[str, Any]) -> str:

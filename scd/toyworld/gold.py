@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scd.data.example import Example
-from scd.teacher.generation import RationaleJob
+from scd.teacher.jobs import RationaleJob
 from scd.teacher.strategies import WrittenRationales
 from scd.toyworld import grammar
 

@@ -16,10 +16,30 @@ from typing import Any
 
 import numpy as np
 
-from scd.data.records import RationaleRecord
-from scd.io import read_split
+from scd.data.records import RationaleRecord, read_split
+from scd.metrics import ACCURACY_CEILING, ACCURACY_FLOOR, CONSISTENCY, FAITHFULNESS, RATIONALE_SHARE, Metric
 from scd.toyworld.checker import LABELS, judge
 from scd.toyworld.world import World
+
+
+# What the summary prints and the report's figures draw (``scd.metrics``); the label shares are in the table only.
+METRICS = (
+    Metric("toyworld/accuracy_yes_no", "yes/no", "student", 1),
+    Metric("toyworld/accuracy_mc", "multiple choice", "student", 1),
+    Metric("toyworld/accuracy_cue_agrees", "accuracy where the cue agrees", "student", 2),
+    Metric("toyworld/accuracy_cue_opposes", "accuracy where the cue opposes", "student", 2),
+    Metric("toyworld/student_rationale_supports", "own rationale supports the gold answer", "student", 2,
+           frozenset({FAITHFULNESS})),
+    Metric("toyworld/student_consistency", "answer entailed by own rationale", "faithfulness", 1,
+           frozenset({CONSISTENCY})),
+    Metric("toyworld/counterfactual_consistency_cue_opposes", "follows a counterfactual rationale against the cue",
+           "faithfulness", 1, frozenset({CONSISTENCY})),
+    Metric("toyworld/teacher_supports", "checker: supports answer (exact)", "teacher", 1, frozenset({RATIONALE_SHARE})),
+    Metric("toyworld/teacher_cf_entails", "checker: counterfactual rationale entails its answer", "teacher", 1,
+           frozenset({RATIONALE_SHARE})),
+    Metric("toyworld/cue_following_accuracy", "always following the cue", roles=frozenset({ACCURACY_FLOOR})),
+    Metric("toyworld/gold_ceiling_accuracy", "gold-chain student", roles=frozenset({ACCURACY_CEILING})),
+)
 
 
 def _mean(flags: Sequence[bool]) -> float:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from transformers import AutoTokenizer
 
@@ -25,11 +25,12 @@ from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
 from scd.io import exclusive, publish_directory
 from scd.student import formatting
 from scd.task import Task
-from scd.teacher.stage import teacher_prompt
+from scd.teacher.loading import teacher_prompt
 from scd.teacher.strategies import WrittenRationales
 from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
-from scd.toyworld.metrics import prediction_metrics, teacher_metrics
+from scd.metrics import Metric
+from scd.toyworld.metrics import METRICS, prediction_metrics, teacher_metrics
 from scd.toyworld.teacher import TeacherConfig, ensure_teacher
 from scd.toyworld.tokenizer import extend_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
@@ -60,6 +61,10 @@ class ToyWorldTask(Task):
     """``world``: the generator's parameters (``scd.toyworld.world.WorldConfig``). ``gold_ceiling_accuracy``: the test
     accuracy of the gold-teacher control measured in this world (mean of its seeds, experiments/toyworld/ATTEMPTS.md),
     reported beside every run's accuracy so that a reader can tell learning from guessing; null where not measured."""
+
+    metrics: ClassVar[tuple[Metric, ...]] = METRICS
+    figures: ClassVar[tuple[str, ...]] = ("scd.toyworld.figures.cue_agrees_vs_opposes",)
+    teacher_metrics_version: ClassVar[int] = 1
 
     def __init__(self, config: Config, world: dict[str, Any] | None = None,
                  gold_ceiling_accuracy: float | None = None) -> None:  # fmt: skip

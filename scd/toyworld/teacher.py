@@ -41,7 +41,8 @@ from scd.data.example import Example
 from scd.models import load_model
 from scd.io import lock_file
 from scd.loggers import AppendingCSVLogger
-from scd.student.callbacks import CHECKPOINT_DIR, progress_callbacks
+from scd.student.callbacks import CHECKPOINT_DIR
+from scd.progress import progress_callbacks
 from scd.student.train import AtomicCheckpointIO
 from scd.teacher.prompt import Demonstration, PromptTemplate
 from scd.toyworld.corpus import CorpusConfig, build_corpus

@@ -30,7 +30,7 @@ from scd.teacher.prompt import PromptTemplate
 
 if TYPE_CHECKING:
     from scd.task import Task
-    from scd.teacher.generation import RationaleJob
+    from scd.teacher.jobs import RationaleJob
 
 # What a contrast prompt gives as its answer: a choice (its index), a text of the strategy's own, or no answer (None).
 Contrast = Union[int, str, None]
@@ -107,8 +107,8 @@ class DecodingStrategy:
 
 @dataclass(frozen=True)
 class WrittenRationales(DecodingStrategy):
-    """A rationale source that writes rationales itself, without decoding (a data set's annotations, ToyWorld's gold
-    chains): the teacher stage asks ``rationale(job)`` for every job it ``writes``, and decodes the others, if it
+    """A rationale source that writes rationales itself, without decoding (a data set's annotations, a synthetic
+    world's gold chains): the teacher stage asks ``rationale(job)`` for every job it ``writes``, and decodes the others, if it
     keeps any, with ``decoder``."""
 
     def rationale(self, job: RationaleJob) -> str:

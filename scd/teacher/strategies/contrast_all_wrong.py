@@ -14,7 +14,7 @@ import torch
 from scd.teacher.strategies import Contrast, Contrastive, contrastive_scores
 
 if TYPE_CHECKING:
-    from scd.teacher.generation import RationaleJob
+    from scd.teacher.jobs import RationaleJob
 
 
 @dataclass(frozen=True)

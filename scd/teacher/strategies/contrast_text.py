@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from scd.teacher.strategies import Contrast, Contrastive
 
 if TYPE_CHECKING:
-    from scd.teacher.generation import RationaleJob
+    from scd.teacher.jobs import RationaleJob
 
 
 @dataclass(frozen=True)

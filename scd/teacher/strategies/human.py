@@ -1,7 +1,7 @@
 """``decoding=human``: the data set's own explanations take the teacher's place (the paper's human-annotated baseline).
 
 The explanation of each example (``Example.rationale``: CoS-E's ``human_exp``, CREAK's ``explanation``, StrategyQA's
-facts, QASC's two facts, ToyWorld's gold chain) is the rationale for its gold answer in ``train``, ``dev`` and
+facts, QASC's two facts, a synthetic world's gold chain) is the rationale for its gold answer in ``train``, ``dev`` and
 ``test``. The loaders already read a missing, empty or placeholder explanation ("n/a", "-", ...) as None. Such an
 example is left out of ``train`` and ``dev``, so the student never trains on an empty rationale. It stays in ``test``
 with an empty rationale, so that every arm of a comparison answers the same test questions. ``coverage`` counts
@@ -25,7 +25,7 @@ from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 
 if TYPE_CHECKING:
     from scd.data.example import Example
-    from scd.teacher.generation import RationaleJob
+    from scd.teacher.jobs import RationaleJob
 
 # Gold-answer splits whose examples without an explanation are left out (test keeps them, empty).
 TRAINING_SPLITS = ("train", "dev")

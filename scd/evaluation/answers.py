@@ -1,0 +1,152 @@
+"""The answer metrics, computed in one place for whatever answers the test questions: a trained student
+(``scd.student.evaluate.StudentAnswerer``) or the teacher in context (``scd.teacher.icl.InContextAnswerer``).
+
+Metrics (unparsable answers count as wrong / inconsistent):
+- ``student/accuracy``, ``student/unparsable``: the answerer writes rationale and answer itself.
+- ``student/oracle_accuracy``: the teacher's rationale for the gold answer is given; the answerer writes the answer.
+- ``student/perturbed_consistency``: the answerer's own rationale with a share of it replaced at random is given; the
+  fraction of answers that stay the same (an answerer that ignores its rationale scores high).
+- ``student/counterfactual_consistency`` (only with counterfactual test rationales): the teacher's rationale for the
+  perturbed answer is given; the fraction of answers that name the perturbed answer.
+
+An answerer whose answer comes before its rationale (``reads_rationales`` false: the in-context teacher prompted
+answer first) gets accuracy and unparsable only; no rationale can change its answer. A new answer metric is one more
+entry in ``answer_metrics``, computed from the prediction rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from scd.data.records import RationaleRecord
+from scd.io import atomic_write_text
+from scd.metrics import CONSISTENCY, Metric
+
+Predictions = list[dict[str, Any]]
+
+
+class Answerer(Protocol):
+    """Whatever answers test questions: its own rationale and answer, and its answer after a given rationale."""
+
+    @property
+    def reads_rationales(self) -> bool:
+        """Whether its answer follows its rationale, so that a given rationale can change it."""
+
+    def predict(self, records: Sequence[RationaleRecord]) -> Predictions:
+        """Its own rationale and answer per record: ``id``, ``output`` (raw text), ``rationale`` and ``predicted``
+        (the choice index, None when no choice can be parsed)."""
+
+    def answers_after(self, records: Sequence[RationaleRecord], rationales: Sequence[str], desc: str
+                      ) -> list[int | None]:  # fmt: skip
+        """Its answer (choice index or None) after each given rationale."""
+
+    def answers_after_perturbed(self, records: Sequence[RationaleRecord], rationales: Sequence[str], share: float,
+                                rng: np.random.Generator, desc: str) -> list[int | None]:  # fmt: skip
+        """Its answer after each rationale with ``share`` of it replaced at random (in its own units: tokens or
+        words), drawing from ``rng`` row by row in order."""
+
+
+def share(flags: Sequence[bool]) -> float:
+    """The fraction of true flags; NaN for none (a share of no items is not measured)."""
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+AnswerMetric = Callable[[Predictions], float | None]
+# Each answer metric's declaration and function of the prediction rows (None where it does not apply to them).
+ANSWER_METRICS: dict[str, tuple[Metric, AnswerMetric]] = {}
+
+
+def answer_metric(declaration: Metric) -> Callable[[AnswerMetric], AnswerMetric]:
+    """Register a function of the prediction rows as the answer metric ``declaration`` declares."""
+
+    def register(metric: AnswerMetric) -> AnswerMetric:
+        ANSWER_METRICS[declaration.key] = (declaration, metric)
+        return metric
+
+    return register
+
+
+@answer_metric(Metric("student/accuracy", "accuracy", "student"))
+def accuracy(rows: Predictions) -> float:
+    return share([row["correct"] for row in rows])
+
+
+@answer_metric(Metric("student/oracle_accuracy", "with the teacher's rationale", "student"))
+def oracle_accuracy(rows: Predictions) -> float | None:
+    if "oracle_predicted" not in rows[0]:
+        return None
+    return share([row["oracle_predicted"] == row["answer"] for row in rows])
+
+
+@answer_metric(Metric("student/unparsable", "unparsable", "student"))
+def unparsable(rows: Predictions) -> float:
+    return share([row["predicted"] is None for row in rows])
+
+
+@answer_metric(Metric("student/perturbed_consistency", "answer kept under a perturbed rationale", "faithfulness",
+                      roles=frozenset({CONSISTENCY})))  # fmt: skip
+def perturbed_consistency(rows: Predictions) -> float | None:
+    if "perturbed_rationale_predicted" not in rows[0]:
+        return None
+    return share([row["predicted"] is not None and row["perturbed_rationale_predicted"] == row["predicted"]
+                  for row in rows])  # fmt: skip
+
+
+@answer_metric(Metric("student/counterfactual_consistency", "follows a counterfactual rationale", "faithfulness",
+                      roles=frozenset({CONSISTENCY})))  # fmt: skip
+def counterfactual_consistency(rows: Predictions) -> float | None:
+    given = [row for row in rows if "counterfactual_predicted" in row]
+    if not given:
+        return None
+    return share([row["counterfactual_predicted"] == row["counterfactual_rationale_for"] for row in given])
+
+
+def answer_metrics(
+    answerer: Answerer,
+    test: list[RationaleRecord],
+    test_counterfactual: Sequence[RationaleRecord] = (),
+    *,
+    perturb_share: float,
+    seed: int,
+) -> tuple[dict[str, float], Predictions]:
+    """The ``student/*`` answer metrics of ``answerer`` on ``test`` and its prediction rows (every record, unparsable
+    ones included). ``test_counterfactual`` holds the teacher's rationales for the perturbed answers, matched by id;
+    without it ``student/counterfactual_consistency`` is left out."""
+    if not test:
+        raise ValueError("no test records to evaluate")
+    rows = answerer.predict(test)
+    for record, row in zip(test, rows):
+        row.update(answer=record.answer, perturbed_answer=record.perturbed_answer,
+                   correct=row["predicted"] == record.answer)  # fmt: skip
+    if answerer.reads_rationales:
+        # The test split's rationales argue for the gold answer (rationale_for == answer).
+        oracle = answerer.answers_after(test, [record.rationale for record in test], "oracle answers")
+        perturbed = answerer.answers_after_perturbed(test, [row["rationale"] for row in rows], perturb_share,
+                                                     np.random.default_rng(seed), "perturbed answers")  # fmt: skip
+        for row, oracle_answer, perturbed_answer in zip(rows, oracle, perturbed):
+            row.update(oracle_predicted=oracle_answer, perturbed_rationale_predicted=perturbed_answer)
+        if test_counterfactual:
+            by_id = {record.id: record for record in test_counterfactual}
+            matched = [(row, by_id[row["id"]]) for row in rows if row["id"] in by_id]
+            if not matched:
+                raise ValueError("test_counterfactual shares no id with the test records")
+            counter = [record for _, record in matched]
+            followed = answerer.answers_after(counter, [record.rationale for record in counter],
+                                              "counterfactual answers")  # fmt: skip
+            for (row, record), answer in zip(matched, followed):
+                row.update(counterfactual_predicted=answer, counterfactual_rationale_for=record.rationale_for)
+    metrics = {key: value for key, (_, metric) in ANSWER_METRICS.items() if (value := metric(rows)) is not None}
+    return metrics, rows
+
+
+def write_predictions(run_dir: Path, rows: Predictions) -> Path:
+    """``run_dir/predictions/test.jsonl``: a line per test question."""
+    path = run_dir / "predictions" / "test.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+    return path
