@@ -88,6 +88,14 @@ def unparsable(rows: Predictions) -> float:
     return share([row["predicted"] is None for row in rows])
 
 
+@answer_metric(Metric("student/majority_answer_share", "most frequent answer", "student"))
+def majority_answer_share(rows: Predictions) -> float:
+    """The share of questions answered with the choice (by index) answered most often: 1.0 is a student that gives
+    one answer whatever the question, as a shortcut or a collapsed model does; unparsable answers count as none."""
+    answers = [row["predicted"] for row in rows if row["predicted"] is not None]
+    return max(answers.count(answer) for answer in set(answers)) / len(rows) if answers else 0.0
+
+
 @answer_metric(Metric("student/perturbed_consistency", "answer kept under a perturbed rationale", "faithfulness",
                       roles=frozenset({CONSISTENCY})))  # fmt: skip
 def perturbed_consistency(rows: Predictions) -> float | None:
