@@ -14,6 +14,7 @@ import wandb
 from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
 
 from scd.config import LoggerConfig
 
@@ -57,7 +58,15 @@ class AppendingWriter(ExperimentWriter):
 
 
 class AppendingCSVLogger(CSVLogger):
-    """``CSVLogger`` whose writer appends (``AppendingWriter``)."""
+    """``CSVLogger`` whose writer appends (``AppendingWriter``) and whose ``hparams.yaml`` is written once: a resumed
+    or evaluate-only run in the same directory keeps the hyperparameters of the run that trained its student (its own
+    config is in its ``.hydra/`` and ``run_config.json``)."""
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any = None) -> None:
+        if (Path(self.log_dir) / ExperimentWriter.NAME_HPARAMS_FILE).exists():
+            return
+        super().log_hyperparams(params)
 
     @property
     @rank_zero_experiment

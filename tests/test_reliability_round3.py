@@ -400,3 +400,22 @@ def test_an_unmeasurable_fluency_reads_nan_and_an_evaluate_only_run_keeps_the_st
     evaluated = json.loads((run_dir / "metrics.json").read_text())
     assert {key: evaluated[key] for key in ("time/teacher_s", "time/student_s")} == {
         key: metrics[key] for key in ("time/teacher_s", "time/student_s")}
+
+
+def test_an_evaluate_only_run_keeps_the_hyperparameters_of_the_run_that_trained(tmp_path):
+    """Case 14b: csv/hparams.yaml is written once per run directory; later runs in it (evaluate-only, resumed) append
+    their metrics but do not replace it."""
+    from scd.config import LoggerConfig
+    from scd.loggers import build_logger
+
+    first = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["teacher", "student", "evaluate"]}, None)
+    first.log_metrics({"val/loss": 1.0}, step=0)
+    first.save()
+    hparams = tmp_path / "csv" / "hparams.yaml"
+    written = hparams.read_text()
+    assert "student" in written
+    again = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["evaluate"]}, None)
+    again.log_metrics({"student/accuracy": 0.5}, step=1)
+    again.save()
+    assert hparams.read_text() == written
+    assert (tmp_path / "csv" / "metrics.csv").read_text().count("\n") == 3  # header and both rows
