@@ -7,6 +7,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from scd.data.records import RationaleRecord
+import scd.evaluation.teacher_quality as teacher_quality
 from scd.evaluation.simulator import score_choices
 from scd.evaluation.teacher_quality import (
     content_words,
@@ -156,3 +157,23 @@ def test_split_context_rationale_with_a_fast_tokenizer():
 def test_split_context_rationale_with_bytes(byt5):
     ids, start = split_context_rationale(byt5, "A:", "ok")
     assert byt5.decode(ids[:start]) == "A: " and byt5.decode(ids[start:]) == "ok"
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "gpt_neox"])
+def test_long_rows_scored_in_chunks_equal_the_whole_row_at_once(byt5, monkeypatch, model_type):
+    """Issue 20, case 8: a row over LONG_ROW_TOKENS is scored alone, its context fed in chunks through the cache
+    (bounded memory); the perplexities are those of the whole row at once."""
+    if model_type == "gpt2":
+        model = _tiny_gpt2(byt5)
+    else:
+        model = load_model("causal", byt5, random_init={"model_type": "gpt_neox", "hidden_size": 32,
+                                                        "num_hidden_layers": 2, "num_attention_heads": 2,
+                                                        "intermediate_size": 64, "max_position_embeddings": 256},
+                           seed=0).eval()  # fmt: skip
+    pairs = [("Q: where does the river that runs past the mill go? A:", "to the sea"), ("Q: x?", "y"),
+             ("Q: who barks at night in the yard? A: a dog.", "Dogs bark loudly.")]  # fmt: skip
+    whole = fluency(model, byt5, pairs, batch_size=3)
+    monkeypatch.setattr(teacher_quality, "LONG_ROW_TOKENS", 16)  # rows of 24-60 bytes: chunks of 16
+    assert fluency(model, byt5, pairs, batch_size=3) == pytest.approx(whole, rel=1e-5)
+    monkeypatch.setattr(teacher_quality, "LONG_ROW_TOKENS", 7)
+    assert fluency(model, byt5, pairs, batch_size=3) == pytest.approx(whole, rel=1e-5)

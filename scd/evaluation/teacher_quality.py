@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from numpy.typing import ArrayLike
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.perturb import other_answer
 from scd.data.records import RationaleRecord
@@ -142,6 +142,37 @@ def split_context_rationale(
     return ids, start
 
 
+# A row longer than this (context and rationale, in tokens) is scored alone, its context fed in chunks of this many
+# tokens through the model's cache: attention over a whole long prompt at once, in a batch padded to its length,
+# takes memory that grows with the square of the length (a 10,000-character question: gigabytes).
+LONG_ROW_TOKENS = 1024
+
+
+def _token_logp(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, first: int
+                ) -> torch.Tensor:  # fmt: skip
+    """log p of tokens ``first + 1`` onwards of each row given the tokens before them: ``[rows, width - first - 1]``.
+    Logits only from position ``first`` on: logits for every position of a long prompt (rows x length x vocabulary)
+    would take gigabytes to score a few rationale tokens."""
+    width = input_ids.shape[1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=width - first).logits
+    return torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(
+        -1, input_ids[:, first + 1 :].unsqueeze(-1)).squeeze(-1)  # fmt: skip
+
+
+def _long_row_perplexity(model: PreTrainedModel, ids: list[int], start: int) -> float:
+    """Perplexity of ``ids[start:]``, the context before it fed in chunks through a cache."""
+    cache = DynamicCache(config=model.config)
+    fed = 0
+    while start - fed > LONG_ROW_TOKENS:
+        piece = torch.tensor([ids[fed : fed + LONG_ROW_TOKENS]], device=model.device)
+        model(input_ids=piece, cache=cache, use_cache=True, logits_to_keep=1)
+        fed += LONG_ROW_TOKENS
+    rest = torch.tensor([ids[fed:]], device=model.device)
+    logits = model(input_ids=rest, cache=cache, use_cache=True, logits_to_keep=len(ids) - start + 1).logits
+    token_logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, rest[:, start - fed :, None])
+    return float(torch.exp(-token_logp.mean()))
+
+
 @torch.no_grad()
 def fluency(
     model: PreTrainedModel,
@@ -153,7 +184,8 @@ def fluency(
     """Mean over rationales of the causal LM's perplexity of each rationale's tokens given its context (the prompt).
 
     ``pairs`` are (context, rationale); the model sees the special tokens its tokenizer puts before a text, then
-    ``context + separator + rationale``. Batches are right-padded; the model runs on its current device.
+    ``context + separator + rationale``. Batches are right-padded; the model runs on its current device. A row longer
+    than ``LONG_ROW_TOKENS`` is scored alone, its context in chunks, so memory stays bounded for long questions.
     """
     if not pairs:
         raise ValueError("fluency: no (context, rationale) pairs")
@@ -172,20 +204,26 @@ def fluency(
                 )
             sequences.append(ids)
             starts.append(start)
-        width = max(len(ids) for ids in sequences)
-        input_ids = torch.full((len(sequences), width), tokenizer.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        scored = torch.zeros_like(input_ids, dtype=torch.bool)
-        for row, (ids, start) in enumerate(zip(sequences, starts)):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            attention_mask[row, : len(ids)] = 1
-            scored[row, start : len(ids)] = True
-        input_ids, attention_mask, scored = (t.to(model.device) for t in (input_ids, attention_mask, scored))
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1].float()
-        token_logp = torch.log_softmax(logits, dim=-1).gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        mask = scored[:, 1:]
-        mean_nll = -(token_logp * mask).sum(dim=1) / mask.sum(dim=1)
-        perplexities.extend(torch.exp(mean_nll).tolist())
+        batch_rows = [row for row, ids in enumerate(sequences) if len(ids) <= LONG_ROW_TOKENS]
+        perplexity = {row: _long_row_perplexity(model, sequences[row], starts[row])
+                      for row in range(len(sequences)) if row not in batch_rows}  # fmt: skip
+        if batch_rows:
+            width = max(len(sequences[row]) for row in batch_rows)
+            input_ids = torch.full((len(batch_rows), width), tokenizer.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            scored = torch.zeros_like(input_ids, dtype=torch.bool)
+            for index, row in enumerate(batch_rows):
+                ids = sequences[row]
+                input_ids[index, : len(ids)] = torch.tensor(ids)
+                attention_mask[index, : len(ids)] = 1
+                scored[index, starts[row] : len(ids)] = True
+            input_ids, attention_mask, scored = (t.to(model.device) for t in (input_ids, attention_mask, scored))
+            first = min(starts[row] for row in batch_rows) - 1
+            token_logp = _token_logp(model, input_ids, attention_mask, first)
+            mask = scored[:, first + 1 :]
+            mean_nll = -(token_logp * mask).sum(dim=1) / mask.sum(dim=1)
+            perplexity.update(zip(batch_rows, torch.exp(mean_nll).tolist()))
+        perplexities.extend(perplexity[row] for row in range(len(sequences)))
     return float(np.mean(perplexities))
 
 
