@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -27,6 +28,12 @@ from typing import Any
 _held_locks = threading.local()
 
 # --- atomic writes and locks -----------------------------------------------------------------------------------------
+
+
+def config_key(config: Any) -> str:
+    """A short stable hash of a JSON-able config: what names a cache entry built from it (rationale sets, judges, a
+    task's trained teacher and its tokenizer)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _temporary(path: Path) -> Path:

@@ -31,13 +31,12 @@ from pytorch_lightning.utilities.seed import isolate_rng
 from scd.config import Config
 from scd.evaluation.simulator import fit_simulator
 from scd.evaluation.teacher_quality import fluency, supports_answer_with_simulator, teacher_simulator_rows, text_metrics
-from scd.io import atomic_write_text, can_write, exclusive
+from scd.io import atomic_write_text, can_write, config_key, exclusive
 from scd.data.records import read_split
 from scd.models import inference_device
 from scd.task import Task
 from scd.teacher.store import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE
 from scd.teacher.loading import Teacher, teacher_prompt
-from scd.teacher.store import config_key
 
 log = logging.getLogger(__name__)
 

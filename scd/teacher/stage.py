@@ -24,7 +24,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from scd.config import Config, DecodingLoopConfig, TeacherConfig
 from scd.data.example import Example
 from scd.data.records import RATIONALE_SPLITS, RationaleRecord
-from scd.io import atomic_write_text, exclusive, publish_directory
+from scd.io import atomic_write_text, config_key, exclusive, publish_directory
 from scd.signals import StopPredictionOnSigterm
 from scd.task import Task
 from scd.progress import progress_callbacks
@@ -32,8 +32,7 @@ from scd.teacher.decoding import DecodingSettings
 from scd.teacher.generation import JobDataModule, ShardWriter, TeacherModule
 from scd.teacher.jobs import RationaleJob, build_jobs
 from scd.teacher.loading import Teacher, demonstrations, load_teacher_model, teacher_prompt
-from scd.teacher.store import (PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, config_key, is_complete, merge_shards,
-                               read_shards)
+from scd.teacher.store import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, is_complete, merge_shards, read_shards
 from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 
 log = logging.getLogger(__name__)

@@ -34,12 +34,6 @@ PROMPT_PREFIX_FILE = "prompt_prefix.txt"
 TEACHER_METRICS_FILE = "teacher_metrics.json"
 
 
-def config_key(teacher_relevant: dict[str, Any]) -> str:
-    """A short stable hash of the config that decides the rationales (data, teacher, prompt, decoding)."""
-    blob = json.dumps(teacher_relevant, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def read_shards(shard_dir: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """All complete records in the shards, keyed by (split, id). A line cut by a kill is dropped from its file."""
     records: dict[tuple[str, str], dict[str, Any]] = {}

@@ -9,8 +9,6 @@ their formats add (``extend_tokenizer``: new ids after the teacher's), so editin
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +20,7 @@ from scd.config import Config
 from scd.data.example import Example
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import VIEWS, SimulatorRow, simulator_input
-from scd.io import exclusive, publish_directory
+from scd.io import config_key, exclusive, publish_directory
 from scd.student import formatting
 from scd.task import Task
 from scd.teacher.loading import teacher_prompt
@@ -124,7 +122,7 @@ class ToyWorldTask(Task):
         if extended is tokenizer:
             return teacher_dir
         vocab = extended.get_vocab()
-        digest = hashlib.sha256(json.dumps(sorted(vocab, key=vocab.get)).encode()).hexdigest()[:16]
+        digest = config_key(sorted(vocab, key=vocab.get))
         target = Path(teacher_dir).with_name(f"{Path(teacher_dir).name}-tokenizer-{digest}")
         with exclusive(target.parent):
             if not target.is_dir() or AutoTokenizer.from_pretrained(target).get_vocab() != vocab:

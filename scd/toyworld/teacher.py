@@ -17,7 +17,6 @@ and ends with the same weights as one that was never interrupted.
 from __future__ import annotations
 
 import csv
-import hashlib
 import itertools
 import json
 import logging
@@ -39,7 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_sched
 
 from scd.data.example import Example
 from scd.models import load_model
-from scd.io import lock_file
+from scd.io import config_key, lock_file
 from scd.loggers import AppendingCSVLogger
 from scd.student.callbacks import CHECKPOINT_DIR
 from scd.progress import progress_callbacks
@@ -366,7 +365,7 @@ def cache_key(world_config: WorldConfig, corpus_config: CorpusConfig, teacher_co
         "teacher": asdict(teacher_config),
         "prompt": asdict(prompt),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return config_key(payload)
 
 
 def _check_ready(report: dict[str, Any], threshold: float, path: Path, require_ready: bool) -> None:
