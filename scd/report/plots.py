@@ -196,6 +196,16 @@ def draw_point(axes: Axes, style: Style, x: float, y: float, xerr: float | list,
                   markersize=9 if style.marker == "*" else 7, capsize=3, linewidth=1, zorder=3)
 
 
+def finish_scatter(figure: Figure, axes: Axes, handles: list, xlabel: str, ylabel: str, title: str) -> Figure:
+    """Label a point figure's axes, title it and add its legend of cells and references."""
+    axes.set_xlabel(xlabel, fontsize=FONT_SIZE)
+    axes.set_ylabel(ylabel, fontsize=FONT_SIZE)
+    axes.tick_params(labelsize=FONT_SIZE)
+    axes.set_title(title, fontsize=FONT_SIZE + 1)
+    add_legend(figure, handles, "cells and references")
+    return figure
+
+
 def las_vs_accuracy(cells: Sequence[Cell], context: FigureContext) -> Figure | None:
     """LAS against accuracy, a point per cell: accuracy ± the sample std over seeds, LAS with its bootstrap 95%
     interval (the mean of the seeds' bounds)."""
@@ -218,12 +228,8 @@ def las_vs_accuracy(cells: Sequence[Cell], context: FigureContext) -> Figure | N
     axes.axhline(0.0, color="#999999", linewidth=0.8, zorder=0)
     handles += _accuracy_references(axes, references, vertical=True)
     handles.append(reference_handle("LAS 0: the rationale does not help a simulator", "-", "#999999"))
-    axes.set_xlabel("student accuracy (mean ± std over seeds)", fontsize=FONT_SIZE)
-    axes.set_ylabel("LAS (mean, bootstrap 95% interval)", fontsize=FONT_SIZE)
-    axes.tick_params(labelsize=FONT_SIZE)
-    axes.set_title("Simulatability against accuracy", fontsize=FONT_SIZE + 1)
-    add_legend(figure, handles, "cells and references")
-    return figure
+    return finish_scatter(figure, axes, handles, "student accuracy (mean ± std over seeds)",
+                          "LAS (mean, bootstrap 95% interval)", "Simulatability against accuracy")
 
 
 def _grouped_bars(axes: Axes, groups: Sequence[str], series: Sequence[tuple[Style, list[tuple[float, float] | None]]],

@@ -8,8 +8,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from scd.report.collect import Cell
-from scd.report.plots import (FONT_SIZE, REFERENCE_COLOR, FigureContext, add_legend, draw_point, marker_handle,
-                              new_figure, paired, reference_handle)
+from scd.report.plots import (REFERENCE_COLOR, FigureContext, draw_point, finish_scatter, marker_handle, new_figure,
+                              paired, reference_handle)
 
 CUE_AGREES, CUE_OPPOSES = "toyworld/accuracy_cue_agrees", "toyworld/accuracy_cue_opposes"
 # The cue is a yes/no question's wording: accuracy by the cue is over yes/no questions, where a guess scores 0.5.
@@ -44,9 +44,5 @@ def cue_agrees_vs_opposes(cells: Sequence[Cell], context: FigureContext) -> Figu
     ]
     axes.set_xlim(-0.02, 1.02)
     axes.set_ylim(-0.02, 1.02)
-    axes.set_xlabel("accuracy where the cue agrees", fontsize=FONT_SIZE)
-    axes.set_ylabel("accuracy where the cue opposes", fontsize=FONT_SIZE)
-    axes.tick_params(labelsize=FONT_SIZE)
-    axes.set_title("Shortcut reliance (± std over seeds)", fontsize=FONT_SIZE + 1)
-    add_legend(figure, handles, "cells and references")
-    return figure
+    return finish_scatter(figure, axes, handles, "accuracy where the cue agrees", "accuracy where the cue opposes",
+                          "Shortcut reliance (ToyWorld; ± std over seeds)")
