@@ -213,3 +213,15 @@ def test_the_progress_bar_counts_steps_out_of_the_total(tmp_path: Path, capsys: 
                                             callbacks, False), ckpt_path="last")
     resumed = capsys.readouterr().out
     assert "5/7" in resumed and "7/7" in resumed and "1/7" not in resumed
+
+
+@pytest.mark.parametrize(("training", "shown"), [
+    ("counterfactual", {"val/loss", "val/factual_loss", "val/counterfactual_loss"}),
+    ("standard", {"val/loss"}),
+])  # fmt: skip
+def test_progress_shows_each_validation_term_where_there_are_several(tmp_path: Path, training: str, shown: set) -> None:
+    """The checkpoint watches val/factual_loss: with several terms the progress lines show it beside val/loss."""
+    module, data = student("seq2seq", training)
+    fitted = trainer(tmp_path, 2)
+    fit_student(module, data, fitted, ckpt_path=None)
+    assert {key for key in fitted.progress_bar_metrics if key.startswith("val/")} == shown

@@ -85,7 +85,9 @@ class StudentModule(pl.LightningModule):
             return
         self.log("val/loss", self.objective.combine(term_losses), prog_bar=True)
         for term, value in term_losses.items():
-            self.log(f"val/{term}_loss", value)
+            # Beside val/loss in the progress lines where there are several terms: the checkpoint and early stopping
+            # watch val/factual_loss, which can fall while the counterfactual term drifts up.
+            self.log(f"val/{term}_loss", value, prog_bar=len(term_losses) > 1)
 
     def configure_optimizers(self) -> dict[str, Any]:
         # No weight decay on biases and normalization weights (the one-dimensional parameters); the others take the
