@@ -18,7 +18,8 @@ LAYERS = (
     {"scd.data"},
     {"scd.models", "scd.config", "scd.loggers", "scd.rundir", "scd.progress"},
     {"scd.task"},
-    {"scd.student", "scd.teacher"},
+    {"scd.teacher"},  # the teacher borrows nothing from the student (its answer parser and progress live lower)
+    {"scd.student"},
     {"scd.evaluation"},
     {"scd.summary", "scd.report"},
     {"scd.pipeline", "scd.cli", "scd.predict"},
