@@ -41,7 +41,7 @@ from scd.student.formatting import (
 )
 
 # What evaluation gives the student for its own rationale and for an answer after a rationale (StudentConfig's
-# max_new_tokens, evaluate_student's answer_max_new_tokens), where the run's config does not say.
+# max_new_tokens, StudentAnswerer's answer_max_new_tokens), where the run's config does not say.
 MAX_NEW_TOKENS = 128
 ANSWER_MAX_NEW_TOKENS = 16
 
