@@ -30,7 +30,8 @@ from scd.io import atomic_write_text, scrub_secrets
 from scd.data.records import read_split
 from scd.loggers import build_logger, quiet_library_noise
 from scd.signals import raise_if_interrupted
-from scd.student.stage import check_student_trainer, check_validation_interval, run_student_stage
+from scd.student.stage import (check_student_inputs, check_student_trainer, check_validation_interval,
+                               run_student_stage)
 from scd.summary import print_summary
 from scd.task import build_task
 from scd.teacher.stage import run_teacher_stage
@@ -59,6 +60,8 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
         check_validation_interval(checked_trainer, len(splits["train"]), cfg.student.batch_size)
     teacher_dir = task.trained_teacher()
     shared_tokenizer = task.shared_tokenizer()
+    if "student" in cfg.stages and cfg.student.in_context is None:
+        check_student_inputs(cfg, splits, shared_tokenizer)
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
     metrics = earlier_stage_times(run_dir, cfg.stages)

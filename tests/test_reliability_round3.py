@@ -213,6 +213,20 @@ def test_the_students_training_and_evaluation_inputs_are_capped(arch):
         Standard().factual_row(short), tokenizer, arch, decoder_start_token_id=start, input_limit=InputLimit(10**6))
 
 
+def test_a_training_question_over_the_limit_is_refused_before_the_teacher_stage(make_config):
+    from pathlib import Path
+
+    from scd.pipeline import run
+
+    raw = make_config("student.max_input_tokens=40")
+    run_dir = Path(raw.paths.output_dir)
+    run_dir.mkdir(parents=True)
+    with pytest.raises(InputTooLongError, match=r"example '(train|dev) [^']+': the student's input is \d+ tokens, more "
+                                                r"than student.max_input_tokens=40"):
+        run(validate(raw), raw, run_dir)
+    assert not (run_dir / "rationales").exists()  # the teacher wrote nothing
+
+
 def test_the_simulators_inputs_are_capped():
     model, tokenizer = tiny_model("seq2seq")
     rows = [SimulatorRow("is it ?", ("yes", "no"), "because " * 600, 0, id="t3")]

@@ -15,7 +15,10 @@ from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
 from scd.student.callbacks import build_callbacks
 from scd.progress import StepProgressLog, output_is_terminal
+from scd.data.example import Example
 from scd.student.data import StudentDataModule
+from scd.student.evaluate import prompt_ids
+from scd.student.formatting import task_tag
 from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
 
@@ -98,6 +101,23 @@ def check_validation_interval(trainer: pl.Trainer, train_questions: int, batch_s
             f"({train_questions} training questions in batches of student.batch_size={batch_size}); use at most "
             f"{batches}, a share of an epoch (e.g. 0.5), or trainer.check_val_every_n_epoch=null to count batches "
             "across epochs")
+
+
+def check_student_inputs(cfg: Config, splits: dict[str, list[Example]], shared_tokenizer: str | None) -> None:
+    """Refuse, before the teacher stage, a training or dev question whose student input is over
+    ``student.max_input_tokens``: the student stage would refuse it only after the teacher had written every
+    rationale. Checked with the factual task tag; the stage checks every row again as it encodes it (a counterfactual
+    row's tag may be a token or two longer)."""
+    limit = cfg.student.input_limit()
+    if limit.truncate:
+        return
+    tokenizer = load_tokenizer(student_tokenizer_source(cfg, shared_tokenizer),
+                               trust_remote_code=cfg.student.trust_remote_code)  # fmt: skip
+    tag = task_tag(cfg.training.tags, False)
+    for split in ("train", "dev"):
+        for example in splits[split]:
+            prompt_ids(tokenizer, cfg.student.arch, example.question, example.choices, tag,
+                       example_id=f"{split} {example.id}", input_limit=limit)  # fmt: skip
 
 
 def run_student_stage(
