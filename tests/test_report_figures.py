@@ -235,3 +235,18 @@ def test_without_a_gold_cell_the_ceiling_is_the_one_the_task_measured(tmp_path):
         write_job(tmp_path, job, "greedy", training, 0, ["decoding=greedy", f"training={training}"], metrics)
     references = References.of(group_cells(collect_runs(tmp_path)), 0.4667, metric_catalog(TASKS))
     assert references.gold_ceiling == pytest.approx(0.841)
+
+
+def test_a_tasks_figure_joins_the_report_captioned_by_its_docstring(arms_sweep, grid_sweep):
+    """The cue figure is ToyWorld's (ToyWorldTask.figures): the report of ToyWorld runs draws and captions it; runs
+    of a task without it (DatasetTask) get the core figures only."""
+    write_report(arms_sweep, html=True)
+    page = (arms_sweep / "report.html").read_text()
+    assert 'alt="cue_agrees_vs_opposes"' in page
+    assert "ToyWorld: accuracy where the question&#x27;s wording cue agrees with the gold answer" in page
+    for config in grid_sweep.glob("*/.hydra/config.yaml"):
+        config.write_text(config.read_text().replace("scd.toyworld.task.ToyWorldTask", "scd.task.DatasetTask"))
+    write_report(grid_sweep, html=True)
+    page = (grid_sweep / "report.html").read_text()
+    assert "cue_agrees_vs_opposes" not in page and not (grid_sweep / "cue_agrees_vs_opposes.png").exists()
+    assert 'alt="las_vs_accuracy"' in page
