@@ -163,6 +163,9 @@ def test_an_override_set_in_some_runs_only_shows_the_default_elsewhere(tmp_path)
     assert lines[0].startswith("| decoding | training | training.alpha | seeds |")
     assert lines[2].startswith("| greedy | standard | (default) | 1 | 0.700 |")
     assert lines[3].startswith("| greedy | standard | 0.9 | 1 | 0.500 |")
+    # Names in figures and pages: a setting the cell leaves at its default is not spelled out.
+    assert [cell.label for cell in group_cells(collect_runs(tmp_path))] == [
+        "greedy / standard", "greedy / standard · training.alpha=0.9"]
 
 
 def test_a_bad_overrides_file_marks_its_job(tmp_path):

@@ -126,7 +126,8 @@ class Cell:
     @property
     def label(self) -> str:
         """The cell's one name in every table, figure and page: "ICL teacher", else the arm, else
-        "decoding / training"; then any other setting that varies."""
+        "decoding / training"; then any other setting that varies and this cell sets (the table's columns show the
+        defaults)."""
         arm = self.settings.get(ARM_KEY, DEFAULT)
         if self.icl_teacher:
             head = ICL_TEACHER
@@ -134,7 +135,8 @@ class Cell:
             head = arm
         else:
             head = f"{self.decoding} / {self.training}"
-        extras = [f"{key}={value}" for key, value in self.settings.items() if key != ARM_KEY and value != MISSING]
+        extras = [f"{key}={value}" for key, value in self.settings.items()
+                  if key != ARM_KEY and value not in (MISSING, DEFAULT)]  # fmt: skip
         return " · ".join([head, *extras])
 
     @property
