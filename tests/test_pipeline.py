@@ -139,7 +139,7 @@ def test_teacher_loaded_and_judge_trained_once_per_rationale_set(make_config, mo
         runs[name] = run(validate(raw), raw, run_dir)
         assert (len(loads), len(judges)) == {"standard": (1, 1), "counterfactual": (1, 1), "other_judge": (1, 2)}[name]
     (store,) = (Path(raw.paths.cache_dir) / "rationales").iterdir()
-    stored = json.loads((store / TEACHER_METRICS_FILE).read_text())
+    stored = json.loads((store / TEACHER_METRICS_FILE).read_text())["metrics"]
     assert {"teacher/fluency", "teacher/new_info", "teacher/vacuity"} <= set(stored)
     assert len(list(store.glob("judge-*.json"))) == 2
     for metrics in runs.values():
