@@ -66,18 +66,19 @@ def test_metrics_measured_by_an_earlier_version_are_measured_again(smoke, tmp_pa
     monkeypatch.setattr(stage, "load_teacher_model", lambda *args: loads.append(1) or load_teacher_model(*args))
     older = {"version": {"scd": TEACHER_METRICS_VERSION - 1, "DatasetTask": 0},
              "metrics": {k: v for k, v in entry["metrics"].items() if k != "teacher/vacuity"}}  # fmt: skip
-    for earlier in (older, older["metrics"]):  # an earlier version; the flat file written before versions
-        (store / TEACHER_METRICS_FILE).write_text(json.dumps(earlier))
+    # An earlier version; the flat file written before versions; a damaged file.
+    for earlier in (json.dumps(older), json.dumps(older["metrics"]), '{"version": {"scd"'):
+        (store / TEACHER_METRICS_FILE).write_text(earlier)
         published = run_teacher_stage(cfg, task, splits, tmp_path / f"b{len(loads)}", measure)
         assert json.loads((store / TEACHER_METRICS_FILE).read_text()) == entry
         assert "teacher/vacuity" in json.loads((published / TEACHER_METRICS_FILE).read_text())
-    assert len(loads) == 2
+    assert len(loads) == 3
     run_teacher_stage(cfg, task, splits, tmp_path / "c", measure)
-    assert len(loads) == 2  # the same versions: reused, no teacher loaded
+    assert len(loads) == 3  # the same versions: reused, no teacher loaded
     # A task that raises its own version gets its entries measured again too.
     monkeypatch.setattr(type(task), "teacher_metrics_version", 1)
     run_teacher_stage(cfg, task, splits, tmp_path / "d", RationaleSetMetrics(cfg, task, task.shared_tokenizer()))
-    assert len(loads) == 3
+    assert len(loads) == 4
     assert json.loads((store / TEACHER_METRICS_FILE).read_text())["version"]["DatasetTask"] == 1
 
 

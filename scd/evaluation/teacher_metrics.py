@@ -42,16 +42,25 @@ log = logging.getLogger(__name__)
 
 # Raise when a teacher/* metric is added or computed differently: cached rationale sets are then measured again.
 TEACHER_METRICS_VERSION = 1
+# What a missing or damaged metrics file counts as written by: no version, so it is measured again.
+_UNREADABLE = object()
 
 
 def stored(path: Path, compute: Callable[[], dict[str, Any]], version: Any = None) -> dict[str, Any]:
     """The JSON object in ``path``, computed and written once per ``version``, under the lock of its cache entry (held
     already while the teacher stage generates; taken here when it reuses a complete entry). An object written by
-    another version (or none) is computed again and replaced. A read-only cache keeps what it holds: what it lacks is
-    computed for this run only."""
+    another version (or none), or a file that cannot be read, is computed again and replaced. A read-only cache keeps
+    what it holds: what it lacks is computed for this run only."""
+
+    def written_version() -> Any:
+        """The version the file was written by; a missing or unreadable file has none that matches."""
+        try:
+            return json.loads(path.read_text()).get("version", None)
+        except (OSError, ValueError, AttributeError):
+            return _UNREADABLE
 
     def current() -> bool:
-        return path.exists() and json.loads(path.read_text()).get("version") == version
+        return written_version() == version
 
     if not current():
         if not can_write(path.parent):
@@ -60,8 +69,7 @@ def stored(path: Path, compute: Callable[[], dict[str, Any]], version: Any = Non
         with exclusive(path.parent):
             if not current():
                 if path.exists():
-                    log.info("%s: measured by version %s, measuring again with %s", path,
-                             json.loads(path.read_text()).get("version"), version)  # fmt: skip
+                    log.info("%s: measured by version %s, measuring again with %s", path, written_version(), version)
                 atomic_write_text(path, json.dumps({"version": version, **compute()}, indent=2, sort_keys=True) + "\n")
     return json.loads(path.read_text())
 
