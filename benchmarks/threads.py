@@ -27,18 +27,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def teacher_training(threads: int) -> tuple[Any, Any, Any, int]:
-    """The default ToyWorld teacher's model, optimizer, batch stream and batch size, with ``threads`` torch threads."""
+def teacher_training(threads: int) -> tuple[Any, Any, Any]:
+    """The default ToyWorld teacher's model, optimizer and batch stream, with ``threads`` torch threads."""
     import torch
     from omegaconf import OmegaConf
     from torch.utils.data import DataLoader
 
+    from scd.models import load_model
     from scd.teacher.prompt import PromptTemplate
-    from scd.toyworld.corpus import CorpusConfig, build_corpus
-    from scd.toyworld.teacher import CorpusWindows, TeacherConfig, demonstration
+    from scd.toyworld.corpus import CorpusConfig
+    from scd.toyworld.teacher import TeacherConfig, corpus_windows, demonstration
     from scd.toyworld.tokenizer import build_tokenizer
     from scd.toyworld.world import WorldConfig, load_toyworld
-    from scd.models import load_model
 
     torch.set_num_threads(threads)
     dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "toyworld.yaml")
@@ -47,13 +47,10 @@ def teacher_training(threads: int) -> tuple[Any, Any, Any, int]:
     prompt = PromptTemplate(template=teacher.template, separator=teacher.separator)
     config = TeacherConfig(**teacher.trained.training)
     tokenizer = build_tokenizer(world, [prompt.prefix([demonstration(splits["train"][0])])])
-    corpus = build_corpus(world, splits, CorpusConfig(**teacher.trained.corpus))
-    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines(prompt)]
-    separator_ids = tokenizer(prompt.separator, add_special_tokens=False)["input_ids"]
-    windows = CorpusWindows(lines, separator_ids, config.block_size, config.seed)
+    windows = corpus_windows(world, splits, CorpusConfig(**teacher.trained.corpus), config, prompt, tokenizer)
     model = load_model("causal", tokenizer, random_init=config.model_init(), seed=config.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    return model, optimizer, iter(DataLoader(windows, batch_size=config.batch_size)), config.batch_size
+    return model, optimizer, iter(DataLoader(windows, batch_size=config.batch_size))
 
 
 def train_steps(threads: int, warmup: int, steps: int, barrier: Any, results: Any) -> None:
@@ -61,7 +58,7 @@ def train_steps(threads: int, warmup: int, steps: int, barrier: Any, results: An
     ``CausalLMModule`` does: next-token loss, gradients clipped at 1, AdamW)."""
     import torch
 
-    model, optimizer, batches, _ = teacher_training(threads)
+    model, optimizer, batches = teacher_training(threads)
 
     def step() -> None:
         batch = next(batches)

@@ -349,6 +349,22 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
 
 
 @pytest.mark.slow
+def test_the_thread_benchmark_measures_the_teacher_build_step():
+    """benchmarks/threads.py (case 15) trains the default ToyWorld teacher in spawned processes; two steps each."""
+    result = subprocess.run([sys.executable, "benchmarks/threads.py", "--steps", "2", "--warmup", "1", "--processes",
+                             "1", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    cores = len(os.sched_getaffinity(0))
+    assert measured["steps"] == 2 and measured["cores"] == cores
+    rates = measured["steps_per_s_all_processes"]
+    assert set(rates) == {"before_1", "after_1", "before_2", "after_2"}
+    assert all(rate > 0 for rate in rates.values())
+    assert rates["after_1"] == rates["before_1"]  # one process: the default gives it every core, as before
+    assert f"| after | 2 | {max(1, cores // 2)} |" in result.stdout
+
+
+@pytest.mark.slow
 def test_the_benchmark_runs_through_the_objective_api():
     # Before: every decoding measured, then `encode_row() got an unexpected keyword argument 'counterfactual'` in
     # the student step, and no test noticed.

@@ -243,6 +243,16 @@ def probe_questions(splits: dict[str, list[Example]], size: int) -> list[Example
     return [ex for ex in splits["dev"] + splits["test"] if ex.meta["kind"] == "yesno"][:size]
 
 
+def corpus_windows(world: World, splits: dict[str, list[Example]], corpus_config: CorpusConfig,
+                   teacher_config: TeacherConfig, prompt: PromptTemplate, tokenizer: PreTrainedTokenizerBase
+                   ) -> CorpusWindows:  # fmt: skip
+    """The teacher's training stream: the world's corpus rendered with ``prompt``, tokenized, in windows."""
+    corpus = build_corpus(world, splits, corpus_config)
+    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines(prompt)]
+    separator_ids = tokenizer(prompt.separator, add_special_tokens=False)["input_ids"]
+    return CorpusWindows(lines, separator_ids, teacher_config.block_size, teacher_config.seed)
+
+
 def train_teacher(
     world: World,
     splits: dict[str, list[Example]],
@@ -257,10 +267,7 @@ def train_teacher(
     """A randomly initialized causal LM trained on the world's corpus for ``teacher_config.max_steps`` steps. With
     ``checkpoint``, training keeps a resumable checkpoint there and resumes from it if it exists (``fit_on_cpu``): the
     same weights as a build that was never interrupted."""
-    corpus = build_corpus(world, splits, corpus_config)
-    lines = [tokenizer(line, add_special_tokens=False)["input_ids"] for line in corpus.lines(prompt)]
-    separator_ids = tokenizer(prompt.separator, add_special_tokens=False)["input_ids"]
-    windows = CorpusWindows(lines, separator_ids, teacher_config.block_size, teacher_config.seed)
+    windows = corpus_windows(world, splits, corpus_config, teacher_config, prompt, tokenizer)
     # The stream is seeded and endless, so step k of any build reads the same windows: a resumed build reads on from
     # where the checkpoint's step left it, as the uninterrupted build did (Lightning restarts an iterable's iterator).
     resumed_step = checkpoint_step(checkpoint) if checkpoint is not None and checkpoint.is_file() else 0
