@@ -72,6 +72,25 @@ def test_held_out_pairs_are_new_but_entities_are_not(toy):
     assert {e for e, _ in pairs["dev"] | pairs["test"]} <= train_entities
 
 
+@pytest.mark.parametrize("mc_choices", grammar.MC_CHOICES)
+def test_no_training_question_mentions_a_held_out_pair(mc_choices: str) -> None:
+    """A multiple-choice question mentions a pair per choice; none of a dev/test question's is in a training question
+    (before, 86 of 480 held-out yes/no pairs were a training question's wrong choice, with their chain)."""
+    _, splits = load_toyworld(WorldConfig(n_categories=4, entities_per_category=25, n_properties=16, n_train=600,
+                                          n_dev=100, n_test=200, mc_choices=mc_choices))  # fmt: skip
+
+    def mentioned(ex):
+        if ex.meta["kind"] == "yesno":
+            return {(ex.meta["entity"], ex.meta["property"])}
+        if mc_choices == "entities":
+            return {(e, ex.meta["property"]) for e in ex.choices}
+        return {(ex.meta["entity"], p) for p in ex.choices}
+
+    train = set().union(*map(mentioned, splits["train"]))
+    held_out = set().union(*map(mentioned, splits["dev"] + splits["test"]))
+    assert len(held_out) > 300 and not train & held_out
+
+
 def test_entity_first_format_is_a_config_option():
     world, splits = load_toyworld(WorldConfig(rationale_format="entity_first"))
     ex = _first(splits["train"], kind="yesno")
@@ -292,8 +311,9 @@ def test_bad_corpus_config_names_the_field():
 
 
 @pytest.mark.parametrize("rationale_format", ["rule_first", "entity_first"])
-def test_gold_rationales_support_the_answer_they_are_written_for(rationale_format: str) -> None:
-    world, splits = load_toyworld(WorldConfig(rationale_format=rationale_format))
+@pytest.mark.parametrize("mc_choices", grammar.MC_CHOICES)
+def test_gold_rationales_support_the_answer_they_are_written_for(rationale_format: str, mc_choices: str) -> None:
+    world, splits = load_toyworld(WorldConfig(rationale_format=rationale_format, mc_choices=mc_choices))
     for example in (ex for split in splits.values() for ex in split):
         gold = judge(world, example, gold_rationale(example, example.answer))
         assert gold.supports(example.answer) and example.rationale == gold_rationale(example, example.answer)
@@ -321,6 +341,35 @@ def test_a_multiple_choice_rationale_states_every_choice_in_turn() -> None:
     for ex in (ex for split in splits.values() for ex in split if ex.meta["kind"] == "mc"):
         assert len(set(ex.meta["choice_categories"])) == len(ex.choices)
         assert [world.can(e, ex.meta["property"]) for e in ex.choices].count(True) == 1
+
+
+def test_a_multiple_choice_question_over_properties_has_one_chain_and_needs_no_copy() -> None:
+    """Over properties the gold chain is the entity's chain for the one choice its category has, exactly the yes/no
+    chain; each wrong choice is a property the category lacks, and its counterfactual chain entails it alone."""
+    world, splits = load_toyworld(WorldConfig(rationale_format="entity_first", mc_choices="properties"))
+    mc = [ex for split in splits.values() for ex in split if ex.meta["kind"] == "mc"]
+    assert len(mc) == sum(round(0.2 * len(split)) for split in splits.values())
+    for ex in mc:
+        entity, category = ex.meta["entity"], ex.meta["category"]
+        assert [world.can(entity, p) for p in ex.choices] == [k == ex.answer for k in range(len(ex.choices))]
+        assert ex.choices[ex.answer] == ex.meta["property"]
+        assert ex.rationale == f"{entity} is a {category} . every {category} can {ex.meta['property']} ."
+        assert ex.question == f"which of these can {entity} do ? " + " ".join(
+            f"( {k + 1} ) {p}" for k, p in enumerate(ex.choices))
+    example = mc[0]
+    wrong = next(k for k in range(len(example.choices)) if k != example.answer)
+    j = judge(world, example, gold_rationale(example, wrong))
+    assert (j.label, j.entailed, j.chain_answer) == ("contradicting", wrong, wrong)
+    # A restatement of the right property, and a true rule about a property that is not a choice, decide nothing.
+    assert judge(world, example, f"{example.meta['entity']} can {example.meta['property']} .").label == "restatement"
+    off = next(p for p in world.properties if p not in example.choices)
+    rule = f"{'every' if world.has(example.meta['category'], off) else 'no'} {example.meta['category']} can {off} ."
+    assert judge(world, example, rule).label == "irrelevant"
+
+
+def test_bad_mc_choices_names_the_field() -> None:
+    with pytest.raises(WorldConfigError, match="mc_choices"):
+        WorldConfig(mc_choices="colours")
 
 
 def test_multiple_choice_needs_a_category_per_wrong_choice() -> None:

@@ -113,11 +113,16 @@ def _is_true(world: World, clause: Clause, example: Example) -> bool:
     return True  # generic clauses claim nothing
 
 
-def _question_entities(example: Example) -> list[str]:
-    """The entity each choice is about: the one entity of a yes/no question, or each multiple-choice option."""
-    if example.meta["kind"] == "mc":
-        return list(example.choices)
-    return [example.meta["entity"]]
+def _claims(example: Example) -> list[tuple[str, str]]:
+    """The (entity, property) pair each choice stands for: the one pair of a yes/no question, each entity of a
+    multiple-choice question over entities with its property, or its entity with each property of one over
+    properties."""
+    meta = example.meta
+    if meta["kind"] != "mc":
+        return [(meta["entity"], meta["property"])]
+    if meta.get("mc_choices") == "properties":
+        return [(meta["entity"], prop) for prop in example.choices]
+    return [(entity, meta["property"]) for entity in example.choices]
 
 
 def _verdicts(clauses: list[Clause], entity: str, prop: str, chains_only: bool) -> set[bool]:
@@ -132,10 +137,9 @@ def _verdicts(clauses: list[Clause], entity: str, prop: str, chains_only: bool) 
 
 
 def _entailed(clauses: list[Clause], example: Example, chains_only: bool) -> int | None:
-    prop = example.meta["property"]
     candidates: set[int] = set()
     if example.meta["kind"] == "mc":
-        verdicts = [_verdicts(clauses, e, prop, chains_only) for e in _question_entities(example)]
+        verdicts = [_verdicts(clauses, e, p, chains_only) for e, p in _claims(example)]
         if any(len(v) > 1 for v in verdicts):
             return None  # the premises contradict each other
         positive = {k for k, v in enumerate(verdicts) if True in v}
@@ -144,7 +148,7 @@ def _entailed(clauses: list[Clause], example: Example, chains_only: bool) -> int
         if not positive and len(ruled_out) == len(example.choices) - 1:
             candidates |= set(range(len(example.choices))) - ruled_out
     else:
-        verdicts = _verdicts(clauses, example.meta["entity"], prop, chains_only)
+        verdicts = _verdicts(clauses, *_claims(example)[0], chains_only)
         candidates |= {example.choices.index(grammar.YES if v else grammar.NO) for v in verdicts}
     if not chains_only:
         candidates |= {example.choices.index(c.obj) for c in clauses if c.kind == "answer"}
@@ -152,12 +156,13 @@ def _entailed(clauses: list[Clause], example: Example, chains_only: bool) -> int
 
 
 def _on_path(world: World, clause: Clause, example: Example) -> bool:
-    """A fact on the question's path: a question entity's category, or the rule of its category for the property."""
-    entities = _question_entities(example)
+    """A fact on the question's path: a question entity's category, or the rule of its category for a question
+    property."""
+    claims = _claims(example)
     if clause.kind == "isa":
-        return clause.subject in entities
+        return clause.subject in {e for e, _ in claims}
     if clause.kind == "rule":
-        return clause.obj == example.meta["property"] and clause.subject in {world.category_of[e] for e in entities}
+        return (clause.subject, clause.obj) in {(world.category_of[e], p) for e, p in claims}
     return False
 
 
@@ -170,8 +175,7 @@ def judge(world: World, example: Example, rationale: str) -> Judgement:
     entailed = _entailed(clauses, example, chains_only=False)
     chain_answer = _entailed(clauses, example, chains_only=True)
     facts = [c for c in clauses if c.kind not in ("generic", "answer")]
-    prop = example.meta["property"]
-    restating = {(e, prop) for e in _question_entities(example)}
+    restating = set(_claims(example))
     new_info = any(c.kind != "can" or (c.subject, c.obj) not in restating for c in facts)
     if n_false:
         label = "contradicting"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from scd.data.example import Example
 from scd.teacher.prompt import PromptTemplate
 from scd.toyworld import grammar
+from scd.toyworld.gold import gold_rationale
 from scd.toyworld.world import World
 
 STYLES = ("support", "restate", "generic", "irrelevant")
@@ -124,16 +125,20 @@ def _rationale(world: World, example: Example, style: str, rng: random.Random) -
     if style == "generic":
         return grammar.sentence(rng.choice(grammar.GENERIC_CLAUSES))
     if style == "irrelevant":
-        subject = rng.choice(example.choices) if example.meta["kind"] == "mc" else entity
+        subject = rng.choice(example.choices) if _chooses_entities(example) else entity
         return grammar.sentence(
             grammar.lives_in(subject, world.location_of[subject]), grammar.coloured(subject, world.colour_of[subject])
         )
     if style == WRONG:
         if example.meta["kind"] == "mc":
             wrong = rng.choice([k for k in range(len(example.choices)) if k != example.answer])
-            return grammar.choice_chains(example.choices, example.meta["choice_categories"], prop, wrong, fmt)
+            return gold_rationale(example, wrong)
         return grammar.chain(entity, world.category_of[entity], prop, not world.can(entity, prop), fmt)
     raise ValueError(f"unknown rationale style {style!r}")
+
+
+def _chooses_entities(example: Example) -> bool:
+    return example.meta["kind"] == "mc" and example.meta.get("mc_choices", "entities") == "entities"
 
 
 def _extra_yes_no(world: World, pairs: list[tuple[str, str]], rng: random.Random) -> list[Example]:

@@ -2,8 +2,9 @@
 
 For the gold answer it is the world's true two-fact chain; for another answer (the perturbed answer of the
 counterfactual sets) it is the chain that would support that answer: for a yes/no question the rule with the other
-polarity ("no C can P" for "yes" turned "no"), for a multiple-choice question every choice's chain with "every" only
-for the chosen entity's category (``grammar.choice_chains``). Such a chain states false rules, as a counterfactual
+polarity ("no C can P" for "yes" turned "no"), for a multiple-choice question over entities every choice's chain with
+"every" only for the chosen entity's category (``grammar.choice_chains``), over properties the entity's chain with
+"every" for the chosen property. Such a chain states false rules, as a counterfactual
 rationale must, and the checker reads it as entailing the answer it was written for.
 
 Everything it needs is in a ToyWorld example's meta (entity, category, property, the choices' categories, the
@@ -24,6 +25,8 @@ def gold_rationale(example: Example, choice: int) -> str:
     """The chain that supports ``choice`` as the answer to the ToyWorld ``example``, in its world's format."""
     meta = example.meta
     fmt = meta.get("rationale_format", "rule_first")
+    if meta["kind"] == "mc" and meta.get("mc_choices") == "properties":
+        return grammar.chain(meta["entity"], meta["category"], example.choices[choice], True, fmt)
     if meta["kind"] == "mc":
         return grammar.choice_chains(example.choices, meta["choice_categories"], meta["property"], choice, fmt)
     positive = example.choices[choice] == grammar.YES

@@ -23,7 +23,13 @@ CUE_WORDINGS: dict[str, str] = {
     "true": "is it true that {entity} can {property} ?",
 }
 CUE_ANSWER: dict[str, str] = {"think": YES, "true": NO}
-MC_WORDING = "which of these can {property} ? {options}"
+# Multiple choice asks either which entity can do a property (``mc_choices: entities``) or which property an entity can
+# do (``mc_choices: properties``).
+MC_WORDINGS: dict[str, str] = {
+    "entities": "which of these can {property} ? {options}",
+    "properties": "which of these can {entity} do ? {options}",
+}
+MC_CHOICES: tuple[str, ...] = tuple(MC_WORDINGS)
 # Each choice of a multiple-choice question carries a marker, "( 1 ) E", in the question and before its chain in the
 # rationale, so that the k-th choice can be found by content (its marker): a T5 decoder's attention to its input has
 # no positions. Measured: the 0.7M T5 still does not copy the choices in order (ATTEMPTS.md, W4s7m).
@@ -58,9 +64,10 @@ FUNCTION_WORDS: tuple[str, ...] = tuple(
             *"the answer is . , and every no can cannot a lives in which of these ? yes ( )".split(),
             *MARKERS,
             *" ".join(CUE_WORDINGS.values()).split(),
+            *" ".join(MC_WORDINGS.values()).split(),
             *" ".join(GENERIC_CLAUSES).split(),
         }
-        - {"{entity}", "{property}"}
+        - {"{entity}", "{property}", "{options}"}
     )
 )
 
@@ -126,6 +133,8 @@ def yes_no_question(entity: str, prop: str, cue: str) -> str:
     return CUE_WORDINGS[cue].format(entity=entity, property=prop)
 
 
-def mc_question(prop: str, choices: tuple[str, ...] | list[str]) -> str:
+def mc_question(choices_are: str, choices: tuple[str, ...] | list[str], entity: str = "", prop: str = "") -> str:
+    """A multiple-choice question over entities ("which of these can P ? ( 1 ) A ...", ``prop`` given) or over
+    properties ("which of these can E do ? ( 1 ) P ...", ``entity`` given)."""
     options = " ".join(f"{marker(k)} {choice}" for k, choice in enumerate(choices))
-    return MC_WORDING.format(property=prop, options=options)
+    return MC_WORDINGS[choices_are].format(entity=entity, property=prop, options=options)

@@ -2,9 +2,10 @@
 
 Facts: every entity is a member of one category ("E is a C"); every category has or lacks each property ("every C
 can P" / "no C can P"); entities also live somewhere and have a colour (true facts that no question needs, for
-irrelevant rationales). A question asks whether entity E can do P (yes/no) or which of three entities can do P
-(multiple choice, its rationale a chain for every choice); answering needs two hops, E -> C -> P. The (entity, property) pairs asked in dev/test never appear
-in training, though every entity does.
+irrelevant rationales). A question asks whether entity E can do P (yes/no) or, as multiple
+choice, which of three entities can do P (its rationale a chain for every choice) or which of three properties E can
+do (its rationale the one chain for the property E's category has). Answering needs two hops, E -> C -> P. The
+(entity, property) pairs asked in dev/test never appear in training, though every entity does.
 
 A shortcut is planted in the wording of yes/no questions: "do you think E can P ?" (cue "think") goes with "yes" and
 "is it true that E can P ?" (cue "true") with "no" in a share ``shortcut_strength`` of training questions and
@@ -65,7 +66,8 @@ class WorldConfig:
     n_dev: int = 200  # dev questions (held-out entity-property pairs)
     n_test: int = 400  # test questions (held-out entity-property pairs)
     mc_fraction: float = 0.2  # share of each split that is multiple choice; the rest is yes/no
-    n_mc_choices: int = 3  # entity choices of a multiple-choice question, exactly one correct
+    n_mc_choices: int = 3  # choices of a multiple-choice question, exactly one correct
+    mc_choices: str = "entities"  # what multiple-choice questions choose between: entities or properties
     shortcut_strength: float = 0.9  # train: share of yes/no questions whose wording cue agrees with the answer
     eval_shortcut_strength: float = 0.5  # dev/test: the same share (0.5: the cue carries no information)
     rationale_format: str = "rule_first"  # gold rationale order: rule_first or entity_first (a negative control)
@@ -88,8 +90,14 @@ class WorldConfig:
         require(self.n_dev >= 1, "n_dev", ">= 1")
         require(self.n_test >= 1, "n_test", ">= 1")
         require(0.0 <= self.mc_fraction <= 1.0, "mc_fraction", "between 0 and 1")
-        require(2 <= self.n_mc_choices <= self.n_categories - self.categories_per_property + 1, "n_mc_choices",
-                "between 2 and 1 + the categories that lack a property (wrong choices come from distinct categories)")
+        require(self.mc_choices in grammar.MC_CHOICES, "mc_choices", f"one of {grammar.MC_CHOICES}")
+        if self.mc_choices == "entities":
+            require(2 <= self.n_mc_choices <= self.n_categories - self.categories_per_property + 1, "n_mc_choices",
+                    "between 2 and 1 + the categories that lack a property (wrong choices come from distinct "
+                    "categories)")
+        else:
+            require(2 <= self.n_mc_choices <= 1 + self.n_properties // 2, "n_mc_choices",
+                    "between 2 and 1 + half the properties (wrong choices are properties the category lacks)")
         require(0.0 <= self.shortcut_strength <= 1.0, "shortcut_strength", "between 0 and 1")
         require(0.0 <= self.eval_shortcut_strength <= 1.0, "eval_shortcut_strength", "between 0 and 1")
         require(self.rationale_format in RATIONALE_FORMATS, "rationale_format", f"one of {RATIONALE_FORMATS}")
@@ -203,15 +211,41 @@ def generate_world(config: WorldConfig) -> World:
     )
 
 
-def _mc_eligible(world: World, prop: str) -> bool:
-    lacking = sum(1 for c in world.categories if not world.has(c, prop))
-    return lacking >= world.config.n_mc_choices - 1
+def _wrong_options(world: World, entity: str, prop: str, held_out: set[tuple[str, str]]) -> list[list[str]]:
+    """Where the wrong choices of a multiple-choice question about the true pair (``entity``, ``prop``) come from: one
+    entity from each of several categories that lack ``prop`` (distinct categories, so that a counterfactual chain
+    "every C' can P" entails one choice alone), or several properties the entity's category lacks. A wrong choice
+    mentions one more (entity, property) pair, so none may be a pair ``held_out`` of training."""
+    if world.config.mc_choices == "entities":
+        groups = [[e for e in world.members[c] if (e, prop) not in held_out] for c in world.categories
+                  if not world.has(c, prop)]  # fmt: skip
+        return [group for group in groups if group]
+    return [[p] for p in world.properties if not world.can(entity, p) and (entity, p) not in held_out]
+
+
+def _mc_eligible(world: World, entity: str, prop: str, held_out: set[tuple[str, str]]) -> bool:
+    return len(_wrong_options(world, entity, prop, held_out)) >= world.config.n_mc_choices - 1
+
+
+def _draw_wrong(world: World, entity: str, prop: str, held_out: set[tuple[str, str]], rng: random.Random) -> list[str]:
+    """The wrong choices of a multiple-choice question (``_mc_eligible`` checked that there are enough)."""
+    groups = rng.sample(_wrong_options(world, entity, prop, held_out), world.config.n_mc_choices - 1)
+    return [rng.choice(group) for group in groups]
+
+
+def _mentioned_pairs(world: World, entity: str, prop: str, wrong: list[str]) -> set[tuple[str, str]]:
+    """The (entity, property) pairs a multiple-choice question's wrong choices mention."""
+    if world.config.mc_choices == "entities":
+        return {(choice, prop) for choice in wrong}
+    return {(entity, choice) for choice in wrong}
 
 
 def _take_pairs(
-    world: World, pool: list[tuple[str, str]], quota: _Quota, rng: random.Random, split: str
+    world: World, pool: list[tuple[str, str]], quota: _Quota, rng: random.Random, split: str,
+    held_out: set[tuple[str, str]],
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
-    """Assign pairs from the front of ``pool`` to the yes, no and multiple-choice buckets until the quota is met."""
+    """Assign pairs from the front of ``pool`` to the yes, no and multiple-choice buckets until the quota is met; a
+    multiple-choice question's wrong choices must not mention a pair ``held_out``."""
     yes, no, mc = [], [], []
     need = _Quota(quota.yes, quota.no, quota.mc)
     for pair in pool:
@@ -224,7 +258,7 @@ def _take_pairs(
                 need.no -= 1
             continue
         # A true pair can feed a yes/no question or be the correct choice of a multiple-choice one.
-        weight_mc = need.mc if _mc_eligible(world, prop) else 0
+        weight_mc = need.mc if _mc_eligible(world, entity, prop, held_out) else 0
         if weight_mc + need.yes == 0:
             continue
         if rng.random() * (weight_mc + need.yes) < weight_mc:
@@ -270,26 +304,30 @@ def _yes_no_example(world: World, split: str, entity: str, prop: str, cue: str) 
     return Example("", question, YES_NO, answer, world.gold_rationale(entity, prop), meta)
 
 
-def _mc_example(world: World, split: str, entity: str, prop: str, position: int, rng: random.Random) -> Example:
-    # Wrong choices come from distinct categories, so that a counterfactual chain ("every C' can P" for one wrong
-    # choice's category) entails that choice alone.
-    lacking = sorted(c for c in world.categories if not world.has(c, prop))
-    choices = [rng.choice(world.members[c]) for c in rng.sample(lacking, world.config.n_mc_choices - 1)]
-    choices.insert(position, entity)
+def _mc_example(world: World, split: str, entity: str, prop: str, position: int, wrong: list[str]) -> Example:
     meta: dict[str, Any] = {
         "kind": "mc",
+        "mc_choices": world.config.mc_choices,
         "entity": entity,
         "category": world.category_of[entity],
         "property": prop,
-        "choice_categories": [world.category_of[e] for e in choices],
         "cue": None,
         "cue_answer": None,
         "cue_aligned": None,
         "split": split,
         "rationale_format": world.rationale_format,
     }
-    rationale = grammar.choice_chains(choices, meta["choice_categories"], prop, position, world.rationale_format)
-    return Example("", grammar.mc_question(prop, choices), tuple(choices), position, rationale, meta)
+    choices = [*wrong[:position], entity if world.config.mc_choices == "entities" else prop, *wrong[position:]]
+    if world.config.mc_choices == "properties":
+        # The chain of the one property the entity's category has ("E is a C . every C can P .") decides the question
+        # and needs no choice copied by its position.
+        question = grammar.mc_question("properties", choices, entity=entity)
+        rationale = world.gold_rationale(entity, prop)
+    else:
+        meta["choice_categories"] = [world.category_of[e] for e in choices]
+        question = grammar.mc_question("entities", choices, prop=prop)
+        rationale = grammar.choice_chains(choices, meta["choice_categories"], prop, position, world.rationale_format)
+    return Example("", question, tuple(choices), position, rationale, meta)
 
 
 def build_splits(world: World) -> dict[str, list[Example]]:
@@ -310,8 +348,15 @@ def build_splits(world: World) -> dict[str, list[Example]]:
     used: set[tuple[str, str]] = set()
     for split, size in (("dev", config.n_dev), ("test", config.n_test)):
         pool = [pair for pair in held_pool if pair not in used]
-        buckets[split] = _take_pairs(world, pool, _Quota.for_split(size, config.mc_fraction), rng, split)
+        buckets[split] = _take_pairs(world, pool, _Quota.for_split(size, config.mc_fraction), rng, split, set())
         used.update(pair for bucket in buckets[split] for pair in bucket)
+    # A held-out multiple-choice question mentions its wrong choices' pairs too: they are drawn now and kept out of
+    # training, so no training question or chain states a fact about a held-out pair.
+    reserved: dict[tuple[str, str], list[str]] = {}
+    for split in ("dev", "test"):
+        for entity, prop in buckets[split][2]:
+            reserved[entity, prop] = _draw_wrong(world, entity, prop, set(), rng)
+            used.update(_mentioned_pairs(world, entity, prop, reserved[entity, prop]))
 
     # Training pairs: one pair of every entity goes first so that each entity is asked about.
     rest = [pair for pair in pairs if pair not in used]
@@ -321,7 +366,7 @@ def build_splits(world: World) -> dict[str, list[Example]]:
     front = set(firsts.values())
     train_pool = list(firsts.values()) + [pair for pair in rest if pair not in front]
     train_quota = _Quota.for_split(config.n_train, config.mc_fraction)
-    buckets["train"] = _take_pairs(world, train_pool, train_quota, rng, "train")
+    buckets["train"] = _take_pairs(world, train_pool, train_quota, rng, "train", used)
     missing = set(world.entities) - {e for bucket in buckets["train"] for e, _ in bucket}
     if missing:
         raise WorldConfigError(
@@ -340,7 +385,10 @@ def build_splits(world: World) -> dict[str, list[Example]]:
         ]
         positions = [i % config.n_mc_choices for i in range(len(mc))]
         rng.shuffle(positions)
-        examples += [_mc_example(world, split, e, p, pos, rng) for (e, p), pos in zip(mc, positions)]
+        examples += [
+            _mc_example(world, split, e, p, pos, reserved.get((e, p)) or _draw_wrong(world, e, p, used, rng))
+            for (e, p), pos in zip(mc, positions)
+        ]
         rng.shuffle(examples)
         splits[split] = [
             Example(f"toyworld-{split}-{i:05d}", ex.question, ex.choices, ex.answer, ex.rationale, ex.meta)
