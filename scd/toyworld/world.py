@@ -2,10 +2,11 @@
 
 Facts: every entity is a member of one category ("E is a C"); every category has or lacks each property ("every C
 can P" / "no C can P"); entities also live somewhere and have a colour (true facts that no question needs, for
-irrelevant rationales). A question asks whether entity E can do P (yes/no) or, as multiple
-choice, which of three entities can do P (its rationale a chain for every choice) or which of three properties E can
-do (its rationale the one chain for the property E's category has). Answering needs two hops, E -> C -> P. The
-(entity, property) pairs asked in dev/test never appear in training, though every entity does.
+irrelevant rationales). A question asks whether entity E can do P (yes/no) or, as multiple choice, which of three
+entities can do P (its rationale a chain for every choice) or which of three properties E can do (its rationale the
+one chain for the property E's category has). Answering needs two hops, E -> C -> P. No (entity, property) pair that
+a dev/test question mentions (a multiple-choice question mentions one per choice) appears in a training question,
+though every entity does.
 
 A shortcut is planted in the wording of yes/no questions: "do you think E can P ?" (cue "think") goes with "yes" and
 "is it true that E can P ?" (cue "true") with "no" in a share ``shortcut_strength`` of training questions and
