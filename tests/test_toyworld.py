@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
 from scd.toyworld import grammar
@@ -391,3 +395,21 @@ def test_the_icl_teacher_is_shown_a_multiple_choice_questions_choices():
     mc = next(ex for ex in splits["test"] if ex.meta["kind"] == "mc")
     query = AnsweringPrompt(teacher.template, teacher.separator).query(mc.question, mc.choices)
     assert query.endswith("A : the answer is") and f"choices : {' | '.join(mc.choices)}" in query
+
+
+# The digest of the default world's questions, as registered in experiments/toyworld/PREREGISTRATION-v3.1.md (commit
+# 7f50bdc). A change to the generator or to conf/dataset/toyworld.yaml that alters them needs a new registration.
+REGISTERED_WORLD_SHA256 = "34ff0905259ed7cddf30da6ae2874cdfd9a2a085b3881f4c6c88b134d99b519e"
+
+
+def test_the_registered_default_world_is_unchanged() -> None:
+    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "toyworld.yaml"
+    _, splits = load_toyworld(WorldConfig(**OmegaConf.to_container(OmegaConf.load(conf).task.world)))
+    digest = hashlib.sha256()
+    for split in ("train", "dev", "test"):
+        for ex in splits[split]:
+            digest.update(json.dumps([split, ex.question, ex.choices, ex.answer, ex.rationale]).encode())
+    assert digest.hexdigest() == REGISTERED_WORLD_SHA256, (
+        "the default ToyWorld's questions differ from the registered world's: register the new world "
+        "(experiments/toyworld/) before reporting comparisons in it"
+    )
