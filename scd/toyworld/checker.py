@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scd.data.example import Example
 from scd.toyworld import grammar
-from scd.toyworld.world import World
+from scd.toyworld.world import World, chooses_properties
 
 LABELS = ("supporting", "restatement", "partial", "irrelevant", "generic", "contradicting", "malformed")
 
@@ -120,7 +120,7 @@ def _claims(example: Example) -> list[tuple[str, str]]:
     meta = example.meta
     if meta["kind"] != "mc":
         return [(meta["entity"], meta["property"])]
-    if meta.get("mc_choices") == "properties":
+    if chooses_properties(example):
         return [(meta["entity"], prop) for prop in example.choices]
     return [(entity, meta["property"]) for entity in example.choices]
 

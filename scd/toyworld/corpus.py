@@ -22,7 +22,7 @@ from scd.data.example import Example
 from scd.teacher.prompt import PromptTemplate
 from scd.toyworld import grammar
 from scd.toyworld.gold import gold_rationale
-from scd.toyworld.world import World
+from scd.toyworld.world import World, chooses_properties
 
 STYLES = ("support", "restate", "generic", "irrelevant")
 WRONG = "wrong"
@@ -125,7 +125,8 @@ def _rationale(world: World, example: Example, style: str, rng: random.Random) -
     if style == "generic":
         return grammar.sentence(rng.choice(grammar.GENERIC_CLAUSES))
     if style == "irrelevant":
-        subject = rng.choice(example.choices) if _chooses_entities(example) else entity
+        chooses_entities = example.meta["kind"] == "mc" and not chooses_properties(example)
+        subject = rng.choice(example.choices) if chooses_entities else entity
         return grammar.sentence(
             grammar.lives_in(subject, world.location_of[subject]), grammar.coloured(subject, world.colour_of[subject])
         )
@@ -135,10 +136,6 @@ def _rationale(world: World, example: Example, style: str, rng: random.Random) -
             return gold_rationale(example, wrong)
         return grammar.chain(entity, world.category_of[entity], prop, not world.can(entity, prop), fmt)
     raise ValueError(f"unknown rationale style {style!r}")
-
-
-def _chooses_entities(example: Example) -> bool:
-    return example.meta["kind"] == "mc" and example.meta.get("mc_choices", "entities") == "entities"
 
 
 def _extra_yes_no(world: World, pairs: list[tuple[str, str]], rng: random.Random) -> list[Example]:

@@ -19,13 +19,14 @@ from scd.data.example import Example
 from scd.teacher.jobs import RationaleJob
 from scd.teacher.strategies import WrittenRationales
 from scd.toyworld import grammar
+from scd.toyworld.world import chooses_properties
 
 
 def gold_rationale(example: Example, choice: int) -> str:
     """The chain that supports ``choice`` as the answer to the ToyWorld ``example``, in its world's format."""
     meta = example.meta
     fmt = meta.get("rationale_format", "rule_first")
-    if meta["kind"] == "mc" and meta.get("mc_choices") == "properties":
+    if chooses_properties(example):
         return grammar.chain(meta["entity"], meta["category"], example.choices[choice], True, fmt)
     if meta["kind"] == "mc":
         return grammar.choice_chains(example.choices, meta["choice_categories"], meta["property"], choice, fmt)

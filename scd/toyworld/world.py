@@ -305,6 +305,12 @@ def _yes_no_example(world: World, split: str, entity: str, prop: str, cue: str) 
     return Example("", question, YES_NO, answer, world.gold_rationale(entity, prop), meta)
 
 
+def chooses_properties(example: Example) -> bool:
+    """Whether ``example`` is a multiple-choice question between properties (records written before ``mc_choices``
+    existed are between entities)."""
+    return example.meta["kind"] == "mc" and example.meta.get("mc_choices", "entities") == "properties"
+
+
 def _mc_example(world: World, split: str, entity: str, prop: str, position: int, wrong: list[str]) -> Example:
     meta: dict[str, Any] = {
         "kind": "mc",
