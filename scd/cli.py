@@ -30,7 +30,8 @@ from omegaconf.errors import OmegaConfBaseException
 from scd.config import validate
 from scd.io import atomic_write_text
 from scd.pipeline import is_global_zero, is_multirun, run
-from scd.rundir import claim_run_dir, holds_a_run
+from scd.provenance import now, provenance
+from scd.rundir import claim_run_dir, holds_a_run, read_status, restore_hydra_files, sweep_resumption
 from scd.signals import Interrupted, interrupt_on_signals
 
 log = logging.getLogger(__name__)
@@ -92,14 +93,15 @@ class SweepSummary(Callback):
 
 
 def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> bool:
-    """Print the sweep's one summary line (to stderr if a job failed or the sweep was ``interrupted``); True if every
-    job completed."""
+    """Print the sweep's one summary line (to stderr if a job failed or the sweep was ``interrupted``), counting the
+    jobs this invocation kept, resumed and ran anew; True if every job completed."""
     from scd.report import collect_runs
 
     runs = collect_runs(sweep_dir)
     failed = [run for run in runs if run.status != "completed"]
+    counts = start_counts(sweep_dir, [run.path for run in runs])
     if not failed and interrupted is None:
-        print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed")
+        print(f"scd: sweep {sweep_dir}: all {len(runs)} jobs completed ({counts})")
         return True
     jobs = "; ".join(f"job {run.path.relative_to(sweep_dir)} ({run.error})" for run in failed)
     head = f"{len(failed)} of {len(runs)} jobs failed: {jobs}"
@@ -108,8 +110,26 @@ def summarize_sweep(sweep_dir: Path, interrupted: Interrupted | None = None) -> 
         started = f"{len(runs)} of {planned}" if planned else f"{len(runs)}"
         head = (f"{interrupted}: {started} jobs started, {len(failed)} did not complete: {jobs}; later jobs not "
                 f"started; rerun the same command (with hydra.sweep.dir={sweep_dir}) to resume")
-    print(f"scd: error: sweep {sweep_dir}: {head}; python -m scd.report {sweep_dir} tabulates them", file=sys.stderr)
+    print(f"scd: error: sweep {sweep_dir}: {head} ({counts}); python -m scd.report {sweep_dir} tabulates them",
+          file=sys.stderr)
     return False
+
+
+def start_counts(sweep_dir: Path, job_dirs: list[Path]) -> str:
+    """How this invocation of the sweep started its jobs: kept (completed before it began: their status.json is
+    older than the ``multirun.yaml`` Hydra writes at the start of each invocation), resumed, or new."""
+    try:
+        began = (sweep_dir / "multirun.yaml").stat().st_mtime
+    except OSError:
+        began = 0.0
+    counts = {"kept": 0, "resumed": 0, "new": 0}
+    for job_dir in job_dirs:
+        status_path = job_dir / "status.json"
+        if status_path.exists() and status_path.stat().st_mtime < began:
+            counts["kept"] += 1
+        else:
+            counts["resumed" if read_status(job_dir).get("start") == "resumed" else "new"] += 1
+    return ", ".join(f"{count} {name}" for name, count in counts.items())
 
 
 def planned_jobs(sweep_dir: Path) -> int | None:
@@ -157,26 +177,37 @@ def apply_threads(configured: int | None) -> int:
 def main_task(raw: DictConfig) -> dict[str, float] | None:
     """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
     job is marked failed in its status.json and the sweep goes on. A command refused before it claimed a directory
-    that holds another run leaves that run's status alone."""
+    that holds another run leaves that run's status alone. A rerun sweep keeps its completed jobs and resumes its
+    interrupted ones (``scd.rundir.sweep_resumption``)."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     claimed = False
+    record: dict[str, Any] = {}
     try:
         with interrupt_on_signals():
             cfg = validate(raw)
-            apply_threads(cfg.threads)
+            start = sweep_resumption(run_dir, raw, cfg) if is_multirun() else "new"
+            if start == "kept":
+                return keep_completed_job(run_dir)
+            if start == "resumed":
+                log.info("job %s: resuming the interrupted run in %s", job_name(), run_dir)
+                # What the earlier invocation finished is reused: the rationale cache, the teacher's build checkpoint,
+                # and the student's last.ckpt (which claim_run_dir keeps with ckpt_path=last).
+                cfg.ckpt_path = cfg.ckpt_path or "last"
+            threads = apply_threads(cfg.threads)
+            record = {"start": start, "stages": list(cfg.stages), "started": now(), "provenance": provenance(threads)}
             # Only rank 0 keeps the run's status and directory: the ranks of one DDP run share it.
             if is_global_zero():
                 claim_run_dir(run_dir, raw, cfg)
                 claimed = True
-                write_status(run_dir, "running")
-            metrics = run(cfg, raw, run_dir)
+                write_status(run_dir, "running", **record)
+            metrics = run(cfg, raw, run_dir, record["provenance"])
     except Interrupted as err:
-        end_interrupted(run_dir, raw, err, record=claimed or not holds_a_run(run_dir))
+        end_interrupted(run_dir, raw, err, record=claimed or not holds_a_run(run_dir), details=record)
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported
         if is_global_zero() and (claimed or not holds_a_run(run_dir)):
             try:
-                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}")
+                write_status(run_dir, "failed", error=f"{type(err).__name__}: {err}", **record, ended=now())
             except OSError as status_err:
                 # A full disk fails this write too: report the first failure, note this one in the log.
                 log.error("%s", status_err)
@@ -188,18 +219,33 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
             sys.exit(1)
         raise
     if is_global_zero():
-        write_status(run_dir, "completed")
+        write_status(run_dir, "completed", **record, ended=now())
     return metrics
 
 
-def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted, record: bool) -> None:
-    """Record the interruption (if ``record``) and exit with status 128 + the signal's number; a sweep stops after
-    this job."""
-    if is_global_zero() and record:
-        write_status(run_dir, "interrupted", error=str(err))
-    if is_multirun():
-        from hydra.core.hydra_config import HydraConfig
+def job_name() -> str:
+    """The sweep job's number and overrides, as the log names it."""
+    job = HydraConfig.get().job
+    return f"{job.num} ({' '.join(job.override_dirname.split(',')) or 'no overrides'})"
 
+
+def keep_completed_job(run_dir: Path) -> dict[str, float]:
+    """A completed job of a rerun sweep: nothing is recomputed and nothing in its directory is rewritten (Hydra's
+    copies of the config are put back; its log gains this job's lines). Returns its recorded metrics."""
+    restore_hydra_files(run_dir)
+    ended = read_status(run_dir).get("ended", "earlier")
+    log.info("job %s: kept, completed %s in %s", job_name(), ended, run_dir)
+    metrics_path = run_dir / "metrics.json"
+    return json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.exists() else {}
+
+
+def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted, record: bool,
+                    details: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Record the interruption (if ``record``, with the run's ``details``) and exit with status 128 + the signal's
+    number; a sweep stops after this job."""
+    if is_global_zero() and record:
+        write_status(run_dir, "interrupted", error=str(err), **(details or {}), ended=now())
+    if is_multirun():
         summarize_sweep(Path(HydraConfig.get().sweep.dir), err)
     else:
         resume = "rerun the same command to resume"

@@ -18,7 +18,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from scd.models import InputLimit, check_arch, check_model_source, check_random_init
 
@@ -246,7 +246,9 @@ class SimulatorConfig:
     batch_size: int = 16
     max_steps: int = 200
     bootstrap_samples: int = 1000
-    seed: int = 0
+    # The simulator's initialization and data order: the run's seed by default, so that the seed variance of LAS
+    # includes the simulator's.
+    seed: int = II("seed")
     # Longest input (a view of question, choices and rationale, tokens); longer: refused, or cut with truncate_inputs.
     max_input_tokens: int = 512
     truncate_inputs: bool = False

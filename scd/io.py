@@ -55,6 +55,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise OSError(f"could not write {path}: {err.strerror or err}") from err
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """``atomic_write_text`` for bytes (a gzipped file)."""
+    tmp = _temporary(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"could not write {path}: {err.strerror or err}") from err
+
+
 def publish_directory(write: Callable[[Path], object], target: Path) -> Path:
     """Let ``write`` fill a fresh temporary directory, then move it to ``target`` (replacing an older one), so that
     ``target`` never holds a partial set of files. Returns ``target``."""

@@ -8,10 +8,12 @@ package (scd.teacher, scd.student, scd.evaluation); this module only wires confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.hydra_config import HydraConfig
@@ -47,10 +49,19 @@ def sweep_group() -> str | None:
     return None
 
 
-def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
-    """Run the configured stages; returns the metrics also written to ``metrics.json``."""
+def seed_stage(seed: int, stage: str) -> None:
+    """Seed Python's, numpy's and torch's generators from (``seed``, ``stage``) at the start of each stage, so that
+    what one stage draws never moves another: a student trained after a teacher stage that generated rationales is
+    the one trained after a teacher stage that read them from the cache."""
+    digest = hashlib.sha256(f"scd-stage-{seed}-{stage}".encode()).digest()
+    pl.seed_everything(int.from_bytes(digest[:4], "little"), workers=True, verbose=False)
+
+
+def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] | None = None) -> dict[str, float]:
+    """Run the configured stages; returns the metrics also written to ``metrics.json``. ``provenance``
+    (``scd.provenance``) goes to the logger's run config."""
     quiet_library_noise()
-    pl.seed_everything(cfg.seed, workers=True)
+    seed_stage(cfg.seed, "data")
     started = time.perf_counter()
     checked_trainer = check_student_trainer(cfg, run_dir)
     task = build_task(cfg)
@@ -63,15 +74,19 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
     if "student" in cfg.stages and cfg.student.in_context is None:
         check_student_inputs(cfg, splits, shared_tokenizer)
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
+    if provenance is not None:
+        hyperparams["provenance"] = provenance
     logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
     metrics = earlier_stage_times(run_dir, cfg.stages)
     try:
         if "teacher" in cfg.stages:
+            seed_stage(cfg.seed, "teacher")
             stage_started = time.perf_counter()
             run_teacher_stage(cfg, task, splits, run_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
             raise_if_interrupted()
+            seed_stage(cfg.seed, "student")
             stage_started = time.perf_counter()
             run_student_stage(cfg, run_dir, logger, shared_tokenizer)
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
@@ -81,6 +96,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path) -> dict[str, float]:
             return {}
         if "evaluate" in cfg.stages:
             raise_if_interrupted()
+            seed_stage(cfg.seed, "evaluate")
             stage_started = time.perf_counter()
             metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer, teacher_dir, splits["train"]))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)

@@ -8,6 +8,10 @@ old run's outputs. The keys in ``RESUMABLE`` may change only where the student s
 validates at other intervals, resumed with ``ckpt_path=last`` or afresh). Stages that run make the outputs of the later
 stages that do not run stale: those are removed, so the directory never mixes outputs of two students or two sets of
 rationales.
+
+A sweep rerun with the same ``hydra.sweep.dir`` finds each job's directory as the last invocation left it
+(``sweep_resumption``): a completed job with the same config and stages is kept untouched, an interrupted one resumes
+(its student from ``last.ckpt``), and any other starts again.
 """
 
 from __future__ import annotations
@@ -118,6 +122,54 @@ def _refusal(run_dir: Path, recorded: dict[str, Any], current: dict[str, Any], c
     return None
 
 
+STATUS = "status.json"
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    """The run's ``status.json`` (empty where there is none or it cannot be read)."""
+    try:
+        status = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def _recorded(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        previous = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
+        return previous if isinstance(previous.get("config"), dict) else None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def sweep_resumption(run_dir: Path, raw: DictConfig, cfg: Config) -> str:
+    """What a rerun sweep job does with what its directory holds: ``"kept"`` (a completed run of this exact config
+    that ran at least this job's stages: nothing is recomputed), ``"resumed"`` (a run of this config that a signal or
+    a kill ended: its finished stages and checkpoints are reused) or ``"new"`` (anything else, including another
+    config, which ``claim_run_dir`` then refuses)."""
+    previous = _recorded(run_dir)
+    if previous is None or cfg.overwrite:
+        return "new"
+    current = json.loads(json.dumps(run_identity(raw), default=str))
+    if _differences(previous["config"], current):
+        return "new"
+    status = read_status(run_dir)
+    if status.get("status") == "completed" and set(cfg.stages) <= set(status.get("stages", STAGES)):
+        return "kept"
+    if status.get("status") in ("interrupted", "running"):
+        return "resumed"
+    return "new"
+
+
+def restore_hydra_files(run_dir: Path) -> None:
+    """Put back the ``.hydra`` files of the run ``run_dir`` holds, which Hydra overwrote for this invocation."""
+    hydra_dir, previous = _hydra_dir(run_dir), _recorded(run_dir)
+    if hydra_dir is None or previous is None:
+        return
+    for name, text in previous.get("hydra", {}).items():
+        atomic_write_text(hydra_dir / name, text)
+
+
 def claim_run_dir(run_dir: Path, raw: DictConfig, cfg: Config) -> None:
     """Check that ``run_dir`` holds no other run (see the module docstring), remove what this invocation makes stale,
     and record this run's config. Raises RunDirError naming the first key that differs."""
@@ -130,14 +182,12 @@ def claim_run_dir(run_dir: Path, raw: DictConfig, cfg: Config) -> None:
     elif record.exists():
         try:
             previous = json.loads(record.read_text(encoding="utf-8"))
-            recorded, hydra_files = previous["config"], previous["hydra"]
+            recorded, _ = previous["config"], previous["hydra"]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
             raise RunDirError(f"{record}: unreadable ({err}); overwrite=true replaces the run it belonged to") from None
         refusal = _refusal(run_dir, recorded, current, cfg)
         if refusal:
-            if hydra_dir is not None:
-                for name, text in hydra_files.items():
-                    atomic_write_text(hydra_dir / name, text)
+            restore_hydra_files(run_dir)
             raise RunDirError(refusal)
     _remove(run_dir, stale_outputs(cfg))
     saved = {path.name: path.read_text(encoding="utf-8") for path in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir else {}

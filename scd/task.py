@@ -9,7 +9,11 @@ other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task fo
 - ``shared_tokenizer()``: what ``tokenizer: teacher`` loads for the student and simulator;
 - ``teacher_metrics(rationale_dir)``: exact metrics of a set of teacher rationales, computed once with the set;
 - ``student_metrics(rationale_dir, predictions)``: exact metrics of a student's test predictions;
-- ``label_rationale(record)``: a label for one rationale, which the sweep report shows beside it.
+- ``label_rationale(record)``: a label for one rationale, which the sweep report shows beside it;
+- ``cluster_key(record)``: the cluster a test item belongs to, which ``scd.compare`` resamples as a whole (items of one
+  cluster share their errors); by default each item is its own cluster;
+- ``item_fields(rationale_dir, predictions)``: the task's own per-item fields of the run's per-item file
+  (``scd.evaluation.items``), by item id;
 
 and reads from its class, without building it (the report does, from a run's config):
 
@@ -17,6 +21,8 @@ and reads from its class, without building it (the report does, from a run's con
   figures draw;
 - ``figures``: dotted paths of the report figures of its own (functions of the report's cells, like those in
   ``scd.report.plots``), each captioned with its docstring;
+- ``comparison_tables(jobs, spec)``: the Markdown tables and item-level evidence of its own that ``scd.compare``
+  adds to a comparison of its jobs;
 - ``teacher_metrics_version``: raised when its teacher metrics change, so that cached rationale sets measured with
   an earlier version are measured again.
 
@@ -77,6 +83,20 @@ class Task:
     def label_rationale(self, record: RationaleRecord) -> str | None:
         """A word on one rationale, shown beside it in the sweep report; None: the task has none."""
         return None
+
+    @classmethod
+    def comparison_tables(cls, jobs: Sequence[Any], spec: dict[str, Any]) -> str:
+        """Markdown that ``scd.compare`` adds after the verdicts for this task's ``jobs`` (``scd.compare.Job``s,
+        each with its ``items`` rows); none by default."""
+        return ""
+
+    def cluster_key(self, record: RationaleRecord) -> str:
+        """The cluster of a test item for the bootstrap over items: the item itself unless a task knows better."""
+        return record.id
+
+    def item_fields(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The task's own fields of each test item's line in the per-item file, by item id."""
+        return {}
 
 
 class DatasetTask(Task):

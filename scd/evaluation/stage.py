@@ -15,6 +15,7 @@ from typing import Any
 from scd.config import Config
 from scd.data.example import Example
 from scd.data.records import RationaleRecord, read_split
+from scd.evaluation.items import ITEMS_FILE, item_rows, write_items
 from scd.evaluation.answers import Answerer, answer_metrics, write_predictions
 from scd.evaluation.simulator import VIEWS, SimulatorRow, fit_simulator, simulator_las
 from scd.io import atomic_write_text
@@ -70,14 +71,18 @@ def run_evaluate_stage(
         # Per item, beside predictions/test.jsonl: the simulator's answer from each view (items the student answered),
         # what a bootstrap over test items needs.
         answered = [p["id"] for p in test_predictions if p["predicted"] is not None]
-        lines = [json.dumps({"id": item, **{view: int(simulated[view][k]) for view in VIEWS}}) + "\n"
-                 for k, item in enumerate(answered)]  # fmt: skip
+        simulated_by_item = {item: {view: int(simulated[view][k]) for view in VIEWS} for k, item in enumerate(answered)}
+        lines = [json.dumps({"id": item, **views}) + "\n" for item, views in simulated_by_item.items()]
         atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "".join(lines))
     else:
         log.warning("LAS skipped: the student's answers could not be parsed (train %d, test %d usable)",
                     len(train_rows), len(test_rows))
         atomic_write_text(run_dir / "predictions" / "simulator.jsonl", "")
+        simulated_by_item = {}
     metrics.update(task.student_metrics(rationale_dir, test_predictions))
+    write_items(run_dir / "predictions" / ITEMS_FILE,
+                item_rows(test, test_predictions, simulated_by_item, {r.id: task.cluster_key(r) for r in test},
+                          task.item_fields(rationale_dir, test_predictions)))  # fmt: skip
     return metrics
 
 

@@ -28,7 +28,7 @@ from scd.teacher.strategies import WrittenRationales
 from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
 from scd.metrics import Metric
-from scd.toyworld.metrics import METRICS, prediction_metrics, teacher_metrics
+from scd.toyworld.metrics import METRICS, item_fields, prediction_metrics, rule_of, teacher_metrics
 from scd.toyworld.teacher import TeacherConfig, ensure_teacher
 from scd.toyworld.tokenizer import extend_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
@@ -141,3 +141,10 @@ class ToyWorldTask(Task):
     def label_rationale(self, record: RationaleRecord) -> str:
         """The checker's label: supporting, restatement, partial, irrelevant, generic, contradicting or malformed."""
         return judge(self.world, record.to_example(), record.rationale).label
+
+    def cluster_key(self, record: RationaleRecord) -> str:
+        """The question's rule (category/property): the student's errors cluster by rule."""
+        return rule_of(record)
+
+    def item_fields(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return item_fields(self.world, rationale_dir, predictions)
