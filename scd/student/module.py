@@ -8,10 +8,12 @@ model's parameters.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchmetrics import MeanMetric
@@ -26,6 +28,29 @@ ScheduleFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 # The defaults of conf/optimizer/adamw.yaml and conf/lr_schedule/linear_warmup.yaml, for the Python API.
 DEFAULT_OPTIMIZER: OptimizerFactory = partial(torch.optim.AdamW, lr=3e-4, weight_decay=0.0)
 DEFAULT_LR_SCHEDULE: ScheduleFactory = partial(get_linear_schedule_with_warmup, num_warmup_steps=0)
+
+
+def random_state() -> dict[str, Any]:
+    """Python's, numpy's and torch's (CPU and CUDA) random states, as plain values and tensors a checkpoint loads
+    with ``weights_only``."""
+    version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_random_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, position, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def logged_metric_names(objective: Objective) -> list[str]:
@@ -56,6 +81,20 @@ class StudentModule(pl.LightningModule):
         self.build_lr_schedule = lr_schedule
         # Per term, its loss over all of dev: each row's mean weighted by its count.
         self.val_losses = torch.nn.ModuleDict({term: MeanMetric() for term in objective.loss_terms})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning keeps weights, optimizer and loop positions; without the random state a resumed run would shuffle
+        # its next epochs (and drop out) differently from an uninterrupted one.
+        checkpoint["random_state"] = random_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Applied when training starts: the sanity check and loop restoring in between draw from the generators.
+        self._resumed_random_state = checkpoint.get("random_state")
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_resumed_random_state", None) is not None:
+            set_random_state(self._resumed_random_state)
+            self._resumed_random_state = None
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """``loss``, and ``<term>_loss`` for each term with rows in the batch."""
