@@ -82,9 +82,9 @@ def provenance(threads: int) -> dict[str, Any]:
     }
 
 
-def differing_fields(cells: Mapping[str, Mapping[str, Any] | None]) -> list[str]:
+def differing_fields(cells: Mapping[str, Mapping[str, Any] | None], noun: str = "cells") -> list[str]:
     """One line per compared field whose value differs between ``cells`` (name -> provenance; None: not recorded),
-    naming the cells of each value; no line where every cell agrees."""
+    naming the cells of each value (called ``noun`` in the line); no line where every cell agrees."""
     lines = []
     recorded = {name: record for name, record in cells.items() if record}
     unrecorded = sorted(name for name, record in cells.items() if not record)
@@ -96,7 +96,7 @@ def differing_fields(cells: Mapping[str, Mapping[str, Any] | None]) -> list[str]
             values.setdefault(repr(record.get(field)), []).append(name)
         if len(values) > 1:
             parts = "; ".join(f"{value}: {_names(names)}" for value, names in sorted(values.items()))
-            lines.append(f"cells ran with different {field} ({parts})")
+            lines.append(f"{noun} ran with different {field} ({parts})")
     return lines
 
 

@@ -175,3 +175,21 @@ def test_two_seeds_give_two_simulators(tmp_path):
         simulator, _ = fit_simulator(cfg, rows, cfg.teacher.tokenizer or cfg.teacher.name_or_path)
         weights.append(torch.cat([p.detach().flatten() for p in simulator.parameters()]))
     assert not torch.equal(weights[0], weights[1])
+
+
+@pytest.mark.slow
+def test_the_report_warns_when_the_runs_of_a_sweep_ran_from_different_commits(tmp_path):
+    from scd.report.cli import write_report
+
+    sweep = tmp_path / "sweep"
+    subprocess.run([sys.executable, str(ROOT / "run.py"), "-m", "experiment=smoke", "threads=1", "seed=0,1",
+                    f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}"], check=True,
+                   capture_output=True, cwd=tmp_path)  # fmt: skip
+    assert "runs of this report" not in write_report(sweep)
+    status_path = sweep / "1" / "status.json"
+    status = json.loads(status_path.read_text())
+    commit = status["provenance"]["git_commit"]
+    status["provenance"]["git_commit"] = "0123abc"
+    status_path.write_text(json.dumps(status))
+    table = write_report(sweep)
+    assert f"runs of this report ran with different git_commit ('0123abc': 1; {commit!r}: 0)" in table

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scd.report.collect import ReportError, Run, collect_runs, group_cells, repeated_jobs, run_tasks
+from scd.report.collect import (ReportError, Run, collect_runs, group_cells, mixed_provenance, repeated_jobs,
+                                run_tasks)
 from scd.report.html import write_html
 from scd.report.plots import write_figures
 from scd.report.tables import markdown_table, metric_columns, report_rows, write_csv
@@ -35,7 +36,7 @@ def write_report(directory: Path, runs: Sequence[Run] | None = None, *, html: bo
         raise ReportError(f"{directory}: no runs (no <job>/.hydra/config.yaml below it)")
     cells = group_cells(runs)
     columns = metric_columns(runs)
-    warnings = repeated_jobs(runs)
+    warnings = repeated_jobs(runs) + mixed_provenance(runs)
     markdown = markdown_table(cells, columns, warnings)
     (directory / "table.md").write_text(markdown)
     write_csv(directory / "table.csv", report_rows(cells, columns))
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         runs = collect_runs(args.sweep_dir)
         print(write_report(args.sweep_dir, runs, html=args.html))
-        for warning in repeated_jobs(runs):
+        for warning in repeated_jobs(runs) + mixed_provenance(runs):
             print(f"scd.report: warning: {warning}", file=sys.stderr)
         if args.html:
             print(f"scd.report: wrote {args.sweep_dir / 'report.html'}")

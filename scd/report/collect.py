@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from scd.provenance import differing_fields
 from scd.task import Task, task_class
 
 MISSING = "–"
@@ -60,6 +61,8 @@ class Run:
     config: DictConfig | None = None
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    # What produced the run (``scd.provenance``: commit, library versions, threads, CPU, GPU); None where not recorded.
+    provenance: dict[str, Any] | None = None
 
     @property
     def group(self) -> tuple[Any, ...]:
@@ -220,7 +223,7 @@ def load_run(run_dir: Path) -> Run:
     status, _ = _read_json(run_dir / "status.json")
     metrics, metrics_error = _read_json(run_dir / "metrics.json")
     state = status.get("status") if status else None
-    place = {"overrides": overrides, "config": cfg}
+    place = {"overrides": overrides, "config": cfg, "provenance": (status or {}).get("provenance")}
     if metrics is not None and state in (None, "completed"):
         return Run(run_dir, decoding, training, seed, "completed", **place, metrics=_flatten(metrics))
     if state in ("failed", "interrupted"):
@@ -285,6 +288,15 @@ def _copies(runs: Sequence[Run]) -> tuple[dict[Path, str], list[str]]:
 def repeated_jobs(runs: Sequence[Run]) -> list[str]:
     """One warning per job that more than one run repeats (same overrides and seed), naming their directories."""
     return _copies(runs)[1]
+
+
+def mixed_provenance(runs: Sequence[Run]) -> list[str]:
+    """One warning per provenance field (commit, library version, threads, CPU model, GPU) in which the completed
+    runs differ, naming the runs: their float results may differ for that reason alone."""
+    completed = [run for run in runs if run.status == "completed"]
+    common = Path(os.path.commonpath([run.path for run in completed])) if len(completed) > 1 else None
+    names = {str(run.path.relative_to(common)) if common else str(run.path): run.provenance for run in completed}
+    return differing_fields(names, noun="runs of this report")
 
 
 def group_cells(runs: Sequence[Run]) -> list[Cell]:
