@@ -11,7 +11,7 @@ Every job of the sweep with a per-item file (``predictions/items.jsonl.gz``, ``s
 
 For each claim:
 - the estimate is the mean over the seeds both cells ran of metric(A) − metric(B) on the items both have;
-- its 95% interval treats seeds and item clusters (the task's ``cluster_key``: ToyWorld's rules; an item is its own
+- its 95% interval treats seeds and item clusters (the task's ``cluster_key``, e.g. a synthetic task's rules; an item is its own
   cluster otherwise) as crossed random factors. Three bootstraps (10,000 resamples each by default; seeds only,
   clusters only, both; the same draw for both cells) give the variance components, from which the variance over new
   seeds and new clusters follows without the double counting of a plain two-way bootstrap (``crossed_variance``);
@@ -62,6 +62,10 @@ class CompareError(ValueError):
     """A sweep or spec that cannot be compared; the message names the file or key."""
 
 
+class MissingCell(CompareError):
+    """A claim whose cell did not run in the sweep: the claim is reported as not run."""
+
+
 # --------------------------------------------------------------------------------------------------- the sweep's jobs
 
 
@@ -110,6 +114,18 @@ def read_sweep(sweep_dir: Path) -> list[Job]:
 
 def cell_label(selector: Mapping[str, Any]) -> str:
     return " ".join(f"{key}={value}" for key, value in selector.items())
+
+
+def spec_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every cell the spec's claims name (with the spec's common ``cells`` values), in order of first mention."""
+    common, cells = spec.get("cells") or {}, []
+    for entry in (spec.get("hypotheses") or {}).values():
+        for claim in entry.get("claims") or []:
+            for side in ("a", "b"):
+                selector = {**common, **(claim.get(side) or {})}
+                if selector not in cells:
+                    cells.append(selector)
+    return cells
 
 
 def _matches(job: Job, selector: Mapping[str, Any]) -> bool:
@@ -417,7 +433,7 @@ def evaluate_claim(hypothesis: str, claim: Mapping[str, Any], jobs: Sequence[Job
     jobs_a, jobs_b = cell_jobs(jobs, a), cell_jobs(jobs, b)
     for selector, found in ((a, jobs_a), (b, jobs_b)):
         if not found:
-            raise CompareError(f"{where}: no job of the sweep matches cell {cell_label(selector)!r}")
+            raise MissingCell(f"no job of the sweep matches cell {cell_label(selector)!r}")
     key = json.dumps([hypothesis, a, b, metric_name, kind], sort_keys=True, default=str)
     paired = paired_claim(jobs_a, jobs_b, build_metric(metric_name, metrics), resamples=settings.resamples,
                           rng=claim_rng(settings.seed, key))  # fmt: skip
@@ -463,15 +479,19 @@ def compare(jobs: Sequence[Job], spec: Mapping[str, Any], settings: Settings) ->
     tail = settings.alpha / 2
     report = {}
     for name, entry in hypotheses.items():
-        claims = entry.get("claims") or []
-        results = [evaluate_claim(str(name), claim, jobs, common, metrics, settings) for claim in claims]
+        results, not_run = [], []
+        for claim in entry.get("claims") or []:
+            try:
+                results.append(evaluate_claim(str(name), claim, jobs, common, metrics, settings))
+            except MissingCell as missing:
+                not_run.append(f"{claim.get('metric')}: {missing}")
         adjust = holm if settings.multiplicity == "holm" else list
         for result, p_for, p_against in zip(results, adjust([r.p_for for r in results]),
                                              adjust([r.p_against for r in results])):  # fmt: skip
             result.p_for_adjusted, result.p_against_adjusted = p_for, p_against
             result.verdict = ("holds" if p_for < tail else "does not hold" if p_against < tail else "inconclusive")
-        report[str(name)] = {"statement": str(entry.get("statement", "")),
-                             "verdict": overall([r.verdict for r in results]), "claims": results}  # fmt: skip
+        report[str(name)] = {"statement": str(entry.get("statement", "")), "verdict": overall([r.verdict for r in results]),
+                             "claims": results, "not_run": not_run}  # fmt: skip
     return report
 
 
@@ -516,6 +536,7 @@ def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[s
                          f"[{_number(r.ci_low)}, {_number(r.ci_high)}] ({r.df:.0f}) | {t} | {len(r.seeds)} | "
                          f"{r.n_items} ({r.n_clusters}) | {r.p_for_adjusted:.4f} / {r.p_against_adjusted:.4f} | "
                          f"{r.verdict} |")  # fmt: skip
+        lines += [f"| (not run: {text}) |" + " |" * 10 for text in entry["not_run"]]
         lines.append("")
         lines += [power_line(r, settings.target_half_width) for r in entry["claims"]]
         lines.append("")

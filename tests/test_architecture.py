@@ -14,7 +14,7 @@ from tests.conftest import ROOT
 # scd's packages and top-level modules from the ground floor up; a module may import its own layer and those below.
 # Tasks that bring their own package (scd/toyworld) sit above everything: nothing in the core imports them.
 LAYERS = (
-    {"scd.io", "scd.metrics", "scd.signals"},
+    {"scd.io", "scd.metrics", "scd.signals", "scd.provenance"},
     {"scd.data"},
     {"scd.models", "scd.config", "scd.loggers", "scd.rundir", "scd.progress"},
     {"scd.task"},
@@ -22,7 +22,7 @@ LAYERS = (
     {"scd.student"},
     {"scd.evaluation"},
     {"scd.summary", "scd.report"},
-    {"scd.pipeline", "scd.cli", "scd.predict"},
+    {"scd.pipeline", "scd.cli", "scd.predict", "scd.compare"},
     {"scd.toyworld"},
 )
 TASK_PACKAGES = ("toyworld",)

@@ -1,4 +1,6 @@
-"""The pre-registered analysis script on a fake sweep directory: paired differences, intervals and verdicts."""
+"""The registered analysis of the v3/v3.1 comparisons (experiments/toyworld/registered/analyze_v3.py) on a fake sweep
+directory: paired differences, intervals and verdicts; and scd.compare with the v3.1 spec agreeing with it where the
+statistics did not change by design."""
 
 from __future__ import annotations
 
@@ -12,12 +14,16 @@ import numpy as np
 import pytest
 import yaml
 
+from scd.compare import run_comparison
 from scd.data.perturb import perturbed_answer
+from scd.data.records import read_split
+from scd.evaluation.items import ITEMS_FILE, item_rows, write_items
+from scd.toyworld.metrics import item_fields, rule_of
 from scd.toyworld.gold import gold_rationale
 from scd.toyworld.world import WorldConfig, load_toyworld
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("analyze", ROOT / "experiments" / "toyworld" / "analyze.py")
+_spec = importlib.util.spec_from_file_location("analyze", ROOT / "experiments" / "toyworld" / "registered" / "analyze_v3.py")
 analyze = importlib.util.module_from_spec(_spec)
 sys.modules["analyze"] = analyze  # dataclasses look their module up while the class is built
 _spec.loader.exec_module(analyze)
@@ -170,3 +176,52 @@ def test_las_column_matches_the_project_las(sweep: Path) -> None:
 def test_a_sweep_without_jobs_is_one_error_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert analyze.main([str(tmp_path)]) == 1
     assert capsys.readouterr().out.count("\n") == 1
+
+
+def write_items_and_choices(job_dir: Path) -> None:
+    """What a run writes today beside the fake job's files: Hydra's group choices and the per-item file, built by
+    the pipeline's own functions from the job's rationales, predictions and simulator answers."""
+    config = yaml.safe_load((job_dir / ".hydra" / "config.yaml").read_text())
+    choices = {"decoding": config["decoding"]["name"], "training": config["training"]["mode"],
+               "student": config["student"]["name"]}  # fmt: skip
+    (job_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    world, _ = load_toyworld(WorldConfig(**WORLD))
+    test = read_split(job_dir / "rationales", "test")
+    predictions = [json.loads(line) for line in (job_dir / "predictions" / "test.jsonl").read_text().splitlines()]
+    simulated = {row["id"]: {view: row[view] for view in ("xe", "x", "e")}
+                 for row in map(json.loads, (job_dir / "predictions" / "simulator.jsonl").read_text().splitlines())}
+    rows = item_rows(test, predictions, simulated, {r.id: rule_of(r) for r in test},
+                     item_fields(world, job_dir / "rationales", predictions))  # fmt: skip
+    write_items(job_dir / "predictions" / ITEMS_FILE, rows)
+
+
+def test_scd_compare_with_the_v31_spec_agrees_with_the_registered_analysis(tmp_path: Path) -> None:
+    """Same claims, same paired differences to 1e-12, and the same verdict wherever both analyses are decided
+    (their intervals differ by design: crossed seeds x rules against seeds x independent items; Holm)."""
+    job = 0
+    for seed in (0, 1, 2):
+        for decoding in ("greedy", "contrast_empty", "contrast_wrong"):
+            for training, follows in (("standard", 0.25 + 0.05 * seed), ("counterfactual", 0.75)):
+                write_job(tmp_path / str(job), decoding=decoding, training=training, seed=seed, follows=follows,
+                          simulator=True)  # fmt: skip
+                write_items_and_choices(tmp_path / str(job))
+                job += 1
+    old = analyze.analyze(analyze.read_sweep(tmp_path), samples=2000)
+    new = run_comparison(tmp_path, ROOT / "experiments" / "toyworld" / "comparison-v3.1.yaml", tmp_path / "out",
+                         resamples=2000)["hypotheses"]  # fmt: skip
+    compared = decided = 0
+    for name in ("H1", "H2", "H3", "H4"):
+        old_claims = {(r["comparison"], r["metric"]): r for r in old[name]["results"]}
+        for claim in new[name]["claims"]:
+            a, b = (dict(part.split("=") for part in cell.split(" ")) for cell in (claim["a"], claim["b"]))
+            key = (f"{a['decoding']} {a['training']} - {b['decoding']} {b['training']}", claim["metric"])
+            if key not in old_claims:
+                continue
+            reference = old_claims[key]
+            compared += 1
+            assert claim["estimate"] == pytest.approx(reference["difference"], abs=1e-12, nan_ok=True), key
+            if claim["claim"] == "> 0" and reference["verdict"] != "inconclusive" and claim["verdict"] != "inconclusive":
+                decided += 1
+                assert claim["verdict"] == reference["verdict"], key
+    print(f"{compared} claims compared, {decided} decided in both")
+    assert compared == 17 and decided >= 4

@@ -20,5 +20,5 @@ run main seed=0,1,2 decoding=greedy,contrast_empty,contrast_wrong,gold training=
 run tags seed=0,1,2 decoding=contrast_wrong training=counterfactual training.tags=shared,none
 run error0 seed=0,1,2 decoding=contrast_wrong training=standard,counterfactual teacher.trained.corpus.teacher_error_rate=0.0
 run icl seed=0,1,2 arm=icl_teacher
-.venv/bin/python experiments/toyworld/analyze.py "$sweep" --out "$results"
+.venv/bin/python -m scd.compare "$sweep" experiments/toyworld/comparison-v3.1.yaml --out "$results"
 .venv/bin/python -m scd.report "$sweep" --html

@@ -5,7 +5,7 @@ Each line holds the item's ``id`` and ``cluster`` (the task's cluster key: items
 so the bootstrap resamples clusters), the ``gold``, ``predicted`` and ``perturbed`` answers (choice indices; None:
 unparsable), one 0/1 indicator per answer metric (None where the metric was not measured for the item), the LAS
 simulator's three answers (``sim_xe``, ``sim_x``, ``sim_e``; None where the student's answer could not be simulated)
-and the fields the task adds (``Task.item_fields``: ToyWorld's checker labels, say).
+and the fields the task adds (``Task.item_fields``: a checker's labels, say).
 """
 
 from __future__ import annotations

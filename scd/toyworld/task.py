@@ -26,6 +26,7 @@ from scd.task import Task
 from scd.teacher.loading import teacher_prompt
 from scd.teacher.strategies import WrittenRationales
 from scd.toyworld.checker import judge
+from scd.toyworld.comparison import label_tables
 from scd.toyworld.corpus import CorpusConfig
 from scd.metrics import Metric
 from scd.toyworld.metrics import METRICS, item_fields, prediction_metrics, rule_of, teacher_metrics
@@ -141,6 +142,11 @@ class ToyWorldTask(Task):
     def label_rationale(self, record: RationaleRecord) -> str:
         """The checker's label: supporting, restatement, partial, irrelevant, generic, contradicting or malformed."""
         return judge(self.world, record.to_example(), record.rationale).label
+
+    @classmethod
+    def comparison_tables(cls, jobs: Sequence[Any], spec: dict[str, Any]) -> str:
+        """The checker's label shares of the teacher's and the student's test rationales, per cell."""
+        return label_tables(jobs, spec)
 
     def cluster_key(self, record: RationaleRecord) -> str:
         """The question's rule (category/property): the student's errors cluster by rule."""
