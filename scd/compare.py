@@ -391,7 +391,15 @@ def paired_claim(jobs_a: Mapping[int, Job], jobs_b: Mapping[int, Job], metric: S
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values."""
+    """Holm's step-down adjusted p-values (a NaN, a claim not measured, stays NaN and does not count)."""
+    measured = [k for k, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    for k, value in zip(measured, _holm([p_values[k] for k in measured])):
+        adjusted[k] = value
+    return adjusted
+
+
+def _holm(p_values: Sequence[float]) -> list[float]:
     order = sorted(range(len(p_values)), key=lambda k: p_values[k])
     adjusted, running = [math.nan] * len(p_values), 0.0
     for rank, k in enumerate(order):
@@ -403,6 +411,8 @@ def holm(p_values: Sequence[float]) -> list[float]:
 def overall(verdicts: Sequence[str]) -> str:
     if not verdicts:
         return "not run"
+    if all(v == "not measured" for v in verdicts):
+        return "not measured"
     if "does not hold" in verdicts:
         return "does not hold"
     return "holds" if all(v == "holds" for v in verdicts) else "inconclusive"
@@ -438,14 +448,17 @@ def evaluate_claim(hypothesis: str, claim: Mapping[str, Any], jobs: Sequence[Job
     paired = paired_claim(jobs_a, jobs_b, build_metric(metric_name, metrics), resamples=settings.resamples,
                           rng=claim_rng(settings.seed, key))  # fmt: skip
     threshold = -float(margin) if kind == "non-inferior" else 0.0
-    se, df = math.sqrt(paired["variance"]), paired["df"]
-    if se > 0 and not math.isnan(paired["estimate"]):
+    se, df, estimate = math.sqrt(paired["variance"]), paired["df"], paired["estimate"]
+    if math.isnan(estimate) or math.isnan(se):
+        low = high = below = math.nan  # the metric was not measured (no LAS without parsable answers, say)
+    elif se > 0:
         half = t_quantile(0.975, df) * se
-        low, high = paired["estimate"] - half, paired["estimate"] + half
-        below = t_cdf((threshold - paired["estimate"]) / se, df)  # P(difference <= threshold) under the estimate
+        low, high = estimate - half, estimate + half
+        below = t_cdf((threshold - estimate) / se, df)  # P(difference <= threshold) under the estimate
     else:
-        low = high = paired["estimate"]
-        below = 0.0 if paired["estimate"] > threshold else 1.0
+        # No variation at all: the sign decides, and a difference exactly at the threshold decides nothing.
+        low = high = estimate
+        below = 0.0 if estimate > threshold else 1.0 if estimate < threshold else 0.5
     p_for, p_against = (1 - below, below) if kind == "< 0" else (below, 1 - below)
     per_seed = paired["per_seed"][~np.isnan(paired["per_seed"])]
     t_low = t_high = None
@@ -459,7 +472,7 @@ def evaluate_claim(hypothesis: str, claim: Mapping[str, Any], jobs: Sequence[Job
                          variance_components=paired["components"],
                          seed_differences=[float(v) for v in paired["per_seed"]])  # fmt: skip
     result.min_detectable_effect = (t_quantile(0.975, df) + t_quantile(0.8, df)) * se
-    if settings.target_half_width:
+    if settings.target_half_width and se > 0:
         c = paired["components"]
         result.seeds_for_target = needed(settings.target_half_width, c["seed"] + c["interaction"] / n_clusters,
                                          c["cluster"] / n_clusters, n_seeds)  # fmt: skip
@@ -489,7 +502,8 @@ def compare(jobs: Sequence[Job], spec: Mapping[str, Any], settings: Settings) ->
         for result, p_for, p_against in zip(results, adjust([r.p_for for r in results]),
                                              adjust([r.p_against for r in results])):  # fmt: skip
             result.p_for_adjusted, result.p_against_adjusted = p_for, p_against
-            result.verdict = ("holds" if p_for < tail else "does not hold" if p_against < tail else "inconclusive")
+            result.verdict = ("not measured" if math.isnan(p_for) else "holds" if p_for < tail
+                              else "does not hold" if p_against < tail else "inconclusive")
         report[str(name)] = {"statement": str(entry.get("statement", "")), "verdict": overall([r.verdict for r in results]),
                              "claims": results, "not_run": not_run}  # fmt: skip
     return report
@@ -531,10 +545,11 @@ def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[s
                   "| A | B | metric | claim | A − B | 95% interval (df) | seed t 95% | seeds | items (clusters) | "
                   "p adj. for / against | verdict |", "|" + " --- |" * 11]  # fmt: skip
         for r in entry["claims"]:
-            t = f"[{_number(r.t_low)}, {_number(r.t_high)}]" if r.t_low is not None else "n/a (one seed)"
+            t = f"[{_number(r.t_low)}, {_number(r.t_high)}]" if r.t_low is not None else (
+                "n/a (one seed)" if len(r.seeds) == 1 else "n/a")
             lines.append(f"| {r.a} | {r.b} | {r.metric} | {_claim_text(r)} | {_number(r.estimate)} | "
                          f"[{_number(r.ci_low)}, {_number(r.ci_high)}] ({r.df:.0f}) | {t} | {len(r.seeds)} | "
-                         f"{r.n_items} ({r.n_clusters}) | {r.p_for_adjusted:.4f} / {r.p_against_adjusted:.4f} | "
+                         f"{r.n_items} ({r.n_clusters}) | {_number(r.p_for_adjusted, '')} / {_number(r.p_against_adjusted, '')} | "
                          f"{r.verdict} |")  # fmt: skip
         lines += [f"| (not run: {text}) |" + " |" * 10 for text in entry["not_run"]]
         lines.append("")
@@ -547,7 +562,9 @@ def power_line(r: ClaimResult, target: float | None) -> str:
     """What the design could detect, and what a target half-width would need."""
     line = (f"- power, {r.a} − {r.b}, {r.metric}: half-width {_number((r.ci_high - r.ci_low) / 2, '')}; smallest "
             f"effect detected with 80% power {_number(r.min_detectable_effect, '')}")
-    if target:
+    if target and not r.se > 0:
+        line += "; no variance measured, nothing to plan from"
+    elif target:
         seeds = f"about {r.seeds_for_target} seeds" if r.seeds_for_target else "no number of seeds"
         items = f"about {r.items_for_target} items" if r.items_for_target else "no number of items"
         line += (f"; half-width {target:g} needs {seeds} at {r.n_items} items, or {items} at {len(r.seeds)} "
