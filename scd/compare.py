@@ -47,7 +47,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scd.evaluation.items import ITEMS_FILE, read_items
+from scd.evaluation.items import ITEM_DIRS, ITEMS_FILE, read_items
 from scd.provenance import differing_fields
 from scd.rundir import read_status
 from scd.task import Task, task_class
@@ -88,7 +88,7 @@ class Job:
         return OmegaConf.select(self.config, key, default=None)
 
 
-def read_job(job_dir: Path) -> Job:
+def read_job(job_dir: Path, items_dir: str = "predictions") -> Job:
     hydra_dir = job_dir / ".hydra"
     try:
         config = OmegaConf.load(hydra_dir / "config.yaml")
@@ -100,16 +100,19 @@ def read_job(job_dir: Path) -> Job:
     except (ImportError, ValueError, KeyError):
         task = Task
     return Job(job_dir, {k: str(v) for k, v in choices.items()}, config, int(config.seed),
-               read_status(job_dir).get("provenance"), read_items(job_dir / "predictions" / ITEMS_FILE), task)
+               read_status(job_dir).get("provenance"), read_items(job_dir / items_dir / ITEMS_FILE), task)
 
 
-def read_sweep(sweep_dir: Path) -> list[Job]:
-    """Every completed job under ``sweep_dir`` that wrote a per-item file."""
-    files = sorted(sweep_dir.rglob(ITEMS_FILE))
+def read_sweep(sweep_dir: Path, items_dir: str = "predictions") -> list[Job]:
+    """Every completed job under ``sweep_dir`` that wrote a per-item file in ``items_dir`` (``predictions``: the
+    student's answers; ``rationales``: the teacher's test rationales)."""
+    if items_dir not in ITEM_DIRS:
+        raise CompareError(f"items: {items_dir!r} is not one of {', '.join(ITEM_DIRS)}")
+    files = sorted(f for f in sweep_dir.rglob(ITEMS_FILE) if f.parent.name == items_dir)
     job_dirs = [f.parent.parent for f in files if read_status(f.parent.parent).get("status", "completed") == "completed"]
     if not job_dirs:
-        raise CompareError(f"{sweep_dir}: no completed job with predictions/{ITEMS_FILE}")
-    return [read_job(d) for d in job_dirs]
+        raise CompareError(f"{sweep_dir}: no completed job with {items_dir}/{ITEMS_FILE}")
+    return [read_job(d, items_dir) for d in job_dirs]
 
 
 def cell_label(selector: Mapping[str, Any]) -> str:
@@ -425,6 +428,8 @@ class Settings:
     multiplicity: str = "holm"
     alpha: float = 0.05
     target_half_width: float | None = None
+    # Whose per-item files: the student's (predictions/) or the teacher's test rationales (rationales/).
+    items: str = "predictions"
 
 
 def evaluate_claim(hypothesis: str, claim: Mapping[str, Any], jobs: Sequence[Job], common: Mapping[str, Any],
@@ -596,7 +601,7 @@ def run_comparison(sweep_dir: Path, spec_path: Path, out: Path | None = None, **
         raise CompareError(f"multiplicity {settings.multiplicity!r}: use one of {', '.join(MULTIPLICITY)}")
     if settings.resamples < 100:
         raise CompareError(f"resamples must be >= 100, got {settings.resamples}")
-    jobs = read_sweep(sweep_dir)
+    jobs = read_sweep(sweep_dir, settings.items)
     report = compare(jobs, spec, settings)
     warnings = provenance_warnings(jobs, report)
     sections = [markdown(report, settings, warnings)]

@@ -13,7 +13,8 @@ other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task fo
 - ``cluster_key(record)``: the cluster a test item belongs to, which ``scd.compare`` resamples as a whole (items of one
   cluster share their errors); by default each item is its own cluster;
 - ``item_fields(rationale_dir, predictions)``: the task's own per-item fields of the run's per-item file
-  (``scd.evaluation.items``), by item id;
+  (``scd.evaluation.items``), by item id; ``teacher_item_fields(rationale_dir)`` the same for the teacher's test
+  rationales;
 
 and reads from its class, without building it (the report does, from a run's config):
 
@@ -96,6 +97,10 @@ class Task:
 
     def item_fields(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The task's own fields of each test item's line in the per-item file, by item id."""
+        return {}
+
+    def teacher_item_fields(self, rationale_dir: Path) -> dict[str, dict[str, Any]]:
+        """The task's own fields of each test rationale's line in the teacher's per-item file, by item id."""
         return {}
 
 

@@ -1,4 +1,5 @@
-"""The per-item file of a run, ``predictions/items.jsonl.gz``: one JSON line per test question with everything a
+"""The per-item files of a run: ``predictions/items.jsonl.gz`` for the student (below), and
+``rationales/items.jsonl.gz`` for the teacher's test rationales (``teacher_item_rows``). The student's file is one JSON line per test question with everything a
 paired comparison (``scd.compare``) recomputes its intervals from, small enough to commit with a study.
 
 Each line holds the item's ``id`` and ``cluster`` (the task's cluster key: items of one cluster share their errors,
@@ -20,6 +21,8 @@ from scd.data.records import RationaleRecord
 from scd.io import atomic_write_bytes
 
 ITEMS_FILE = "items.jsonl.gz"
+# Where each kind of per-item file lives in a run directory: the student's answers, and the teacher's rationales.
+ITEM_DIRS = ("predictions", "rationales")
 
 
 def _flag(value: bool | None) -> int | None:
@@ -59,6 +62,14 @@ def item_rows(
             **task_fields.get(p["id"], {}),
         })  # fmt: skip
     return rows
+
+
+def teacher_item_rows(test: Sequence[RationaleRecord], clusters: Mapping[str, str],
+                      task_fields: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+    """One row per test rationale of the teacher (for the gold answer): id, cluster, gold answer and the task's fields
+    (``Task.teacher_item_fields``), the per-item file of a teacher study (``rationales/items.jsonl.gz``)."""
+    return [{"id": r.id, "cluster": clusters.get(r.id, r.id), "gold": r.answer, **task_fields.get(r.id, {})}
+            for r in test]
 
 
 def write_items(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 # Raise when a teacher/* metric is added or computed differently: cached rationale sets are then measured again.
 TEACHER_METRICS_VERSION = 1
+JUDGE_SEED = 0
 # What a missing or damaged metrics file counts as written by: no version, so it is measured again.
 _UNREADABLE = object()
 
@@ -82,8 +83,12 @@ class RationaleSetMetrics:
         self.cfg = cfg
         self.task = task
         self.shared_tokenizer = shared_tokenizer
+        # The judge measures the rationale set, so it is one per set: its seed is fixed, not the run's (the LAS
+        # simulator, which measures a student, follows the run's seed).
+        self.judge_cfg = replace(cfg, simulator=replace(cfg.simulator, seed=JUDGE_SEED))
         # As JSON gives it back, so that a stored judge config compares equal to this one.
-        self.judge_config = json.loads(json.dumps({"simulator": asdict(cfg.simulator), "tokenizer": shared_tokenizer}))
+        self.judge_config = json.loads(json.dumps({"simulator": asdict(self.judge_cfg.simulator),
+                                                   "tokenizer": shared_tokenizer}))  # fmt: skip
         self.version = {"scd": TEACHER_METRICS_VERSION, type(task).__name__: task.teacher_metrics_version}
 
     def __call__(self, store: Path, teacher: Callable[[], Teacher]) -> dict[str, float]:
@@ -91,7 +96,7 @@ class RationaleSetMetrics:
         # stored value does not depend on which job of a sweep computed it.
         judge_file = store / f"judge-{config_key(self.judge_config)}.json"
         with isolate_rng():
-            torch.manual_seed(self.cfg.simulator.seed)
+            torch.manual_seed(JUDGE_SEED)
             measured = stored(store / TEACHER_METRICS_FILE, lambda: {"metrics": self.with_teacher(store, *teacher())},
                               self.version)  # fmt: skip
             judged = stored(judge_file, lambda: {"config": self.judge_config, "metrics": self.with_judge(store)})
@@ -121,7 +126,7 @@ class RationaleSetMetrics:
     def with_judge(self, store: Path) -> dict[str, float]:
         """Supports-answer, judged by a simulator trained to read which answer each rationale argues for."""
         train, train_cf = read_split(store, "train"), read_split(store, "train_counterfactual")
-        judge, tokenizer = fit_simulator(self.cfg, teacher_simulator_rows(train + train_cf), self.shared_tokenizer)
+        judge, tokenizer = fit_simulator(self.judge_cfg, teacher_simulator_rows(train + train_cf), self.shared_tokenizer)
         test = read_split(store, "test")
         score = supports_answer_with_simulator(judge, tokenizer, test, batch_size=self.cfg.simulator.batch_size)
         return {"teacher/supports_answer": score}

@@ -113,27 +113,39 @@ def _prefixed(metrics: dict[str, float]) -> dict[str, float]:
     return {f"toyworld/{key}": value for key, value in metrics.items()}
 
 
+def teacher_item_fields(world: World, rationale_dir: Path) -> dict[str, dict[str, Any]]:
+    """ToyWorld's fields of each test rationale in the teacher's per-item file: the question's kind and cue, the
+    checker's label, and whether the rationale supports (a complete true chain) or entails the gold answer."""
+    fields = {}
+    for record in read_split(rationale_dir, "test"):
+        teacher = judge(world, record.to_example(), record.rationale)
+        cue = cue_agrees(record, record.answer)
+        fields[record.id] = {
+            "mc": int(record.meta["kind"] == "mc"),
+            "cue_opposes": None if cue is None else int(not cue),
+            "teacher_label": teacher.label,
+            "teacher_supports": int(teacher.supports(record.rationale_for)),
+            "teacher_entails": int(teacher.entailed == record.rationale_for),
+        }
+    return fields
+
+
 def item_fields(world: World, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """ToyWorld's fields of each test item's line in the per-item file (``scd.evaluation.items``): the question's
-    kind and cue, the checker's labels of the teacher's and the student's test rationales, whether the student's
-    answer is the one its own rationale entails, and whether the teacher's rationale for the perturbed answer entails
-    that answer (``cf_entails``: a counterfactual rationale that does not cannot be followed faithfully)."""
+    """ToyWorld's fields of each test item's line in the per-item file (``scd.evaluation.items``): the teacher's
+    (``teacher_item_fields``), the checker's label of the student's rationale, whether the student's answer is the
+    one its own rationale entails, and whether the teacher's rationale for the perturbed answer entails that answer
+    (``cf_entails``: a counterfactual rationale that does not cannot be followed faithfully)."""
+    teacher = teacher_item_fields(world, rationale_dir)
     test = {r.id: r for r in read_split(rationale_dir, "test")}
     counterfactual = {r.id: r for r in read_split(rationale_dir, "test_counterfactual")} if (
         rationale_dir / "test_counterfactual.jsonl").exists() else {}
     fields = {}
     for p in predictions:
         record = test[p["id"]]
-        example = record.to_example()
-        teacher, own = judge(world, example, record.rationale), judge(world, example, p.get("rationale") or "")
-        cue = cue_agrees(record, record.answer)
+        own = judge(world, record.to_example(), p.get("rationale") or "")
         cf = counterfactual.get(p["id"])
         fields[p["id"]] = {
-            "mc": int(record.meta["kind"] == "mc"),
-            "cue_opposes": None if cue is None else int(not cue),
-            "teacher_label": teacher.label,
-            "teacher_supports": int(teacher.supports(record.rationale_for)),
-            "teacher_entails": int(teacher.entailed == record.rationale_for),
+            **teacher[p["id"]],
             "student_label": own.label,
             "student_supports": int(own.supports(record.answer)),
             "consistent": int(p["predicted"] is not None and own.entailed == p["predicted"]),

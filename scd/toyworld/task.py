@@ -29,7 +29,8 @@ from scd.toyworld.checker import judge
 from scd.toyworld.comparison import label_tables
 from scd.toyworld.corpus import CorpusConfig
 from scd.metrics import Metric
-from scd.toyworld.metrics import METRICS, item_fields, prediction_metrics, rule_of, teacher_metrics
+from scd.toyworld.metrics import (METRICS, item_fields, prediction_metrics, rule_of, teacher_item_fields,
+                                   teacher_metrics)
 from scd.toyworld.teacher import TeacherConfig, ensure_teacher
 from scd.toyworld.tokenizer import extend_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
@@ -154,3 +155,6 @@ class ToyWorldTask(Task):
 
     def item_fields(self, rationale_dir: Path, predictions: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return item_fields(self.world, rationale_dir, predictions)
+
+    def teacher_item_fields(self, rationale_dir: Path) -> dict[str, dict[str, Any]]:
+        return teacher_item_fields(self.world, rationale_dir)
