@@ -8,7 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scd.report.collect import ReportError, Run, collect_runs, group_cells, repeated_jobs, run_tasks
+from scd.io import atomic_write_text
+from scd.report.collect import ReportError, Run, collect_runs, group_cells, mixed_datasets, repeated_jobs, run_tasks
 from scd.report.html import write_html
 from scd.report.plots import write_figures
 from scd.report.tables import markdown_table, metric_columns, report_rows, write_csv
@@ -36,8 +37,8 @@ def write_report(directory: Path, runs: Sequence[Run] | None = None, *, html: bo
     cells = group_cells(runs)
     columns = metric_columns(runs)
     warnings = repeated_jobs(runs)
-    markdown = markdown_table(cells, columns, warnings)
-    (directory / "table.md").write_text(markdown)
+    markdown = markdown_table(cells, columns, warnings, mixed_datasets(runs))
+    atomic_write_text(directory / "table.md", markdown)
     write_csv(directory / "table.csv", report_rows(cells, columns))
     write_figures(directory, cells, sweep_chance(runs), run_tasks(runs))
     if html:
@@ -56,15 +57,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also log the table and rationale samples per cell to W&B, in the sweep's group")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        raise SystemExit(f"scd.report: {args.sweep_dir} is not a directory")
+        raise SystemExit(f"scd: error: {args.sweep_dir} is not a directory")
     try:
         runs = collect_runs(args.sweep_dir)
         print(write_report(args.sweep_dir, runs, html=args.html))
         for warning in repeated_jobs(runs):
-            print(f"scd.report: warning: {warning}", file=sys.stderr)
+            print(f"scd: warning: {warning}", file=sys.stderr)
         if args.html:
             print(f"scd.report: wrote {args.sweep_dir / 'report.html'}")
         if args.wandb:
             log_to_wandb(args.sweep_dir)
-    except ReportError as error:
-        raise SystemExit(f"scd.report: {error}") from None
+    except (ReportError, OSError) as error:
+        # An unwritable directory too: its OSError names the file (atomic_write_text) or the figure.
+        raise SystemExit(f"scd: error: {error}") from None
