@@ -6,8 +6,8 @@ __version__ = "0.1.0"
 
 # How many times a waiting OpenMP thread (torch's CPU threads, libgomp) spins before it sleeps. libgomp's own 300,000
 # (about 3 ms) keeps each thread busy between parallel regions: beside any other busy process the spinning threads
-# take the cores the working ones wait for (benchmarks/threads.py: the ToyWorld teacher's steps 0.40/s instead of
-# 11.9/s beside a one-thread run), while no spin at all (OMP_WAIT_POLICY=PASSIVE) costs 17% on idle cores.
+# take the cores the working ones wait for (benchmarks/threads.py: a teacher build's 0.40 steps/s instead of 11.9
+# beside a one-thread run), while no spin at all (OMP_WAIT_POLICY=PASSIVE) costs 17% on idle cores.
 OPENMP_SPIN = "10000"
 
 
