@@ -363,3 +363,17 @@ def test_predict_no_progress_turns_transformers_bars_off(student_dir, tmp_path):
         assert not hf_logging.is_progress_bar_enabled()
     finally:
         hf_logging.enable_progress_bar()
+
+
+@pytest.mark.slow
+def test_the_thread_benchmark_measures_beside_a_busy_neighbour():
+    result = subprocess.run([sys.executable, "benchmarks/threads.py", "--processes", "--neighbours", "matmul", "none",
+                             "--settings", "1", "default", "--steps", "2", "--warmup", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["steps_per_s_all_processes"] == {}
+    assert {kind: sorted(row) for kind, row in measured["beside"].items()} == {"matmul": ["1", "default"],
+                                                                              "none": ["1", "default"]}
+    assert all(cell["steps_per_s"] > 0 for row in measured["beside"].values() for cell in row.values())
+    assert f"| 2 threads, scd default (GOMP_SPINCOUNT={scd.OPENMP_SPIN}) |" in result.stdout.replace("| 1 thread ", "")
