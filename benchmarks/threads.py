@@ -210,7 +210,8 @@ def beside_neighbours(settings: list[str], neighbours: list[str], cores: int, wa
         for name, (_, commands, results) in workers.items():
             commands.put("measure")
             run = results.get()
-            row[name] = {"steps_per_s": round(steps / run["wall_s"], 2), "cpu_s_per_step": round(run["cpu_s"] / steps, 3)}
+            row[name] = {"steps_per_s": round(steps / run["wall_s"], 2),
+                         "cpu_s_per_step": round(run["cpu_s"] / steps, 3)}
         if busy is not None:
             stop.set()
             busy.join()

@@ -352,7 +352,8 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
 def test_the_thread_benchmark_measures_the_teacher_build_step():
     """benchmarks/threads.py (case 15) trains the default ToyWorld teacher in spawned processes; two steps each."""
     result = subprocess.run([sys.executable, "benchmarks/threads.py", "--steps", "2", "--warmup", "1", "--processes",
-                             "1", "2", "--neighbours"], cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
+                             "1", "2", "--neighbours"],  # no neighbours: tests/test_reliability_round4.py runs those
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     cores = len(os.sched_getaffinity(0))
