@@ -37,12 +37,13 @@ def write_report(directory: Path, runs: Sequence[Run] | None = None, *, html: bo
     cells = group_cells(runs)
     columns = metric_columns(runs)
     warnings = repeated_jobs(runs)
-    markdown = markdown_table(cells, columns, warnings, mixed_datasets(runs))
+    note = mixed_datasets(runs)
+    markdown = markdown_table(cells, columns, warnings, note)
     atomic_write_text(directory / "table.md", markdown)
     write_csv(directory / "table.csv", report_rows(cells, columns))
     write_figures(directory, cells, sweep_chance(runs), run_tasks(runs))
     if html:
-        write_html(directory, runs, cells, columns, warnings)
+        write_html(directory, runs, cells, columns, [note, *warnings] if note else warnings)
     return markdown
 
 
