@@ -157,7 +157,9 @@ def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
 
 def apply_threads(configured: int | None) -> int:
     """Set torch's CPU threads to ``threads``, or by default to ``OMP_NUM_THREADS`` where set, else to this process's
-    share of the cores it may use, and log it; returns the count. Two jobs with a thread per core each make the threads spin-wait for each other's cores."""
+    share of the cores it may use, and log it with OpenMP's wait setting (``scd.OPENMP_SPIN``); returns the count.
+    Two jobs with a thread per core each make the threads spin-wait for each other's cores. ``threads`` above the
+    cores this process may use is refused, naming them."""
     if configured is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         # The user (or a scheduler) already chose: OpenMP's own setting wins over our default.
         threads, reason = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
@@ -168,9 +170,16 @@ def apply_threads(configured: int | None) -> int:
         threads = max(1, cores // jobs)
         reason = f"{cores} cores for this process / {jobs} parallel jobs; set threads= to override"
     else:
+        allowed = sorted(os.sched_getaffinity(0))
+        if configured > len(allowed):
+            # More threads than cores: they take turns on the cores, each spin-waiting for the others' results.
+            raise ValueError(f"threads={configured} is more than the {len(allowed)} cores this process may use "
+                             f"(cores {', '.join(map(str, allowed))}); set threads={len(allowed)} or fewer, or leave "
+                             "it unset")
         threads, reason = configured, "threads"
     torch.set_num_threads(threads)
-    log.info("torch threads: %d (%s)", threads, reason)
+    wait = "OMP_WAIT_POLICY" if "OMP_WAIT_POLICY" in os.environ else "GOMP_SPINCOUNT"
+    log.info("torch threads: %d (%s); OpenMP %s=%s", threads, reason, wait, os.environ.get(wait, "unset"))
     return threads
 
 

@@ -308,7 +308,8 @@ class LoggerConfig:
 
 @dataclass
 class PathsConfig:
-    output_dir: str = MISSING
+    # Optional: `python run.py --cfg job --resolve` prints the config of a job not started, whose directory is null.
+    output_dir: Optional[str] = MISSING
     # Shared across runs: rationales and teachers trained by a task are reused from here.
     cache_dir: str = MISSING
 

@@ -42,28 +42,32 @@ def _temporary(path: Path) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` so that ``path`` either holds all of it or does not change."""
-    tmp = _temporary(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OSError(f"could not write {path}: {err.strerror or err}") from err
+    """Write ``text`` (UTF-8) so that ``path`` either holds all of it or does not change (``atomic_write_bytes``)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """``atomic_write_text`` for bytes (a gzipped file)."""
-    tmp = _temporary(path)
+    """Write ``data`` so that ``path`` either holds all of it or does not change.
+
+    What ``path`` points to is never replaced: a symlink is followed and the regular file it names is replaced (the
+    link stays), and a path that is not a regular file (``/dev/stdout``, a terminal, ``/dev/null``, a FIFO) is written
+    directly, since renaming a file onto it would replace the device or pipe instead of writing to it."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        try:
+            with open(path, "wb") as handle:
+                handle.write(data)
+        except OSError as err:
+            raise OSError(f"could not write {path}: {err.strerror or err}") from err
+        return
+    target = Path(os.path.realpath(path))
+    tmp = _temporary(target)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise OSError(f"could not write {path}: {err.strerror or err}") from err
@@ -71,16 +75,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def publish_directory(write: Callable[[Path], object], target: Path) -> Path:
     """Let ``write`` fill a fresh temporary directory, then move it to ``target`` (replacing an older one), so that
-    ``target`` never holds a partial set of files. Returns ``target``."""
-    tmp = _temporary(target)
+    ``target`` never holds a partial set of files. Returns ``target``. A symlinked ``target`` keeps its link: the
+    directory it names is the one replaced."""
+    resolved = Path(os.path.realpath(target))
+    tmp = _temporary(resolved)
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
         write(tmp)
         # A directory cannot be renamed over a non-empty one: between these two steps there is no target at all,
         # which readers see as "not written yet", never as a partial one.
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        shutil.rmtree(resolved, ignore_errors=True)
+        os.replace(tmp, resolved)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(f"could not write {target}: {err.strerror or err}") from err

@@ -21,8 +21,9 @@ from scd.config import LoggerConfig
 log = logging.getLogger(__name__)
 # How long online mode waits for the W&B server to answer before the run logs offline instead.
 WANDB_PROBE_TIMEOUT_S = 10
-# What every Lightning Trainer (a run builds up to four) says at its start that a reader of the log cannot act on.
-LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+# What every Lightning Trainer (a run builds up to four) says at its start that a reader of the log cannot act on, and
+# its "`Trainer.fit` stopped: `max_steps=N` reached." that names no model (scd.progress closes each stage by name).
+LIGHTNING_NOISE = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:", "`Trainer.fit` stopped:")
 
 
 class DropMessages(logging.Filter):

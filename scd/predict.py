@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 from transformers import AutoConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from scd.cli import one_line
 from scd.data.choices import SAME_AS_PARSED, near_duplicate
@@ -112,11 +114,18 @@ def make_question(fields: dict[str, Any], where: str, default_id: str) -> Questi
 
 
 def read_questions(path: Path) -> list[Question]:
-    """The questions of a JSON lines file; a bad line raises PredictError naming the file and line."""
-    if not path.is_file():
+    """The questions of a JSON lines file (``-``: standard input; a FIFO or ``/dev/stdin`` is read as it comes); a
+    bad line raises PredictError naming the file and line."""
+    if str(path) == "-":
+        data = sys.stdin.buffer.read()
+    elif path.is_dir():
+        raise PredictError(f"{path}: is a directory, not a JSON-lines file of questions")
+    elif not path.exists():
         raise PredictError(f"{path}: no such input file")
+    else:
+        data = path.read_bytes()
     questions = []
-    for line, fields in json_object_lines(path, decode_utf8(path, path.read_bytes(), PredictError), PredictError):
+    for line, fields in json_object_lines(path, decode_utf8(path, data, PredictError), PredictError):
         questions.append(make_question(fields, f"{path}, {line}", default_id=line.removeprefix("line ")))
     if not questions:
         raise PredictError(f"{path}: no questions in the file")
@@ -230,19 +239,30 @@ def describe(row: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+def writes_to_stdout(path: Path) -> bool:
+    """Whether ``path`` is ``-`` or names what standard output is (``/dev/stdout``, its terminal or pipe)."""
+    if str(path) == "-":
+        return True
+    try:
+        return path.exists() and os.path.samestat(path.stat(), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # a standard output without a file descriptor (captured)
+        return False
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m scd.predict", description=__doc__.splitlines()[0])
     parser.add_argument("student", type=Path, help="a run directory (uses its student/) or a student directory")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", type=Path, help="JSON lines of questions (question, choices, optional id, "
-                        "answer, rationale, rationale_for)")
+                        "answer, rationale, rationale_for); - reads standard input")
     source.add_argument("--question", help="one question, with --choices")
     parser.add_argument("--choices", nargs="+", metavar="CHOICE", help="the question's choices (two or more)")
     parser.add_argument("--rationale", help="with --question: answer after this rationale (the counterfactual probe)")
     parser.add_argument("--rationale-for", metavar="CHOICE", help="with --rationale: the choice it argues for, to "
                         "tell whether the answer follows it")
     parser.add_argument("--answer", metavar="CHOICE", help="with --question: the gold choice, to mark the answer")
-    parser.add_argument("--output", type=Path, help="write one JSON line per question here")
+    parser.add_argument("--output", type=Path, help="write one JSON line per question here (- or /dev/stdout: to "
+                        "standard output, the one-line descriptions then going to stderr)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tags", choices=TAG_MODES, help="the task tags the student was trained with (default: "
                         "the run's training.tags, else distinct)")
@@ -267,8 +287,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.no_progress:
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar too
     try:
-        if args.input is not None and args.output is not None and args.output.resolve() == args.input.resolve():
+        if (args.input is not None and args.output is not None and args.input.is_file() and args.output.is_file()
+                and args.output.samefile(args.input)):
             raise PredictError(f"--output {args.output} is the --input file: the answers would replace the questions; "
                                "write them to another file")
         if args.input is not None:
@@ -282,11 +305,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         student = load_student(args.student, args.tags, args.max_input_tokens, args.truncate_inputs)
         results = predict(student, questions, batch_size=args.batch_size, counterfactual_tag=args.counterfactual_tag,
                           show_progress=not args.no_progress)
+        # With the JSON lines on standard output, the one-line descriptions go to stderr, so that stdout stays JSON.
+        to_stdout = args.output is not None and writes_to_stdout(args.output)
         for row in results:
-            print(describe(row))
-        if args.output is not None:
+            print(describe(row), file=sys.stderr if to_stdout else sys.stdout)
+        jsonl = "".join(json.dumps(row) + "\n" for row in results)
+        if args.output is not None and str(args.output) == "-":
+            sys.stdout.write(jsonl)
+        elif args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(args.output, "".join(json.dumps(row) + "\n" for row in results))
+            atomic_write_text(args.output, jsonl)
     except (ValueError, OSError) as err:
         print(f"scd: error: {one_line(err)}", file=sys.stderr)
         sys.exit(1)

@@ -93,6 +93,7 @@ class StepProgressLog(pl.Callback):
         self.total = total
         self.started_at = self.last_at = self.clock()
         self.first = self.last = done
+        self.logged: int | None = None  # the step (or batch) of the last line
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         total = trainer.estimated_stepping_batches
@@ -105,6 +106,12 @@ class StepProgressLog(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         self._progress("step", trainer.global_step, trainer.progress_bar_metrics)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The stage's one closing line (Lightning's "`Trainer.fit` stopped" says neither which model nor where it
+        stood): where it ended, unless the last progress line already said so."""
+        if self.logged != trainer.global_step:
+            self._log_line("step", trainer.global_step, self.clock(), trainer.progress_bar_metrics)
 
     def on_predict_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         total = sum(trainer.num_predict_batches)
@@ -134,6 +141,7 @@ class StepProgressLog(pl.Callback):
             parts.append(f"~{_duration(elapsed / (done - self.first) * (self.total - done))} left")
         log.info(", ".join(parts))
         self.last_at = now
+        self.logged = done
 
 
 def _count(total: float) -> str:

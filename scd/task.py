@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class, instantiate, to_absolute_path
 
 from scd.config import Config
 from scd.data.example import Example
@@ -113,8 +113,10 @@ class DatasetTask(Task):
             raise ValueError(f"dataset {d.name}: set dataset.format, one of {', '.join(sorted(FORMATS))}")
         if d.path is None and d.hub_id is None:
             raise ValueError(f"dataset {d.name}: set dataset.path (a directory with {dict(d.splits)}) or dataset.hub_id")
+        # A relative path is the launch directory's, also where hydra.job.chdir=true runs the job in its own.
+        path = to_absolute_path(d.path) if d.path is not None else None
         return load_splits(
-            d.format, d.path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
+            d.format, path, d.hub_id, splits=d.splits, dev_size=d.dev_size, limit=d.limit, seed=d.seed,
             test_size=d.test_size, hub_config=d.hub_config,
         )
 

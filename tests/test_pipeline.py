@@ -4,6 +4,7 @@ six-cell sweep runs (rationales generated once per decoding), bad config fails w
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,9 +62,12 @@ def test_smoke_run_writes_every_artifact(make_config, tmp_path):
     assert [p["id"] for p in predictions] == test_ids
     assert (run_dir / "student" / "config.json").exists()
     assert json.loads((run_dir / "metrics.json").read_text()) == metrics
-    for key in ("student/accuracy", "student/unparsable", "student/oracle_accuracy", "student/perturbed_consistency",
-                "student/counterfactual_consistency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"):
+    for key in ("student/accuracy", "student/unparsable", "student/oracle_accuracy", "teacher/new_info",
+                "teacher/vacuity", "teacher/supports_answer"):
         assert 0.0 <= metrics[key] <= 1.0, key
+    # The random-init student's answers rarely parse: a consistency of none parsed is not measured (NaN).
+    for key in ("student/perturbed_consistency", "student/counterfactual_consistency"):
+        assert 0.0 <= metrics[key] <= 1.0 or (math.isnan(metrics[key]) and metrics["student/unparsable"] > 0), key
     assert metrics["teacher/fluency"] > 1.0
 
 

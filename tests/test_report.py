@@ -248,7 +248,7 @@ def test_copies_of_one_sweep_are_kept_apart_with_a_warning_naming_them(tmp_path,
     warning = (f"runs {tmp_path}/copyA/0, {tmp_path}/copyB/0 share every override and seed 0: kept apart as copies "
                "(copyA, copyB), not pooled as seeds")
     assert f"- {warning}" in out
-    assert f"scd.report: warning: {warning}" in err.splitlines()
+    assert f"scd: warning: {warning}" in err.splitlines()
     cells = group_cells(collect_runs(tmp_path))
     assert [(cell.label, cell.n_seeds) for cell in cells] == [
         ("greedy / standard · copy=copyA", 2), ("greedy / standard · copy=copyB", 2)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from pathlib import Path
 
@@ -125,7 +126,9 @@ def test_fit_and_evaluate_end_to_end(tmp_path: Path, arch: str, training: str, t
                                    perturb_share=0.3, seed=0)
     # Every answer metric applies: the student reads rationales and counterfactual ones were given.
     assert set(metrics) == set(ANSWER_METRICS)
-    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    # A consistency where no answer it compares parsed is not measured (NaN); a 4-step student rarely parses.
+    assert all(0.0 <= value <= 1.0 or (math.isnan(value) and key.endswith("_consistency"))
+               for key, value in metrics.items())  # fmt: skip
     assert [row["id"] for row in rows] == [record.id for record in test]
     assert metrics["student/unparsable"] == pytest.approx(np.mean([row["predicted"] is None for row in rows]))
 

@@ -1,7 +1,8 @@
 """The answer metrics, computed in one place for whatever answers the test questions: a trained student
 (``scd.student.evaluate.StudentAnswerer``) or the teacher in context (``scd.teacher.icl.InContextAnswerer``).
 
-Metrics (unparsable answers count as wrong / inconsistent):
+Metrics (unparsable answers count as wrong / inconsistent; a consistency where no answer it compares could be parsed is
+NaN, "n/a" in the summary and the report: nothing was measured, not a consistency of 0):
 - ``student/accuracy``, ``student/unparsable``: the answerer writes rationale and answer itself.
 - ``student/oracle_accuracy``: the teacher's rationale for the gold answer is given; the answerer writes the answer.
 - ``student/perturbed_consistency``: the answerer's own rationale with a share of it replaced at random is given; the
@@ -101,6 +102,8 @@ def majority_answer_share(rows: Predictions) -> float:
 def perturbed_consistency(rows: Predictions) -> float | None:
     if "perturbed_rationale_predicted" not in rows[0]:
         return None
+    if all(row["predicted"] is None for row in rows):
+        return float("nan")  # no own answer to keep
     return share([row["predicted"] is not None and row["perturbed_rationale_predicted"] == row["predicted"]
                   for row in rows])  # fmt: skip
 
@@ -111,6 +114,8 @@ def counterfactual_consistency(rows: Predictions) -> float | None:
     given = [row for row in rows if "counterfactual_predicted" in row]
     if not given:
         return None
+    if all(row["counterfactual_predicted"] is None for row in given):
+        return float("nan")  # no answer after a counterfactual rationale to follow it or not
     return share([row["counterfactual_predicted"] == row["counterfactual_rationale_for"] for row in given])
 
 

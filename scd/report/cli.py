@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from scd.report.collect import (ReportError, Run, collect_runs, group_cells, mixed_provenance, repeated_jobs,
-                                run_tasks)
+from scd.io import atomic_write_text
+from scd.report.collect import (ReportError, Run, collect_runs, group_cells, mixed_datasets, mixed_provenance,
+                                repeated_jobs, run_tasks)
 from scd.report.html import write_html
 from scd.report.plots import write_figures
 from scd.report.tables import markdown_table, metric_columns, report_rows, write_csv
@@ -37,12 +38,13 @@ def write_report(directory: Path, runs: Sequence[Run] | None = None, *, html: bo
     cells = group_cells(runs)
     columns = metric_columns(runs)
     warnings = repeated_jobs(runs) + mixed_provenance(runs)
-    markdown = markdown_table(cells, columns, warnings)
-    (directory / "table.md").write_text(markdown)
+    note = mixed_datasets(runs)
+    markdown = markdown_table(cells, columns, warnings, note)
+    atomic_write_text(directory / "table.md", markdown)
     write_csv(directory / "table.csv", report_rows(cells, columns))
     write_figures(directory, cells, sweep_chance(runs), run_tasks(runs))
     if html:
-        write_html(directory, runs, cells, columns, warnings)
+        write_html(directory, runs, cells, columns, [note, *warnings] if note else warnings)
     return markdown
 
 
@@ -57,15 +59,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="also log the table and rationale samples per cell to W&B, in the sweep's group")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
-        raise SystemExit(f"scd.report: {args.sweep_dir} is not a directory")
+        raise SystemExit(f"scd: error: {args.sweep_dir} is not a directory")
     try:
         runs = collect_runs(args.sweep_dir)
         print(write_report(args.sweep_dir, runs, html=args.html))
         for warning in repeated_jobs(runs) + mixed_provenance(runs):
-            print(f"scd.report: warning: {warning}", file=sys.stderr)
+            print(f"scd: warning: {warning}", file=sys.stderr)
         if args.html:
             print(f"scd.report: wrote {args.sweep_dir / 'report.html'}")
         if args.wandb:
             log_to_wandb(args.sweep_dir)
-    except ReportError as error:
-        raise SystemExit(f"scd.report: {error}") from None
+    except (ReportError, OSError) as error:
+        # An unwritable directory too: its OSError names the file (atomic_write_text) or the figure.
+        raise SystemExit(f"scd: error: {error}") from None

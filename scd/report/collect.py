@@ -30,6 +30,12 @@ from scd.task import Task, task_class
 MISSING = "–"
 # Overrides that tell seeds of one cell apart, not cells.
 SEED_KEYS = {"seed"}
+# Overrides that change where a run writes, how fast it runs or what it logs, never what it measures: a rerun with
+# another thread count or cache directory is the same cell.
+SPEED_KEYS = {"threads", "overwrite", "ckpt_path", "logger", "trainer.enable_progress_bar"}
+SPEED_PREFIXES = ("paths.", "logger.")
+# The column that tells data sets apart where a directory holds runs of more than one (``dataset.name``).
+DATASET_KEY = "dataset"
 # Group overrides already shown as the decoding and training columns (by the option's name in the run's config).
 NAMED_GROUPS = {"decoding", "training"}
 # A varying override that a run does not set: the config's default applies.
@@ -57,6 +63,7 @@ class Run:
     training: str
     seed: int | None
     status: str
+    dataset: str = MISSING
     overrides: dict[str, str] = field(default_factory=dict)
     config: DictConfig | None = None
     error: str = ""
@@ -66,9 +73,10 @@ class Run:
 
     @property
     def group(self) -> tuple[Any, ...]:
-        """What tells this run's cell from the others: decoding, training and every override but the seed."""
-        overrides = tuple(sorted((k, v) for k, v in self.overrides.items() if k not in SEED_KEYS))
-        return self.decoding, self.training, overrides
+        """What tells this run's cell from the others: data set, decoding, training and every override but the seed
+        and the speed-only ones."""
+        overrides = tuple(sorted((k, v) for k, v in self.overrides.items() if k not in SEED_KEYS and not speed_only(k)))
+        return self.dataset, self.decoding, self.training, overrides
 
     @property
     def icl_teacher(self) -> bool:
@@ -153,6 +161,11 @@ class Cell:
         return Summary.of(values) if values else None
 
 
+def speed_only(key: str) -> bool:
+    """Whether the override ``key`` changes only where a run writes, how fast it runs or what it logs."""
+    return key in SPEED_KEYS or key.startswith(SPEED_PREFIXES)
+
+
 def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a possibly nested dict, keyed by their '/'-joined path; null and non-finite values (not
     measured) dropped."""
@@ -219,11 +232,12 @@ def load_run(run_dir: Path) -> Run:
     except ReportError as error:
         return Run(run_dir, MISSING, MISSING, None, "failed", error=str(error))
     seed = OmegaConf.select(cfg, "seed", default=None, throw_on_resolution_failure=False)
+    dataset = str(OmegaConf.select(cfg, "dataset.name", default=MISSING, throw_on_resolution_failure=False))
 
     status, _ = _read_json(run_dir / "status.json")
     metrics, metrics_error = _read_json(run_dir / "metrics.json")
     state = status.get("status") if status else None
-    place = {"overrides": overrides, "config": cfg, "provenance": (status or {}).get("provenance")}
+    place = {"dataset": dataset, "overrides": overrides, "config": cfg, "provenance": (status or {}).get("provenance")}
     if metrics is not None and state in (None, "completed"):
         return Run(run_dir, decoding, training, seed, "completed", **place, metrics=_flatten(metrics))
     if state in ("failed", "interrupted"):
@@ -249,9 +263,10 @@ def collect_runs(sweep_dir: Path) -> list[Run]:
 
 
 def varying_keys(runs: Sequence[Run]) -> list[str]:
-    """The overrides whose value differs between runs, in the order they first appear; seeds and the decoding and
-    training groups (their own columns) left out."""
-    keys = dict.fromkeys(key for run in runs for key in run.overrides if key not in SEED_KEYS | NAMED_GROUPS)
+    """The overrides whose value differs between runs, in the order they first appear; seeds, speed-only keys and
+    the data set, decoding and training groups (their own columns) left out."""
+    keys = dict.fromkeys(key for run in runs for key in run.overrides
+                         if key not in SEED_KEYS | NAMED_GROUPS | {DATASET_KEY} and not speed_only(key))
     return [key for key in keys if len({run.overrides.get(key) for run in runs}) > 1]
 
 
@@ -285,6 +300,20 @@ def _copies(runs: Sequence[Run]) -> tuple[dict[Path, str], list[str]]:
     return copies, warnings
 
 
+def datasets(runs: Sequence[Run]) -> list[str]:
+    """The data sets (``dataset.name``) of the runs whose config could be read, each once, in job order."""
+    return list(dict.fromkeys(run.dataset for run in runs if run.dataset != MISSING))
+
+
+def mixed_datasets(runs: Sequence[Run]) -> str | None:
+    """The one line saying that the runs are of more than one data set and the table splits them; None else."""
+    names = datasets(runs)
+    if len(names) < 2:
+        return None
+    return (f"these runs are of {len(names)} data sets ({', '.join(names)}): each row is of one, named in the "
+            f"{DATASET_KEY} column; compare rows of the same data set only")
+
+
 def repeated_jobs(runs: Sequence[Run]) -> list[str]:
     """One warning per job that more than one run repeats (same overrides and seed), naming their directories."""
     return _copies(runs)[1]
@@ -301,16 +330,18 @@ def mixed_provenance(runs: Sequence[Run]) -> list[str]:
 
 def group_cells(runs: Sequence[Run]) -> list[Cell]:
     """Runs grouped by decoding, training and every override but the seed; cells in the order the sweep first ran
-    them. Each cell's ``settings`` hold its values of the overrides that vary in the sweep, and ``copy`` where copies
-    of one job are kept apart."""
+    them. Each cell's ``settings`` hold its data set where the runs are of more than one, its values of the overrides
+    that vary in the sweep, and ``copy`` where copies of one job are kept apart."""
     keys = varying_keys(runs)
+    split_by_dataset = len(datasets(runs)) > 1
     copies, _ = _copies(runs)
     groups: dict[tuple[Any, ...], list[Run]] = {}
     for run in runs:
         groups.setdefault((run.group, copies.get(run.path)), []).append(run)
     cells = []
     for (_, copy), members in groups.items():
-        settings = {key: members[0].overrides.get(key, DEFAULT) for key in keys}
+        settings = {DATASET_KEY: members[0].dataset} if split_by_dataset else {}
+        settings.update({key: members[0].overrides.get(key, DEFAULT) for key in keys})
         if copies:
             settings[COPY_KEY] = copy if copy is not None else MISSING
         cells.append(Cell(members[0].decoding, members[0].training, settings,

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from scd.data.records import RationaleRecord
+from scd.io import atomic_write_text
 from scd.report.collect import MISSING, Cell, Run, run_tasks
 from scd.metrics import Catalog
 from scd.report.plots import DPI, FigureBuilder, caption, report_figures
@@ -221,5 +222,5 @@ def write_html(directory: Path, runs: Sequence[Run], cells: Sequence[Cell], colu
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>scd {kind} report: '
             f"{escape(directory.name)}</title><style>{STYLE}</style></head><body>{body}</body></html>\n")
     path = directory / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page)
     return path

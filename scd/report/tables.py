@@ -6,10 +6,12 @@ A metric no completed run of a cell measured reads "n/a" (never 0.000); a failed
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from scd.io import atomic_write_text
 from scd.report.collect import Cell, Run
 from scd.summary import LAS_INTERVAL, NOT_MEASURED
 
@@ -76,10 +78,13 @@ def failed_runs(cells: Sequence[Cell]) -> list[str]:
     ]
 
 
-def markdown_table(cells: Sequence[Cell], columns: Sequence[str], warnings: Sequence[str] = ()) -> str:
-    """The table as GitHub markdown, followed by the warnings and the list of failed runs and their errors."""
+def markdown_table(cells: Sequence[Cell], columns: Sequence[str], warnings: Sequence[str] = (),
+                   note: str | None = None) -> str:
+    """The table as GitHub markdown, under ``note`` (the runs' data sets, where they are of several) and followed by
+    the warnings and the list of failed runs and their errors."""
     header = table_header(cells, columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [note, ""] if note else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(table_row(cell, columns)) + " |" for cell in cells]
     lines += ["", TABLE_NOTE]
     if warnings:
@@ -118,7 +123,8 @@ def report_rows(cells: Sequence[Cell], columns: Sequence[str]) -> list[dict[str,
 
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows({key: "" if value is None else value for key, value in row.items()} for row in rows)
+    atomic_write_text(path, text.getvalue())

@@ -34,6 +34,7 @@ from scd.teacher.jobs import RationaleJob, build_jobs
 from scd.teacher.loading import Teacher, demonstrations, load_teacher_model, teacher_prompt
 from scd.teacher.store import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE, is_complete, merge_shards, read_shards
 from scd.teacher.strategies import DecodingStrategy, WrittenRationales
+from scd.teacher.strategies.contrast_text import ContrastText
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,15 @@ def check_prompts(
     budget = module.settings.max_new_tokens
     for job, branches in zip(jobs, module.prompts(jobs)):
         own = max(map(len, branches))
+        if max_prompt_tokens is not None and own > max_prompt_tokens and len(branches[0]) <= max_prompt_tokens \
+                and isinstance(module.strategy, ContrastText):
+            # The question fits; the contrast prompt does not, through the text it puts in the answer's place.
+            raise ValueError(
+                f"decoding.text is too long for the teacher: the contrast prompt answering it has {own} tokens after "
+                f"the demonstrations > teacher.max_prompt_tokens={max_prompt_tokens} ({job.split} example "
+                f"{job.example.id!r}, whose own prompt fits); shorten decoding.text ({len(module.strategy.text)} "
+                "characters)"
+            )
         if max_prompt_tokens is not None and own > max_prompt_tokens:
             raise ValueError(
                 f"question too long for the teacher: {job.split} example {job.example.id!r} has {own} tokens after "

@@ -10,6 +10,7 @@ their formats add (``extend_tokenizer``: new ids after the teacher's), so editin
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -39,12 +40,33 @@ T = TypeVar("T")
 TEACHER_KEYS = ("corpus", "training")
 
 
+# The field types the settings dataclasses use (their annotations are strings): the values each accepts, and its name.
+FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+    "bool": ((bool,), "true or false"),
+}
+
+
 def settings(cls: type[T], values: dict[str, Any] | None, key: str) -> T:
-    """Build a settings dataclass from a config dict, naming the config key on an unknown field."""
+    """Build a settings dataclass from a config dict. Errors name the config key the user typed
+    (``dataset.task.world.shortcut_strength``), not the dataclass field, and a value of the wrong type its type."""
+    values = dict(values or {})
+    for field in fields(cls):  # type: ignore[arg-type]
+        if field.name not in values or str(field.type) not in FIELD_TYPES:
+            continue
+        accepted, name = FIELD_TYPES[str(field.type)]
+        value = values[field.name]
+        # bool is an int to isinstance, but true is no count.
+        if not isinstance(value, accepted) or (isinstance(value, bool) and bool not in accepted):
+            raise ValueError(f"{key}.{field.name} = {value!r}: expected {name}")
     try:
-        return cls(**(values or {}))
+        return cls(**values)
     except TypeError as err:
         raise ValueError(f"{key}: {err}") from err
+    except ValueError as err:
+        # The dataclasses' own range errors start "WorldConfig.<field>" or "WorldConfig:".
+        name = cls.__name__
+        raise ValueError(str(err).replace(f"{name}.", f"{key}.", 1).replace(f"{name}:", f"{key}:", 1)) from err
 
 
 def format_texts(example: Example) -> list[str]:
