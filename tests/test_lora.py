@@ -189,3 +189,29 @@ def test_the_t5_3b_recipe_counts_its_trainable_parameters_from_the_config():
     # 1024 <-> 32·128, each adapted by 16 · (1024 + 4096) weights.
     assert trainable == 288 * 16 * (1024 + 4096) == 23_592_960
     assert total - trainable == 2_851_598_336  # T5-3B's own weights
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["student.lora.r=0"], "student.lora.r must be >= 1 or null, got 0"),
+    (["student.lora.r=8"], "student.lora adapts a pretrained student: set student.name_or_path (the exported adapter "
+                           "names its base model, which a random_init does not have)"),
+    (["student=t5_3b", "student.lora.r=8", "student.lora.dropout=1"],
+     "student.lora: alpha > 0 and 0 <= dropout < 1 are required, got alpha=32.0, dropout=1.0"),
+])
+def test_bad_lora_settings_are_one_error_line(tmp_path, overrides, message):
+    with pytest.raises(ValueError) as error:
+        validate(compose_config(["experiment=smoke", *overrides], tmp_path, tmp_path))
+    assert str(error.value) == message
+
+
+def test_a_family_without_default_targets_is_told_to_name_them():
+    from scd.config import LoraConfig
+    from scd.models import load_tokenizer
+    from scd.student.lora import apply_lora
+
+    bloom = load_model("causal", load_tokenizer("byt5"), random_init=dict(model_type="bloom", hidden_size=32,
+                                                                          n_layer=1, n_head=2))  # fmt: skip
+    with pytest.raises(ValueError, match=r"^student.lora.target_modules: no default for model_type 'bloom'; name"):
+        apply_lora(bloom, LoraConfig(r=4), "causal")
+    adapted = apply_lora(bloom, LoraConfig(r=4, target_modules=["query_key_value"]), "causal")
+    assert 0 < trainable_parameters(adapted)[0] < trainable_parameters(adapted)[1]
