@@ -215,3 +215,11 @@ def test_a_family_without_default_targets_is_told_to_name_them():
         apply_lora(bloom, LoraConfig(r=4), "causal")
     adapted = apply_lora(bloom, LoraConfig(r=4, target_modules=["query_key_value"]), "causal")
     assert 0 < trainable_parameters(adapted)[0] < trainable_parameters(adapted)[1]
+
+
+def test_merging_a_full_weight_student_is_one_error_line(base, tmp_path, capsys):
+    _, base_dir = base
+    with pytest.raises(SystemExit) as exit_status:
+        main([str(base_dir), str(tmp_path / "out"), "--merged"])
+    assert exit_status.value.code == 1
+    assert capsys.readouterr().err == f"scd: error: {base_dir}: no LoRA student here (no adapter_config.json)\n"
