@@ -116,6 +116,7 @@ def test_a_family_neither_path_serves_is_refused_in_one_line(tokenizer):
     assert "\n" not in message
 
 
+@pytest.mark.slow
 def test_the_teacher_stage_decides_the_path_when_the_teacher_loads(make_config, caplog):
     """A Bloom teacher in a smoke run: its full-prompt path is chosen at load, and its rationales are written."""
     from scd.config import validate

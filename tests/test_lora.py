@@ -115,7 +115,8 @@ def adapters(module) -> dict[str, torch.Tensor]:
 
 def test_resume_gives_the_weights_of_an_uninterrupted_run(base, tmp_path):
     arch, base_dir = base
-    # One batch an epoch: Lightning resumes a run stopped at an epoch's end with the batches in another order.
+    # One batch an epoch: with two, a resumed run already differs from an uninterrupted one for a full-weight student
+    # (measured: 0.003 at most after 4 steps), which is Lightning's resume of the epoch, not the adapters'.
     whole, data = student(arch, base_dir, tmp_path / "whole", "counterfactual", batch_size=64)
     fit_student(whole, data, trainer(tmp_path / "whole", 4, limit_val_batches=0), ckpt_path=None)
     first, data = student(arch, base_dir, tmp_path / "cut", "counterfactual", batch_size=64)
@@ -133,6 +134,7 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(base, tmp_path):
         torch.testing.assert_close(got[name], value, rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_export_is_adapters_and_base_name_and_predict_matches_the_in_run_evaluation(base, tmp_path):
     """A smoke run with a LoRA student: ``student/`` holds the adapters naming the base, the run's predictions equal
     scd.predict's on the same questions, and ``--merged`` full weights give the same logits."""
