@@ -18,7 +18,7 @@ from scd.config import validate
 from tests.conftest import ROOT, compose_config
 
 FILLED = "\x00"  # stands for a value formatted in at run time
-SUGGESTION = re.compile(r"(?<![\w.{])([a-z_]+(?:\.[a-z_]+)+)=(\{[^}]*\}|[^\s;,)'\"`]*)")
+SUGGESTION = re.compile(r"(?<![\w.{])([a-z_]+(?:\.[a-z_]+)+)=(\{[^}]*\}|\[[^\]]*\]|[^\s;,)'\"`]*)")
 
 
 def message_texts(tree: ast.AST) -> list[str]:
