@@ -187,7 +187,7 @@ class InContextConfig:
 
 @dataclass
 class LoraConfig:
-    """``student.lora``: train low-rank adapters (LoRA, through peft) instead of every weight of a pretrained student."""
+    """``student.lora``: low-rank adapters (LoRA, through peft) train in place of a pretrained student's weights."""
 
     # The adapters' rank; null: no LoRA, every weight trains.
     r: Optional[int] = None

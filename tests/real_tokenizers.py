@@ -1,5 +1,5 @@
 """Tokenizers of the presets' families, built in code with the ``tokenizers`` library (no download): T5's
-SentencePiece-style Unigram with "▁" word starts, and a Llama-3-style byte-level BPE that starts every text with BOS."""
+SentencePiece-style Unigram with "▁" word starts, and a Llama-3-style byte-level BPE that puts BOS first."""
 
 from __future__ import annotations
 

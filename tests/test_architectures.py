@@ -4,7 +4,8 @@ method), with the path each model can take decided when it loads.
 
 The models are tiny random inits of each preset's exact config class, keeping the settings that change attention:
 grouped-query heads, Llama-3's rope scaling, Qwen2's tied embeddings and qkv biases, OLMo-2's QK-norm, GPT-NeoX's
-partial rotary (its default), Mistral's sliding window, Gemma-2's soft-capping, Bloom's ALiBi, GPT-Neo's local attention.
+partial rotary (its default), Mistral's sliding window, Gemma-2's soft-capping, Bloom's ALiBi, GPT-Neo's local
+attention.
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ PRESET_TEACHERS = {
                                              rope_parameters={"rope_type": "default", "rope_theta": 1e6}, **SMALL)),
     "olmo2": ("olmo2_13b", dict(model_type="olmo2", **SMALL)),
 }
-# model_type -> (why the shared prefix cannot serve it, its tiny config). Windows of 16 tokens, shorter than the prompts.
+# model_type -> (why the shared prefix cannot serve it, its tiny config); windows of 16 tokens, shorter than the prompts.
 FALLBACK_TEACHERS = {
-    "mistral": ("sliding-window attention", dict(model_type="mistral", num_key_value_heads=2, sliding_window=16, **SMALL)),
+    "mistral": ("sliding-window attention",
+                dict(model_type="mistral", num_key_value_heads=2, sliding_window=16, **SMALL)),
     # Untied: with tied embeddings a model this small repeats its last input token whatever the prompt.
     "gemma2": ("soft-capped attention logits", dict(model_type="gemma2", num_key_value_heads=2, head_dim=16,
                                                     sliding_window=16, tie_word_embeddings=False, **SMALL)),
@@ -88,7 +90,8 @@ def test_preset_architectures_decode_the_definition_with_and_without_the_shared_
     check_reads_its_prompt(model, tokenizer, prompts, expected, settings)
     assert settings.shared_prefix  # the shared prefix serves every preset teacher
     assert contrastive(model, tokenizer, prompts, settings) == expected
-    assert contrastive(model, tokenizer, prompts, DecodingSettings(max_new_tokens=STEPS, shared_prefix=False)) == expected
+    full_prompts = DecodingSettings(max_new_tokens=STEPS, shared_prefix=False)
+    assert contrastive(model, tokenizer, prompts, full_prompts) == expected
 
 
 @pytest.mark.parametrize("model_type", FALLBACK_TEACHERS)
