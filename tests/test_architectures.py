@@ -36,7 +36,7 @@ PRESET_TEACHERS = {
                                              rope_parameters={"rope_type": "default", "rope_theta": 1e6}, **SMALL)),
     "olmo2": ("olmo2_13b", dict(model_type="olmo2", **SMALL)),
 }
-# model_type -> (why the shared prefix cannot serve it, its tiny config); windows of 16 tokens, shorter than the prompts.
+# model_type -> (why the shared prefix cannot serve it, its tiny config); windows of 16 tokens (shorter than a prompt).
 FALLBACK_TEACHERS = {
     "mistral": ("sliding-window attention",
                 dict(model_type="mistral", num_key_value_heads=2, sliding_window=16, **SMALL)),
