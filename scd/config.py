@@ -186,6 +186,25 @@ class InContextConfig:
 
 
 @dataclass
+class LoraConfig:
+    """``student.lora``: low-rank adapters (LoRA, through peft) train in place of a pretrained student's weights."""
+
+    # The adapters' rank; null: no LoRA, every weight trains.
+    r: Optional[int] = None
+    alpha: float = 32.0
+    dropout: float = 0.05
+    # Module names to adapt; null: the family's default (scd.student.lora.DEFAULT_TARGETS).
+    target_modules: Optional[list[str]] = None
+
+    def check(self) -> None:
+        if self.r is not None and self.r < 1:
+            raise ValueError(f"student.lora.r must be >= 1 or null, got {self.r}")
+        if self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"student.lora: alpha > 0 and 0 <= dropout < 1 are required, got alpha={self.alpha}, "
+                             f"dropout={self.dropout}")  # fmt: skip
+
+
+@dataclass
 class StudentConfig:
     name: str = MISSING
     arch: str = "seq2seq"
@@ -210,6 +229,9 @@ class StudentConfig:
     # Dev checks without improvement before training stops (callbacks.early_stopping reads it).
     early_stopping_patience: int = 3
 
+    # Low-rank adapters instead of full fine-tuning (student.lora.r=16); off by default.
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
     # The in-context teacher in the student's place (conf/student/icl_teacher.yaml): nothing is trained.
     in_context: Optional[InContextConfig] = None
 
@@ -223,6 +245,10 @@ class StudentConfig:
         check_model_source("student", name_or_path=self.name_or_path, random_init=self.random_init)
         if self.random_init is not None:
             check_random_init(self.random_init, "student.random_init")
+        self.lora.check()
+        if self.lora.r is not None and self.name_or_path is None:
+            raise ValueError("student.lora adapts a pretrained student: set student.name_or_path (the exported adapter "
+                             "names its base model, which a random_init does not have)")
         for key in ("batch_size", "eval_batch_size", "max_new_tokens", "max_input_tokens",
                     "early_stopping_patience"):
             if getattr(self, key) < 1:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -27,6 +29,8 @@ from transformers import (
 Arch = Literal["causal", "seq2seq"]
 ARCHS: tuple[Arch, ...] = ("seq2seq", "causal")
 FILE_FREE_TOKENIZERS = {"byt5": ByT5Tokenizer}
+# What peft's save_pretrained writes beside the adapters: their settings and the base model's name.
+ADAPTER_CONFIG = "adapter_config.json"
 # Config keys that load_model derives from the tokenizer; a random_init that sets them would disagree with it.
 TOKENIZER_KEYS = ("vocab_size", "pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id")
 
@@ -104,6 +108,15 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Pre
         # Decoder-only checkpoints often ship without a pad token; reuse eos so batches can be padded.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def model_config_source(name_or_path: str) -> str:
+    """Where a model's config is: ``name_or_path`` itself, or for a directory of LoRA adapters (``ADAPTER_CONFIG``)
+    the base model it names. (The Auto classes load such a directory, base and adapters, by themselves.)"""
+    adapter = Path(name_or_path) / ADAPTER_CONFIG
+    if adapter.is_file():
+        return json.loads(adapter.read_text())["base_model_name_or_path"]
+    return name_or_path
 
 
 def torch_dtype(name: str) -> torch.dtype:

@@ -31,7 +31,15 @@ from transformers.utils import logging as hf_logging
 from scd.cli import one_line
 from scd.data.choices import SAME_AS_PARSED, near_duplicate
 from scd.io import atomic_write_text, decode_utf8, json_object_lines
-from scd.models import Arch, InputLimit, inference_device, load_model, load_tokenizer
+from scd.models import (
+    ADAPTER_CONFIG,
+    Arch,
+    InputLimit,
+    inference_device,
+    load_model,
+    load_tokenizer,
+    model_config_source,
+)
 from scd.student.evaluate import generate_continuations, prompt_ids, rationale_prefix_ids
 from scd.student.formatting import (
     TAG_MODES,
@@ -138,7 +146,7 @@ def load_student(path: Path, tags: TagMode | None = None, max_input_tokens: int 
     Tags, generation length and the input limit come from the arguments, else from the run's config where there is
     one, else the defaults."""
     student_dir = path / "student" if (path / "student").is_dir() else path
-    if not (student_dir / "config.json").is_file():
+    if not any((student_dir / name).is_file() for name in ("config.json", ADAPTER_CONFIG)):
         raise PredictError(f"{path}: no student here (expected a run directory with student/, or a directory "
                            "written by save_pretrained holding config.json)")
     config_path = student_dir.parent / ".hydra" / "config.yaml"
@@ -153,7 +161,8 @@ def load_student(path: Path, tags: TagMode | None = None, max_input_tokens: int 
 
     tags = tags or from_run("training.tags", "distinct")
     trust_remote_code = bool(from_run("student.trust_remote_code", False))
-    arch: Arch = "seq2seq" if AutoConfig.from_pretrained(student_dir).is_encoder_decoder else "causal"
+    config = AutoConfig.from_pretrained(model_config_source(str(student_dir)))
+    arch: Arch = "seq2seq" if config.is_encoder_decoder else "causal"
     tokenizer = load_tokenizer(str(student_dir), trust_remote_code=trust_remote_code)
     model = load_model(arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=trust_remote_code)
     model = model.to(inference_device("auto")).eval()

@@ -1,4 +1,5 @@
-"""Student text forms, answer parsing, and answer-only label masks on byte and BPE tokenizers."""
+"""Student text forms, answer parsing, and answer-only label masks on byte and BPE tokenizers, T5's SentencePiece
+kind and Llama-3's BPE with BOS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from scd.data.records import RationaleRecord
 from scd.models import load_tokenizer
 from scd.student.data import IGNORE_INDEX, encode_row
 from scd.student.objectives import Counterfactual
+from tests.real_tokenizers import bpe_with_bos, sentencepiece_unigram
 from scd.student.formatting import (
     extract_rationale,
     first_token_at,
@@ -155,6 +157,26 @@ def test_offsets_and_prefix_tokenization_find_the_same_boundary() -> None:
     assert first_token_at(load_tokenizer("byt5"), text, answer_start)[1] == answer_start
 
 
+@pytest.mark.parametrize(("make", "answer_tokens"), [
+    (sentencepiece_unigram, ["▁no", ".", "</s>"]), (bpe_with_bos, ["Ġno", ".", "<|endoftext|>"])],
+    ids=["t5_unigram", "llama3_bpe"])
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_preset_tokenizers_supervise_only_the_answer_of_a_counterfactual_row(make, answer_tokens, arch) -> None:
+    tokenizer = make()
+    start = {"decoder_start_token_id": tokenizer.pad_token_id or 0} if arch == "seq2seq" else {}
+    row = encode_row(objective_row("distinct", True), tokenizer, arch, **start)
+    assert supervised_tokens(tokenizer, row.labels) == answer_tokens
+    assert row.labels[: -len(answer_tokens)] == [IGNORE_INDEX] * (len(row.labels) - len(answer_tokens))
+    factual = encode_row(objective_row("distinct", False), tokenizer, arch, **start)
+    target = tokenizer(format_target(RECORD.rationale, "no", "[factual]"), add_special_tokens=False).input_ids
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    # The whole factual target and eos are supervised, after a prompt (causal) that starts with BOS once, if any.
+    supervised = [label for label in factual.labels if label != IGNORE_INDEX]
+    assert supervised == target + [tokenizer.eos_token_id]
+    if arch == "causal":
+        assert factual.input_ids[: len(bos) + 1].count(tokenizer.bos_token_id) == len(bos)
+
+
 # --- answer parsing -----------------------------------------------------------------------------------------------
 
 
@@ -174,6 +196,13 @@ def test_offsets_and_prefix_tokenization_find_the_same_boundary() -> None:
 )
 def test_parse_answer_yes_no(text: str, expected: int | None) -> None:
     assert parse_answer(text, ["yes", "no"]) == expected
+    # As a student's generated ids decoded by T5's and Llama-3's kinds of tokenizer.
+    for tokenizer in (UNIGRAM, BPE_WITH_BOS):
+        decoded = tokenizer.decode(tokenizer(text).input_ids, skip_special_tokens=True)
+        assert parse_answer(decoded, ["yes", "no"]) == expected, (type(tokenizer.backend_tokenizer.model), decoded)
+
+
+UNIGRAM, BPE_WITH_BOS = sentencepiece_unigram(), bpe_with_bos()
 
 
 def test_parse_answer_prefers_exact_and_longest_choices() -> None:

@@ -81,8 +81,20 @@ class StudentModule(pl.LightningModule):
         self.build_lr_schedule = lr_schedule
         # Per term, its loss over all of dev: each row's mean weighted by its count.
         self.val_losses = torch.nn.ModuleDict({term: MeanMetric() for term in objective.loss_terms})
+        # A LoRA student (scd.student.lora) trains its adapters only: checkpoints hold them, not the frozen base,
+        # and a checkpoint restores them into the base as loaded.
+        self.adapters_only = hasattr(model, "peft_config")
+        self.strict_loading = not self.adapters_only
+
+    def checkpoint_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The part of ``state`` (this module's state dict) a checkpoint holds: all, or a LoRA student's adapters."""
+        if not self.adapters_only:
+            return state
+        trainable = {f"model.{name}" for name, p in self.model.named_parameters() if p.requires_grad}
+        return {name: value for name, value in state.items() if name in trainable}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = self.checkpoint_state(checkpoint["state_dict"])
         # Lightning keeps weights, optimizer and loop positions; without the random state a resumed run would shuffle
         # its next epochs (and drop out) differently from an uninterrupted one.
         checkpoint["random_state"] = random_state()

@@ -19,6 +19,7 @@ from scd.data.example import Example
 from scd.student.data import StudentDataModule
 from scd.student.evaluate import prompt_ids
 from scd.student.formatting import task_tag
+from scd.student.lora import apply_lora
 from scd.student.module import StudentModule, logged_metric_names
 from scd.student.train import build_trainer, fit_student
 
@@ -44,6 +45,8 @@ def build_student(cfg: Config, tokenizer_source: str) -> StudentModule:
         s.arch, tokenizer, name_or_path=s.name_or_path, random_init=s.random_init,
         trust_remote_code=s.trust_remote_code, seed=cfg.seed,
     )
+    if s.lora.r is not None:
+        model = apply_lora(model, s.lora, s.arch, seed=cfg.seed)
     return StudentModule(model, tokenizer, cfg.training, optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
 
 

@@ -70,7 +70,7 @@ def check_resumable(module: StudentModule, ckpt_path: str) -> None:
     """Refuse a checkpoint whose weights do not fit ``module`` (another student architecture or size), in one line
     rather than the state-dict traceback. The file is memory-mapped: only its index is read."""
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get("state_dict", {})
-    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    expected = {name: tuple(value.shape) for name, value in module.checkpoint_state(module.state_dict()).items()}
     found = {name: tuple(value.shape) for name, value in state.items()}
     if found != expected:
         differing = sorted(set(expected) ^ set(found)) or sorted(n for n in expected if expected[n] != found[n])
@@ -118,7 +118,7 @@ def fit_student(
         log.info("exporting the best checkpoint %s (%s %.4f)", checkpoint.best_model_path, checkpoint.monitor,
                  checkpoint.best_model_score)
         state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
+        module.load_state_dict(state, strict=module.strict_loading)
     else:
         log.info("no validation ran, so there is no best checkpoint: exporting the final weights")
     return export_student(module, export_dir)

@@ -21,23 +21,35 @@ Speed comes from these choices (measured in ``benchmarks/``):
 Rows are left-padded between the shared prefix and their own suffix; position ids come from the attention mask, so a
 padded row sees the same positions as it would alone. With ``shared_prefix=False`` every row carries its full prompt
 through the model's own attention: the reference the shared-prefix path is tested against.
+
+Which path a model takes is decided when it loads (``settings_for_model``): a few tokens through each path show
+whether the shared prefix can serve it (sliding windows, soft-capped attention logits and attention sinks it does not
+compute; models that compute attention in their own code take no attention function) and whether the full-prompt path
+can, if not.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
+from transformers import AttentionInterface, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
 if TYPE_CHECKING:
     from scd.teacher.strategies import DecodingStrategy
 
+log = logging.getLogger(__name__)
+
 PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
 SHARED_PREFIX_ATTENTION = "scd_shared_prefix"
+
+
+class SharedPrefixUnsupported(ValueError):
+    """The model's attention needs something that ``shared_prefix_attention`` does not compute."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +96,12 @@ def shared_prefix_attention(
     """
     if shared_prefix is None:
         raise ValueError(f"the {SHARED_PREFIX_ATTENTION} attention needs the shared_prefix keys and values")
-    if kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
-        raise ValueError("shared-prefix attention does not support sliding windows, soft-capping or attention sinks: "
-                         "set decoding.shared_prefix=false for this model")
+    needs = [name for name, used in (("sliding-window attention", kwargs.get("sliding_window")),
+                                     ("soft-capped attention logits", kwargs.get("softcap")),
+                                     ("attention sinks", kwargs.get("s_aux") is not None)) if used]  # fmt: skip
+    if needs:
+        raise SharedPrefixUnsupported(f"its {type(module).__name__} uses {' and '.join(needs)}, which the shared "
+                                      "prefix does not compute")  # fmt: skip
     prefix = shared_prefix[module.layer_idx]
     rows, heads, q_len, dim = query.shape
     scores_per_query = heads * (prefix[0].shape[-2] + attention_mask.shape[-1])
@@ -173,7 +188,10 @@ class _Rows:
             ids[row, width - len(suffix) :] = torch.tensor(suffix, device=device)
             self.mask[row, width - len(suffix) : width] = True
         self.model, self.prefix_kv, self.length = model, prefix_kv, width
-        self.cache = StaticCache(config=model.config, max_cache_len=self.mask.shape[1])
+        # A model that computes attention in its own code (Bloom's ALiBi, GPT-Neo's local window) reads the key length
+        # as the tokens seen so far, which a pre-allocated cache is not: it gets a growing one.
+        self.cache = (StaticCache(config=model.config, max_cache_len=self.mask.shape[1])
+                      if model._supports_attention_backend else DynamicCache())  # fmt: skip
         offset = 0 if prefix_kv is None else prefix_kv[0][0].shape[-2]
         positions = padded_positions(self.mask[:, :width], offset)
         self.next_position = positions[:, -1] + 1
@@ -274,7 +292,7 @@ def decode(
     shared = settings.shared_prefix and bool(prefix_ids)
     if shared and not model._supports_attention_backend:
         raise ValueError(f"{type(model).__name__} does not take custom attention functions, which decoding's shared "
-                         "prefix needs: set decoding.shared_prefix=false")
+                         "prefix needs: set decoding_loop.shared_prefix=false")
     if shared:
         prefix_kv = prefix_kv if prefix_kv is not None else encode_prefix(model, prefix_ids)
     else:
@@ -282,6 +300,45 @@ def decode(
         prompts = [[prefix_ids + branch for branch in branches] for branches in prompts]
     with _attention_implementation(model, SHARED_PREFIX_ATTENTION) if shared else nullcontext():
         return _decode_rows(model, tokenizer, prefix_kv, prompts, strategy, settings, separator)
+
+
+def _probe(model: PreTrainedModel, shared: bool) -> None:
+    """Two steps of one row through a path (shared prefix or full prompt), on token 0: what any failure of the path
+    on this model raises."""
+    with torch.inference_mode():
+        prefix_kv = encode_prefix(model, [0]) if shared else None
+        with _attention_implementation(model, SHARED_PREFIX_ATTENTION) if shared else nullcontext():
+            _Rows(model, prefix_kv, [[0, 0]], 0, 2).advance(torch.zeros(1, dtype=torch.long, device=model.device))
+
+
+def shared_prefix_refusal(model: PreTrainedModel) -> str | None:
+    """Why the shared prefix cannot serve ``model``, or None when it can."""
+    if not model._supports_attention_backend:
+        return "it computes attention in its own code and takes no attention function"
+    try:
+        _probe(model, shared=True)
+    except SharedPrefixUnsupported as err:
+        return str(err)
+    return None
+
+
+def settings_for_model(model: PreTrainedModel, settings: DecodingSettings) -> DecodingSettings:
+    """``settings`` as ``model`` can run them, decided when it loads: with ``shared_prefix`` turned off, and one log
+    line saying why, where the shared prefix cannot serve the model; a ValueError naming the model where the
+    full-prompt path cannot either."""
+    name = type(model).__name__
+    if settings.shared_prefix:
+        reason = shared_prefix_refusal(model)
+        if reason is None:
+            return settings
+        log.info("Teacher: %s decodes every row with its full prompt, not the shared prefix: %s", name, reason)
+        settings = replace(settings, shared_prefix=False)
+    try:
+        _probe(model, shared=False)
+    except Exception as err:  # noqa: BLE001 - whatever the model raises, it cannot be decoded; said in one line
+        raise ValueError(f"teacher: {name} cannot be decoded by scd's decoding loop ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); use a teacher of another family") from err
+    return settings
 
 
 # Padded tokens (rows × width) up to which rows always share one forward: below it, one forward per step is fastest.

@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from scd.data.records import RationaleRecord
 from scd.data.choices import match_choice
-from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
+from scd.teacher.decoding import DecodingSettings, decode, encode_prefix, settings_for_model
 from scd.teacher.prompt import leading_special_ids
 from scd.teacher.prompt import Demonstration
 from scd.teacher.strategies import Greedy
@@ -130,10 +130,11 @@ class InContextAnswerer:
             prompt.prefix(demonstrations), add_special_tokens=False
         ).input_ids
         self._prefix_kv: Any = None
+        self.shared_prefix = settings_for_model(model, DecodingSettings()).shared_prefix
 
     def _continue(self, queries: list[str], max_new_tokens: int, desc: str) -> list[str]:
-        settings = DecodingSettings(max_new_tokens=max_new_tokens)
-        if self._prefix_kv is None and self.prefix_ids:
+        settings = DecodingSettings(max_new_tokens=max_new_tokens, shared_prefix=self.shared_prefix)
+        if self._prefix_kv is None and self.prefix_ids and self.shared_prefix:
             with torch.inference_mode():
                 self._prefix_kv = encode_prefix(self.model, self.prefix_ids)
         texts: list[str] = []

@@ -28,7 +28,7 @@ from scd.io import atomic_write_text, config_key, exclusive, publish_directory
 from scd.signals import StopPredictionOnSigterm
 from scd.task import Task
 from scd.progress import progress_callbacks
-from scd.teacher.decoding import DecodingSettings
+from scd.teacher.decoding import DecodingSettings, settings_for_model
 from scd.teacher.generation import JobDataModule, ShardWriter, TeacherModule
 from scd.teacher.jobs import RationaleJob, build_jobs
 from scd.teacher.loading import Teacher, demonstrations, load_teacher_model, teacher_prompt
@@ -126,8 +126,10 @@ def load_teacher_module(
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
-    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, strategy,
-                         decoding_settings(cfg.decoding_loop, t), placed=t.device_map is not None)
+    # Decided here, before decoding: the path this model can take (a log line where it is not the configured one).
+    settings = settings_for_model(model, decoding_settings(cfg.decoding_loop, t))
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, strategy, settings,
+                                 placed=t.device_map is not None)
 
 
 def run_teacher_stage(
