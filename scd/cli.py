@@ -136,8 +136,9 @@ def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
 
 
 def apply_threads(configured: int | None) -> int:
-    """Set torch's CPU threads to ``threads``, or by default to ``OMP_NUM_THREADS`` where set, else to this process's
-    share of the cores it may use, and log it; returns the count. Two jobs with a thread per core each make the threads spin-wait for each other's cores."""
+    """Set torch's CPU threads to ``configured`` (the config's ``threads``), or by default to ``OMP_NUM_THREADS``
+    where set, else to this process's share of the cores it may use, and log it; returns the count. Two jobs with a
+    thread per core each make the threads spin-wait for each other's cores."""
     if configured is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         # The user (or a scheduler) already chose: OpenMP's own setting wins over our default.
         threads, reason = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"
@@ -198,8 +199,6 @@ def end_interrupted(run_dir: Path, raw: DictConfig, err: Interrupted, record: bo
     if is_global_zero() and record:
         write_status(run_dir, "interrupted", error=str(err))
     if is_multirun():
-        from hydra.core.hydra_config import HydraConfig
-
         summarize_sweep(Path(HydraConfig.get().sweep.dir), err)
     else:
         resume = "rerun the same command to resume"

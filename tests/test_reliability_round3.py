@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from scd.cli import apply_threads, main_task, parallel_jobs
 from scd.config import validate
-from scd.data.formats import DataFormatError, read_examples
+from scd.data.formats import DataFormatError, get_format
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import SimulatorRow, score_choices
 from scd.models import InputLimit, InputTooLongError, load_model, load_tokenizer
@@ -54,7 +54,7 @@ def test_choices_the_parser_cannot_tell_apart_are_refused_at_load(tmp_path, text
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(csqa_row(texts)) + "\n")
     with pytest.raises(DataFormatError) as info:
-        read_examples(path, "commonsenseqa")
+        get_format("commonsenseqa").read(path)
     index = texts.index(second)
     assert str(info.value) == (
         f"{path}, line 1, field 'question.choices[{index}].text': duplicate choice {second!r} (same as {first!r} in "
@@ -67,7 +67,7 @@ def test_choices_the_parser_cannot_tell_apart_are_refused_at_load(tmp_path, text
 def test_choices_the_parser_tells_apart_still_load(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(csqa_row(["can't", "cant", "new york city"])) + "\n")
-    assert read_examples(path, "commonsenseqa")[0].choices == ("can't", "cant", "new york city")
+    assert get_format("commonsenseqa").read(path)[0].choices == ("can't", "cant", "new york city")
 
 
 def test_predict_refuses_near_duplicate_choices():

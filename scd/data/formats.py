@@ -322,8 +322,3 @@ def get_format(fmt: str) -> DataFormat:
     if fmt not in FORMATS:
         raise DataFormatError(f"unknown data format {fmt!r}; known formats: {', '.join(sorted(FORMATS))}")
     return FORMATS[fmt]
-
-
-def read_examples(path: str | Path, fmt: str) -> list[Example]:
-    """Read a whole file in the official format ``fmt`` (a key of ``FORMATS``)."""
-    return get_format(fmt).read(path)

@@ -10,8 +10,8 @@ Metrics (unparsable answers count as wrong / inconsistent):
   perturbed answer is given; the fraction of answers that name the perturbed answer.
 
 An answerer whose answer comes before its rationale (``reads_rationales`` false: the in-context teacher prompted
-answer first) gets accuracy and unparsable only; no rationale can change its answer. A new answer metric is one more
-entry in ``answer_metrics``, computed from the prediction rows.
+answer first) gets accuracy and unparsable only; no rationale can change its answer. A new answer metric is a function
+of the prediction rows registered with ``@answer_metric``; ``answer_metrics`` computes every registered one.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 from scd.config import instantiate_component
 
 CHECKPOINT_DIR = "checkpoints"
-# A plain progress line at least this often, and at every tenth of the loop.
 
 
 def build_callbacks(configs: dict[str, Any], *, progress_bar: bool) -> list[pl.Callback]:

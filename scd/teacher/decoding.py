@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AttentionInterface, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
+from scd.config import DecodingLoopConfig
+
 if TYPE_CHECKING:
     from scd.teacher.strategies import DecodingStrategy
 
@@ -40,22 +42,17 @@ PrefixKV = list[tuple[torch.Tensor, torch.Tensor]]
 SHARED_PREFIX_ATTENTION = "scd_shared_prefix"
 
 
-@dataclass(frozen=True)
-class DecodingSettings:
-    """How the batched loop runs; see ``conf/decoding/``. Only ``max_new_tokens`` and ``stop_rule`` change output."""
+@dataclass
+class DecodingSettings(DecodingLoopConfig):
+    """How the batched loop runs: the ``decoding_loop`` knobs and the token budget (``teacher.max_new_tokens`` or the
+    answerer's). Only ``max_new_tokens`` and ``stop_rule`` change output."""
 
     max_new_tokens: int = 64
-    merge_branches: bool = True
-    shared_prefix: bool = True
-    # "chosen": a row stops when the chosen (contrasted) token completes the separator;
-    # "teacher": when the teacher's own top token under the gold prompt would.
-    stop_rule: str = "chosen"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.stop_rule not in ("chosen", "teacher"):
-            raise ValueError(f"stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
+        self.check()
 
 
 # Attention scores (float32) computed at once. A prefill of long prompts runs in chunks of rows and queries, so its
@@ -86,7 +83,7 @@ def shared_prefix_attention(
         raise ValueError(f"the {SHARED_PREFIX_ATTENTION} attention needs the shared_prefix keys and values")
     if kwargs.get("sliding_window") or kwargs.get("softcap") or kwargs.get("s_aux") is not None:
         raise ValueError("shared-prefix attention does not support sliding windows, soft-capping or attention sinks: "
-                         "set decoding.shared_prefix=false for this model")
+                         "set decoding_loop.shared_prefix=false for this model")
     prefix = shared_prefix[module.layer_idx]
     rows, heads, q_len, dim = query.shape
     scores_per_query = heads * (prefix[0].shape[-2] + attention_mask.shape[-1])
@@ -274,7 +271,7 @@ def decode(
     shared = settings.shared_prefix and bool(prefix_ids)
     if shared and not model._supports_attention_backend:
         raise ValueError(f"{type(model).__name__} does not take custom attention functions, which decoding's shared "
-                         "prefix needs: set decoding.shared_prefix=false")
+                         "prefix needs: set decoding_loop.shared_prefix=false")
     if shared:
         prefix_kv = prefix_kv if prefix_kv is not None else encode_prefix(model, prefix_ids)
     else:
