@@ -83,12 +83,12 @@ def test_every_trainer_argument_passes_through_and_lightning_checks_it(make_conf
 
 def test_callbacks_come_from_the_group_and_null_drops_one(tmp_path: Path) -> None:
     cfg = validate(compose_config(["student.early_stopping_patience=7"], tmp_path, tmp_path))
-    checkpoint, early_stopping, progress_bar = build_callbacks(cfg.callbacks, progress_bar=True)
+    checkpoint, early_stopping, progress_bar = build_callbacks(cfg.callbacks, progress_bar=True, monitor="val/x_loss")
     assert type(checkpoint) is RunCheckpoint and type(progress_bar) is StepProgressBar
-    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/factual_loss"
+    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/x_loss"
     # trainer.enable_progress_bar=false drops the bar, which Lightning would otherwise refuse.
     cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path))
-    assert [type(c) for c in build_callbacks(cfg.callbacks, progress_bar=False)] == [RunCheckpoint]
+    assert [type(c) for c in build_callbacks(cfg.callbacks, progress_bar=False, monitor="val/x_loss")] == [RunCheckpoint]
 
 
 def test_fast_dev_run_trains_one_step_and_exports(make_config) -> None:

@@ -40,7 +40,7 @@ def trainer(run_dir: Path, max_steps: int, *, patience: int | None = None, logge
     """The student's Trainer with the callbacks of conf/callbacks/ (early stopping only with ``patience``)."""
     overrides = [f"student.early_stopping_patience={patience}"] if patience else ["callbacks.early_stopping=null"]
     cfg = validate(compose_config(overrides, run_dir, run_dir / "cache"))
-    callbacks = build_callbacks(cfg.callbacks, progress_bar=False)
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=False, monitor="val/factual_loss")
     return build_trainer(run_dir, {**TRAINER, "max_steps": max_steps, **kwargs}, callbacks, logger)
 
 
@@ -200,14 +200,14 @@ def test_metrics_count_from_scripted_generations(tmp_path: Path, monkeypatch: py
 
 def test_the_progress_bar_counts_steps_out_of_the_total(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path / "cache"))
-    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True, monitor="val/factual_loss")
     module, data = student("seq2seq", "standard")
     # 2 steps per epoch: the one bar goes on across 3 epochs, and a resumed fit continues it.
     fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 5},
                                             callbacks, False), ckpt_path=None)
     first = capsys.readouterr().out
     assert "train steps" in first and "5/5" in first and "Epoch" not in first
-    callbacks = build_callbacks(cfg.callbacks, progress_bar=True)
+    callbacks = build_callbacks(cfg.callbacks, progress_bar=True, monitor="val/factual_loss")
     module, data = student("seq2seq", "standard")
     fit_student(module, data, build_trainer(tmp_path, {**TRAINER, "enable_progress_bar": True, "max_steps": 7},
                                             callbacks, False), ckpt_path="last")
