@@ -213,9 +213,10 @@ def test_answer_metrics_count_an_answerers_answers_by_value():
             return [{"id": r.id, "output": "", "rationale": text, "predicted": p} for r, (p, text) in zip(records, outputs)]
 
         def answers_after(self, records, rationales, desc):
-            # Oracle: right on 3 of 4; perturbed: keeps the first answer only; counterfactual: follows 1 of 2.
+            # Oracle: right on 3 of 4; perturbed: keeps the first answer only; counterfactual: follows 1 of 2; a pass
+            # a later metric adds: no answer.
             return {"oracle answers": [0, 0, 1, 0], "perturbed answers": [0, 0, 0, 1],
-                    "counterfactual answers": [1, 1]}[desc][: len(records)]  # fmt: skip
+                    "counterfactual answers": [1, 1]}.get(desc, [None] * 4)[: len(records)]  # fmt: skip
 
         def answers_after_perturbed(self, records, rationales, share, rng, desc):
             return self.answers_after(records, rationales, desc)
