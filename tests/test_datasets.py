@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from scd.data import formats
+from scd.data.example import Example
 from scd.data.formats import FORMATS, DataFormatError, get_format
 from scd.data.sources import load_splits
 
@@ -191,9 +193,24 @@ def test_file_not_utf8(tmp_path):
 
 
 def test_unknown_format_lists_the_known_ones():
-    known = "commonsenseqa, cose, creak, qasc, strategyqa"
-    with pytest.raises(DataFormatError, match=f"unknown data format 'csqa'; known formats: {known}"):
-        get_format("csqa").read(FIXTURES / "creak" / "dev.json")
+    assert {"commonsenseqa", "cose", "creak", "qasc", "strategyqa"} <= set(FORMATS)
+    known = ", ".join(sorted(FORMATS))  # a format added later is listed too, with no edit here
+    with pytest.raises(DataFormatError, match=f"unknown data format 'csqa'; known formats: {known}$"):
+        get_format("csqa")
+
+
+def test_a_format_registers_itself(monkeypatch, tmp_path):
+    monkeypatch.setattr(formats, "FORMATS", dict(FORMATS))  # the registration is undone after the test
+
+    @formats.data_format("yes_no_lines", formats._json_lines, explained=False)
+    def normalize(row):
+        return Example(str(row["n"]), row["q"], ("yes", "no"), 0 if row["a"] else 1)
+
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"n": 1, "q": "is it?", "a": false}\n')
+    assert [(e.id, e.answer) for e in get_format("yes_no_lines").read(path)] == [("1", 1)]
+    with pytest.raises(DataFormatError, match="yes_no_lines"):
+        get_format("csqa")
 
 
 # ---------------------------------------------------------------- splits
