@@ -286,19 +286,6 @@ def trainer_arguments(trainer: Any) -> dict[str, Any]:
 
 
 @dataclass
-class LoggerConfig:
-    # "wandb" (offline unless WANDB_MODE or `mode` says online), "csv", or "none".
-    name: str = "wandb"
-    project: str = "scd"
-    group: Optional[str] = None
-    mode: str = "offline"
-
-    def check(self) -> None:
-        _check_choice("logger.name", self.name, ("wandb", "csv", "none"))
-        _check_choice("logger.mode", self.mode, ("offline", "online", "disabled"))
-
-
-@dataclass
 class PathsConfig:
     output_dir: str = MISSING
     # Shared across runs: rationales and teachers trained by a task are reused from here.
@@ -322,7 +309,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # conf/callbacks/: the student Trainer's callbacks by name, each a _target_ entry; null drops one.
     callbacks: dict[str, Any] = field(default_factory=dict)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # conf/logger/: a _target_ entry with _partial_ (scd/loggers.py), which validate() builds; null: no logger.
+    logger: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
     seed: int = 0
@@ -403,6 +391,8 @@ def validate(cfg: DictConfig) -> Config:
     config.training = instantiate_component("training", config.training)
     config.optimizer = instantiate_component("optimizer", config.optimizer)
     config.lr_schedule = instantiate_component("lr_schedule", config.lr_schedule)
+    if config.logger is not None:
+        config.logger = instantiate_component("logger", config.logger)
     check_optimization(config.optimizer, config.lr_schedule)
     missing = [split for split in config.training.rationale_splits if split not in config.decoding.rationale_splits]
     if missing:

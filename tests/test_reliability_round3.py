@@ -275,7 +275,6 @@ def wandb_logger_built(monkeypatch, tmp_path):
     from pytorch_lightning.loggers import WandbLogger
 
     import scd.loggers as loggers
-    from scd.config import LoggerConfig
 
     monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: None)
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -286,7 +285,7 @@ def wandb_logger_built(monkeypatch, tmp_path):
                 raise requests.ConnectionError("no route to host")
 
         monkeypatch.setattr(loggers.requests, "head", head)
-        return loggers.build_logger(LoggerConfig(), tmp_path, {}, None)
+        return loggers.build_logger(loggers.wandb_logger, tmp_path, {}, None)
 
     return build
 
@@ -435,16 +434,15 @@ def test_an_unmeasurable_fluency_reads_nan_and_an_evaluate_only_run_keeps_the_st
 def test_an_evaluate_only_run_keeps_the_hyperparameters_of_the_run_that_trained(tmp_path):
     """Case 14b: csv/hparams.yaml is written once per run directory; later runs in it (evaluate-only, resumed) append
     their metrics but do not replace it."""
-    from scd.config import LoggerConfig
-    from scd.loggers import build_logger
+    from scd.loggers import build_logger, csv_logger
 
-    first = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["teacher", "student", "evaluate"]}, None)
+    first = build_logger(csv_logger, tmp_path, {"stages": ["teacher", "student", "evaluate"]}, None)
     first.log_metrics({"val/loss": 1.0}, step=0)
     first.save()
     hparams = tmp_path / "csv" / "hparams.yaml"
     written = hparams.read_text()
     assert "student" in written
-    again = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["evaluate"]}, None)
+    again = build_logger(csv_logger, tmp_path, {"stages": ["evaluate"]}, None)
     again.log_metrics({"student/accuracy": 0.5}, step=1)
     again.save()
     assert hparams.read_text() == written
