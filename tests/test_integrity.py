@@ -42,7 +42,7 @@ from scd.teacher.store import COMPLETE_MARKER
 from scd.toyworld import teacher as toyworld_teacher
 from scd.toyworld.corpus import CorpusConfig
 from tests.conftest import CONF, ROOT, TOYWORLD_PROMPT, compose_config
-from tests.test_reliability import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
+from tests.helpers import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = ROOT / "scd" / "data" / "samples" / "creak"

@@ -22,7 +22,7 @@ from scd.progress import StepProgressBar
 from scd.student.stage import student_trainer
 from scd.student.train import fit_student
 from tests.conftest import compose_config
-from tests.test_student_train import student, trainer
+from tests.helpers import student, trainer
 
 
 @pytest.fixture

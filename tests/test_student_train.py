@@ -2,69 +2,26 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, get_linear_schedule_with_warmup
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 import scd.student.evaluate as evaluation
 from scd.config import validate
 from scd.data.records import RationaleRecord, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
 from scd.student.callbacks import build_callbacks
-from scd.student.data import StudentDataModule, collate_rows
+from scd.student.data import collate_rows
 from scd.evaluation.answers import ANSWER_METRICS, answer_metrics
 from scd.student.evaluate import StudentAnswerer, generate_continuations, perturb_rationale_prefix
 from scd.student.formatting import rationale_prefix_span
-from scd.student.module import StudentModule
-from scd.student.objectives import Counterfactual, Objective, Standard
 from scd.student.train import build_trainer, fit_student
 from tests.conftest import TINY_STUDENTS as TINY
 from tests.conftest import compose_config
-
-FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
-TRAINER = {
-    "accelerator": "cpu",
-    "enable_progress_bar": False,
-    "enable_model_summary": False,
-    "log_every_n_steps": 1,
-    "gradient_clip_val": 1.0,
-}
-OBJECTIVES = {"standard": Standard, "counterfactual": Counterfactual}
-
-
-def trainer(run_dir: Path, max_steps: int, *, patience: int | None = None, logger=False, **kwargs):
-    """The student's Trainer with the callbacks of conf/callbacks/ (early stopping only with ``patience``)."""
-    overrides = [f"student.early_stopping_patience={patience}"] if patience else ["callbacks.early_stopping=null"]
-    cfg = validate(compose_config(overrides, run_dir, run_dir / "cache"))
-    callbacks = build_callbacks(cfg.callbacks, progress_bar=False, monitor="val/factual_loss")
-    return build_trainer(run_dir, {**TRAINER, "max_steps": max_steps, **kwargs}, callbacks, logger)
-
-
-class CountingStudent(StudentModule):
-    """Counts the training steps this instance ran."""
-
-    steps_run = 0
-
-    def training_step(self, batch, batch_idx):
-        self.steps_run += 1
-        return super().training_step(batch, batch_idx)
-
-
-def student(arch: str, training: str, tags: str = "distinct", batch_size: int = 4, model=None, rationales=FIXTURES):
-    tokenizer = load_tokenizer("byt5")
-    model = model or load_model(arch, tokenizer, random_init=TINY[arch])
-    objective: Objective = OBJECTIVES[training](tags=tags)
-    data = StudentDataModule(
-        rationales, tokenizer, arch, objective, batch_size=batch_size,
-        decoder_start_token_id=getattr(model.config, "decoder_start_token_id", None),
-    )
-    optimizer = partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0)
-    lr_schedule = partial(get_linear_schedule_with_warmup, num_warmup_steps=1)
-    return CountingStudent(model, tokenizer, objective, optimizer=optimizer, lr_schedule=lr_schedule), data
+from tests.helpers import FIXTURES, TRAINER, student, trainer
 
 
 def test_resume_continues_the_step_count_and_export_reloads(tmp_path: Path) -> None:
