@@ -171,12 +171,6 @@ class InContextConfig:
     def check(self) -> None:
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("student.in_context: max_new_tokens and batch_size must be >= 1")
-        if self.template is not None:
-            # Building the prompt checks its slots, at start rather than after the teacher stage. (Imported here: the
-            # module loads torch, which the config schema does not need.)
-            from scd.teacher.icl import AnsweringPrompt
-
-            AnsweringPrompt(self.template, separator="\n\n")
 
 
 @dataclass

@@ -132,10 +132,11 @@ def test_answering_prompt_parses_both_orders():
         AnsweringPrompt("Q : {question} A : {rationale}", "\n\n")
 
 
-def test_an_icl_template_without_both_slots_is_refused_at_start(make_config):
+def test_an_icl_template_without_both_slots_is_refused_at_start(make_config, tmp_path):
     raw = make_config("student=icl_teacher", "training=standard", "student.in_context.template='Q : {question} A :'")
     with pytest.raises(ValueError, match=r"^student.in_context.template needs one \{answer\} and one \{rationale\}"):
-        validate(raw)
+        run(validate(raw), raw, tmp_path / "run")
+    assert not (tmp_path / "run" / "rationales").exists()  # refused before the teacher stage
 
 
 def tiny_teacher() -> AutoModelForCausalLM:

@@ -96,7 +96,7 @@ class Objective:
     kinds: tuple[str, ...] = ("factual",)
     # The term whose dev loss picks the best checkpoint and stops training early: the callbacks' default ``monitor``
     # is ``val/<selection_term>_loss``. Not the whole loss: with counterfactual rows its counterfactual part drifts
-    # up while the rationale loss still falls (experiments/toyworld/ATTEMPTS.md, V0).
+    # up while the rationale loss still falls, so it picked early checkpoints.
     selection_term: str = "factual"
     # The rationale files ``groups`` reads: the decoding must make them (scd.config.validate checks it at start).
     rationale_splits: tuple[str, ...] = ("train", "dev")
