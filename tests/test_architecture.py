@@ -150,7 +150,7 @@ def task_mentions(root: Path, tasks: list[str]) -> list[str]:
 
 
 def test_no_core_module_names_a_task():
-    assert task_packages(ROOT) == ["toyworld"]
+    assert "toyworld" in task_packages(ROOT)  # and any other package that defines a Task
     assert task_mentions(ROOT, task_packages(ROOT)) == []
 
 
