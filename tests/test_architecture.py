@@ -176,10 +176,10 @@ def broken_tree(tmp_path: Path) -> Path:
     config = tmp_path / "scd" / "config.py"
     config.write_text(config.read_text() + "\n\ndef check():\n    from scd.teacher.icl import AnsweringPrompt\n"
                       "\n\nif TYPE_CHECKING:\n    from scd.pipeline import run\n")
-    parity = tmp_path / "scd" / "parity"
-    parity.mkdir()
-    (parity / "__init__.py").write_text("")
-    (parity / "task.py").write_text("import scd.task\nfrom scd.evaluation.stage import run_evaluate_stage\n\n\n"
+    new_task = tmp_path / "scd" / "made_up_task"  # a name no real package has
+    new_task.mkdir()
+    (new_task / "__init__.py").write_text("")
+    (new_task / "task.py").write_text("import scd.task\nfrom scd.evaluation.stage import run_evaluate_stage\n\n\n"
                                     "class ParityTask(scd.task.Task):\n    pass\n")
     return tmp_path
 
@@ -187,12 +187,12 @@ def broken_tree(tmp_path: Path) -> Path:
 def test_the_checks_fail_on_a_tree_that_breaks_them(broken_tree: Path):
     graph = import_graph(broken_tree)
     tasks = task_packages(broken_tree)
-    assert tasks == ["parity", "toyworld"]  # found by its Task subclass; nothing listed it
+    assert {"made_up_task", "toyworld"} <= set(tasks)  # found by its Task subclass; nothing listed it
     assert any("scd.data.records" in group and "scd.pipeline" in group for group in circles(graph))
     assert any("scd.config" in group and "scd.teacher.icl" in group for group in circles(graph))
     upward = upward_imports(graph, tasks)
     assert {"scd.data.records -> scd.pipeline", "scd.config -> scd.teacher.icl"} <= set(upward)
     assert "scd.config -> scd.pipeline" not in upward  # for type checkers only
-    assert not any(line.startswith("scd.parity") for line in upward)  # a task package may import the core
+    assert not any(line.startswith("scd.made_up_task") for line in upward)  # a task package may import the core
     assert task_mentions(broken_tree, tasks) == ["scd/summary.py:" + str(len((broken_tree / "scd" / "summary.py")
                                                  .read_text().splitlines())) + ": CUE = 'toyworld/accuracy_cue_agrees'"]
