@@ -20,7 +20,6 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from scd.data.example import Example
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.jobs import RationaleJob
