@@ -156,10 +156,10 @@ def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
 
 
 def apply_threads(configured: int | None) -> int:
-    """Set torch's CPU threads to ``threads``, or by default to ``OMP_NUM_THREADS`` where set, else to this process's
-    share of the cores it may use, and log it with OpenMP's wait setting (``scd.OPENMP_SPIN``); returns the count.
-    Two jobs with a thread per core each make the threads spin-wait for each other's cores. ``threads`` above the
-    cores this process may use is refused, naming them."""
+    """Set torch's CPU threads to ``configured`` (the config's ``threads``), or by default to ``OMP_NUM_THREADS``
+    where set, else to this process's share of the cores it may use, and log it with OpenMP's wait setting
+    (``scd.OPENMP_SPIN``); returns the count. Two jobs with a thread per core each make the threads spin-wait for
+    each other's cores. ``threads`` above the cores this process may use is refused, naming them."""
     if configured is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         # The user (or a scheduler) already chose: OpenMP's own setting wins over our default.
         threads, reason = max(1, int(os.environ["OMP_NUM_THREADS"])), "OMP_NUM_THREADS"

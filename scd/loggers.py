@@ -1,10 +1,13 @@
-"""The Lightning logger chosen by the ``logger`` config group."""
+"""The Lightning loggers the ``logger`` config group names with ``_target_``: ``csv_logger``, ``wandb_logger``, or
+null for none. Each is built with the run directory and the sweep's W&B group; another logger is a function here or
+anywhere with that signature, and its YAML file."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,6 @@ from pytorch_lightning.loggers import CSVLogger, Logger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities import rank_zero_only
-
-from scd.config import LoggerConfig
 
 log = logging.getLogger(__name__)
 # How long online mode waits for the W&B server to answer before the run logs offline instead.
@@ -89,25 +90,45 @@ def wandb_unreachable() -> str | None:
     return None
 
 
-def build_logger(cfg: LoggerConfig, run_dir: Path, hyperparams: dict[str, Any], group: str | None) -> Logger | bool:
-    """W&B (offline unless WANDB_MODE or ``logger.mode`` says online), CSV in the run directory, or none (False)."""
-    if cfg.name == "none":
+def csv_logger(run_dir: Path, sweep_group: str | None = None) -> Logger:
+    """``csv/metrics.csv`` in the run directory, written at every logged step, so a killed run keeps its log up to
+    the kill."""
+    return AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
+
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def wandb_logger(
+    run_dir: Path, sweep_group: str | None = None, project: str = "scd", group: str | None = None,
+    mode: str = "offline",
+) -> Logger:
+    """W&B, offline unless ``WANDB_MODE`` or ``mode`` says online; the run's group is ``group``, else the sweep's."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"logger.mode must be one of {list(WANDB_MODES)}, got {mode!r}")
+    mode = os.environ.get("WANDB_MODE", mode)
+    unreachable = wandb_unreachable() if mode == "online" else None
+    if unreachable:
+        log.warning("W&B online mode: %s; logging offline instead (`wandb sync %s` uploads the run later)",
+                    unreachable, run_dir / "wandb")
+        mode = "offline"
+    logger = WandbLogger(project=project, group=group or sweep_group, save_dir=str(run_dir),
+                         offline=mode == "offline", mode=mode, name=run_dir.name)  # fmt: skip
+    # Lightning passes anonymous=None, which W&B warns about as a deprecated setting that does nothing.
+    logger._wandb_init.pop("anonymous", None)
+    return logger
+
+
+LoggerFactory = Callable[..., Logger]
+
+
+def build_logger(
+    factory: LoggerFactory | None, run_dir: Path, hyperparams: dict[str, Any], group: str | None
+) -> Logger | bool:
+    """The ``logger`` group's logger (``factory``: its ``_partial_`` target, None for none, then False) for the run
+    directory and the sweep's W&B ``group``, with the run's hyperparameters logged."""
+    if factory is None:
         return False
-    if cfg.name == "csv":
-        # Written at every logged step, so a killed run keeps its log up to the kill.
-        logger: Logger = AppendingCSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1)
-    else:
-        mode = os.environ.get("WANDB_MODE", cfg.mode)
-        unreachable = wandb_unreachable() if mode == "online" else None
-        if unreachable:
-            log.warning("W&B online mode: %s; logging offline instead (`wandb sync %s` uploads the run later)",
-                        unreachable, run_dir / "wandb")
-            mode = "offline"
-        logger = WandbLogger(
-            project=cfg.project, group=cfg.group or group, save_dir=str(run_dir), offline=mode == "offline",
-            mode=mode, name=run_dir.name,
-        )
-        # Lightning passes anonymous=None, which W&B warns about as a deprecated setting that does nothing.
-        logger._wandb_init.pop("anonymous", None)
+    logger = factory(run_dir=run_dir, sweep_group=group)
     logger.log_hyperparams(hyperparams)
     return logger

@@ -25,7 +25,7 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from scd.config import Config
-from scd.evaluation.stage import run_evaluate_stage
+from scd.evaluation.stage import answering_prompt, run_evaluate_stage
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.evaluation.items import ITEMS_FILE, teacher_item_rows, write_items
 from scd.evaluation.wandb_log import log_rationale_samples
@@ -65,6 +65,8 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] 
     seed_stage(cfg.seed, "data")
     started = time.perf_counter()
     checked_trainer = check_student_trainer(cfg, run_dir)
+    if cfg.student.in_context is not None:
+        answering_prompt(cfg.teacher, cfg.student.in_context)  # its template's slots, before the teacher stage
     task = build_task(cfg)
     splits = task.splits()
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})

@@ -28,7 +28,7 @@ LAS_INTERVAL = ("student/las_ci_low", "student/las_ci_high")
 
 def metric_catalog(tasks: Iterable[type[Task]] = ()) -> Catalog:
     """The core's declarations, then the answer metrics', then each task's."""
-    answer_metrics = [declaration for declaration, _ in ANSWER_METRICS.values()]
+    answer_metrics = [declaration for declaration, _, _ in ANSWER_METRICS.values()]
     return Catalog([*CORE_METRICS, *answer_metrics, *(metric for task in tasks for metric in task.metrics)])
 
 

@@ -132,10 +132,11 @@ def test_answering_prompt_parses_both_orders():
         AnsweringPrompt("Q : {question} A : {rationale}", "\n\n")
 
 
-def test_an_icl_template_without_both_slots_is_refused_at_start(make_config):
+def test_an_icl_template_without_both_slots_is_refused_at_start(make_config, tmp_path):
     raw = make_config("student=icl_teacher", "training=standard", "student.in_context.template='Q : {question} A :'")
     with pytest.raises(ValueError, match=r"^student.in_context.template needs one \{answer\} and one \{rationale\}"):
-        validate(raw)
+        run(validate(raw), raw, tmp_path / "run")
+    assert not (tmp_path / "run" / "rationales").exists()  # refused before the teacher stage
 
 
 def tiny_teacher() -> AutoModelForCausalLM:
@@ -213,9 +214,10 @@ def test_answer_metrics_count_an_answerers_answers_by_value():
             return [{"id": r.id, "output": "", "rationale": text, "predicted": p} for r, (p, text) in zip(records, outputs)]
 
         def answers_after(self, records, rationales, desc):
-            # Oracle: right on 3 of 4; perturbed: keeps the first answer only; counterfactual: follows 1 of 2.
+            # Oracle: right on 3 of 4; perturbed: keeps the first answer only; counterfactual: follows 1 of 2; a pass
+            # a later metric adds: no answer.
             return {"oracle answers": [0, 0, 1, 0], "perturbed answers": [0, 0, 0, 1],
-                    "counterfactual answers": [1, 1]}[desc][: len(records)]  # fmt: skip
+                    "counterfactual answers": [1, 1]}.get(desc, [None] * 4)[: len(records)]  # fmt: skip
 
         def answers_after_perturbed(self, records, rationales, share, rng, desc):
             return self.answers_after(records, rationales, desc)

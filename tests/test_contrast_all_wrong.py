@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
-import pytest
 import torch
 
-from scd.config import validate
 from scd.data.example import Example
-from scd.models import load_model, load_tokenizer
-from scd.task import build_task
 from scd.teacher.decoding import DecodingSettings, decode
-from scd.teacher.generation import TeacherModule
 from scd.teacher.jobs import RationaleJob
-from scd.teacher.prompt import PromptTemplate
-from scd.teacher.stage import run_teacher_stage
 from scd.teacher.strategies import ContrastWrong, Greedy
 from scd.teacher.strategies.contrast_all_wrong import ContrastAllWrong
-from tests.test_decoding import NEVER, PROMPT_SENSITIVE_NEOX
+from tests.helpers import NEVER, branches_reference, stage_rationales, teacher, teacher_module  # noqa: F401 (a fixture)
 
 LAM = 0.5
 YES_NO = [
@@ -32,20 +23,6 @@ THREE = [
 ]
 
 
-@pytest.fixture(scope="module")
-def teacher():
-    tokenizer = load_tokenizer("byt5")
-    model = load_model("causal", tokenizer, random_init=PROMPT_SENSITIVE_NEOX, seed=0).eval()
-    return model, tokenizer
-
-
-def module(teacher, strategy):
-    model, tokenizer = teacher
-    prefix = "Q: Is ice cold?\nAnswer choices: yes | no\nA: The answer is yes. Ice is frozen water.\n\n"
-    return TeacherModule(model, tokenizer, PromptTemplate(), prefix, "test", strategy,
-                         DecodingSettings(max_new_tokens=12))
-
-
 def jobs(examples):
     """A gold job per example (perturbed: the next choice) and a counterfactual one for the first."""
     gold = [RationaleJob("test", ex, (ex.answer + 1) % len(ex.choices), ex.answer) for ex in examples]
@@ -54,7 +31,7 @@ def jobs(examples):
 
 
 def rationales(teacher, strategy, batch):
-    return [record.rationale for _, record in module(teacher, strategy).predict_step(batch)]
+    return [record.rationale for _, record in teacher_module(teacher, strategy).predict_step(batch)]
 
 
 def test_contrasts_are_every_choice_but_the_rationales_own():
@@ -83,28 +60,14 @@ def test_two_choice_questions_give_exactly_the_tokens_of_contrast_wrong(teacher)
     assert all(a != g for a, g in zip(all_wrong, rationales(teacher, Greedy(), batch)))
 
 
-def reference(model, prefix, branches, lam, steps):
-    """The definition, naively: full forward passes over each whole prompt at every step, one example at a time."""
-    out = []
-    for gold, *others in branches:
-        rows, ids = [prefix + gold] + [prefix + o for o in others], []
-        for _ in range(steps):
-            logp = [torch.log_softmax(model(torch.tensor([row])).logits[0, -1], -1) for row in rows]
-            token = int((logp[0] - lam * torch.stack(logp[1:]).mean(0)).argmax())
-            ids.append(token)
-            rows = [row + [token] for row in rows]
-        out.append(ids)
-    return out
-
-
 def mixed_batch(teacher):
-    teacher_module = module(teacher, ContrastAllWrong(lam=LAM))
-    branches = teacher_module.prompts(jobs(THREE + YES_NO))
+    built = teacher_module(teacher, ContrastAllWrong(lam=LAM))
+    branches = built.prompts(jobs(THREE + YES_NO))
     assert sorted({len(b) for b in branches}) == [2, 3]  # two- and three-choice questions share the batch
     model, tokenizer = teacher
-    project = decode(model, tokenizer, teacher_module.prefix_ids, branches, ContrastAllWrong(lam=LAM),
+    project = decode(model, tokenizer, built.prefix_ids, branches, ContrastAllWrong(lam=LAM),
                      DecodingSettings(max_new_tokens=10), NEVER)
-    return project, reference(model, teacher_module.prefix_ids, branches, LAM, 10)
+    return project, branches_reference(model, built.prefix_ids, branches, LAM, 10)
 
 
 def test_a_mixed_batch_equals_the_definition(teacher):
@@ -116,16 +79,6 @@ def test_the_comparison_fails_when_only_one_wrong_choice_is_contrasted(teacher, 
     monkeypatch.setattr(ContrastAllWrong, "scores", ContrastWrong.scores)
     project, expected = mixed_batch(teacher)
     assert project != expected
-
-
-def stage_rationales(make_config, tmp_path, option: str) -> list[str]:
-    """The train rationales the teacher stage writes under ``decoding=<option>`` (every record names it)."""
-    cfg = validate(make_config(f"decoding={option}", run=option))
-    task = build_task(cfg)
-    out = run_teacher_stage(cfg, task, task.splits(), tmp_path / option)
-    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert {r["decoding"] for r in records} == {option}
-    return [r["rationale"] for r in records]
 
 
 def test_config_option_on_true_false_claims_writes_contrast_wrongs_rationales(make_config, tmp_path):

@@ -10,8 +10,7 @@ from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.jobs import RationaleJob
 from scd.teacher.strategies import ContrastEmpty, Greedy
 from scd.teacher.strategies.contrast_text import ContrastText
-from tests.test_contrast_all_wrong import module, reference, stage_rationales, teacher  # noqa: F401 (a fixture)
-from tests.test_decoding import NEVER
+from tests.helpers import NEVER, branches_reference, stage_rationales, teacher, teacher_module  # noqa: F401 (a fixture)
 
 LAM = 0.5
 EXAMPLES = [
@@ -26,7 +25,7 @@ def jobs() -> list[RationaleJob]:
 
 def test_the_contrast_prompt_answers_with_the_text(teacher):
     _, tokenizer = teacher
-    branches = module(teacher, ContrastText(lam=LAM, text="Unsure")).prompts(jobs())
+    branches = teacher_module(teacher, ContrastText(lam=LAM, text="Unsure")).prompts(jobs())
     assert [[tokenizer.decode(ids) for ids in job] for job in branches] == [
         ["Q: Is fire hot?\nAnswer choices: yes | no\nA: The answer is yes.",
          "Q: Is fire hot?\nAnswer choices: yes | no\nA: The answer is Unsure."],
@@ -38,14 +37,14 @@ def test_the_contrast_prompt_answers_with_the_text(teacher):
 
 def test_decoding_equals_the_definition_and_differs_from_greedy_and_contrast_empty(teacher):
     model, tokenizer = teacher
-    teacher_module = module(teacher, ContrastText(lam=LAM))
-    branches = teacher_module.prompts(jobs())
-    project = decode(model, tokenizer, teacher_module.prefix_ids, branches, ContrastText(lam=LAM),
+    built = teacher_module(teacher, ContrastText(lam=LAM))
+    branches = built.prompts(jobs())
+    project = decode(model, tokenizer, built.prefix_ids, branches, ContrastText(lam=LAM),
                      DecodingSettings(max_new_tokens=10), NEVER)  # fmt: skip
     # One contrast branch: the reference's mean over contrasts is that branch.
-    assert project == reference(model, teacher_module.prefix_ids, branches, LAM, 10)
+    assert project == branches_reference(model, built.prefix_ids, branches, LAM, 10)
     for strategy in (Greedy(), ContrastEmpty(lam=LAM)):
-        other = module(teacher, strategy)
+        other = teacher_module(teacher, strategy)
         assert project != decode(model, tokenizer, other.prefix_ids, other.prompts(jobs()), strategy,
                                  DecodingSettings(max_new_tokens=10), NEVER)  # fmt: skip
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from scd.data.formats import FORMATS, DataFormatError, read_examples
+from scd.data import formats
+from scd.data.example import Example
+from scd.data.formats import FORMATS, DataFormatError, get_format
 from scd.data.sources import load_splits
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -19,7 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_commonsenseqa_values():
-    examples = read_examples(FIXTURES / "commonsenseqa" / "train_rand_split.jsonl", "commonsenseqa")
+    examples = get_format("commonsenseqa").read(FIXTURES / "commonsenseqa" / "train_rand_split.jsonl")
     assert [example.answer for example in examples] == [0, 1, 2, 3, 4, 0]
     first = examples[0]
     assert first.id == "csqa001"
@@ -33,11 +35,11 @@ def test_commonsenseqa_unlabeled_test_file_is_refused():
     path = FIXTURES / "commonsenseqa" / "test_rand_split_no_answers.jsonl"
     message = r"test_rand_split_no_answers\.jsonl, line 1, field 'answerKey'.*labels are needed"
     with pytest.raises(DataFormatError, match=message):
-        read_examples(path, "commonsenseqa")
+        get_format("commonsenseqa").read(path)
 
 
 def test_strategyqa_values():
-    examples = read_examples(FIXTURES / "strategyqa" / "strategyqa_train.json", "strategyqa")
+    examples = get_format("strategyqa").read(FIXTURES / "strategyqa" / "strategyqa_train.json")
     assert len(examples) == 8
     first, second = examples[:2]
     assert (first.id, first.question, first.choices, first.answer) == ("sqa01", "Can a lobster fly?", ("yes", "no"), 1)
@@ -46,7 +48,7 @@ def test_strategyqa_values():
 
 
 def test_creak_values():
-    examples = read_examples(FIXTURES / "creak" / "dev.json", "creak")
+    examples = get_format("creak").read(FIXTURES / "creak" / "dev.json")
     assert [example.id for example in examples] == ["dev_0", "dev_1", "dev_2", "dev_3"]
     assert [example.answer_text for example in examples] == ["false", "true", "true", "false"]
     assert examples[0].question == "Eating soup means eating only solids."
@@ -56,7 +58,7 @@ def test_creak_values():
 
 
 def test_qasc_values():
-    examples = read_examples(FIXTURES / "qasc" / "dev.jsonl", "qasc")
+    examples = get_format("qasc").read(FIXTURES / "qasc" / "dev.jsonl")
     assert [example.answer for example in examples] == [5, 6, 7, 0]
     first = examples[0]
     assert first.question == "What conducts electricity?"
@@ -65,7 +67,7 @@ def test_qasc_values():
 
 
 def test_cose_values_in_official_column_order():
-    examples = read_examples(FIXTURES / "cose" / "train.csv", "cose")
+    examples = get_format("cose").read(FIXTURES / "cose" / "train.csv")
     assert [example.answer for example in examples] == [1, 0, 2, 0, 1, 0]
     first = examples[0]
     assert first.id == "c001"
@@ -75,7 +77,7 @@ def test_cose_values_in_official_column_order():
 
 
 def test_cose_tolerates_other_column_orders_extra_columns_and_multiline_cells():
-    examples = read_examples(FIXTURES / "cose" / "dev.csv", "cose")
+    examples = get_format("cose").read(FIXTURES / "cose" / "dev.csv")
     assert [(example.id, example.answer_text) for example in examples] == [
         ("d001", "ice"), ("d002", "bird"), ("d003", "bed"), ("d004", "clock")]
     assert examples[0].choices == ("fire", "steam", "ice")
@@ -86,7 +88,7 @@ def test_cose_any_number_of_choices(tmp_path):
     path = tmp_path / "five.csv"
     path.write_text("id,question,choice_0,choice_1,choice_2,choice_3,choice_4,label,human_exp\n"
                     "x1,What is red?,sky,grass,blood,snow,coal,2,blood is red\n")
-    [example] = read_examples(path, "cose")
+    [example] = get_format("cose").read(path)
     assert len(example.choices) == 5 and example.answer_text == "blood"
 
 
@@ -120,7 +122,7 @@ def _csqa(id_: str, key: str | None = "A") -> dict:
 
 def _one_line_error(path: Path, fmt: str) -> str:
     with pytest.raises(DataFormatError) as info:
-        read_examples(path, fmt)
+        get_format(fmt).read(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message
     return message
@@ -191,9 +193,24 @@ def test_file_not_utf8(tmp_path):
 
 
 def test_unknown_format_lists_the_known_ones():
-    known = "commonsenseqa, cose, creak, qasc, strategyqa"
-    with pytest.raises(DataFormatError, match=f"unknown data format 'csqa'; known formats: {known}"):
-        read_examples(FIXTURES / "creak" / "dev.json", "csqa")
+    assert {"commonsenseqa", "cose", "creak", "qasc", "strategyqa"} <= set(FORMATS)
+    known = ", ".join(sorted(FORMATS))  # a format added later is listed too, with no edit here
+    with pytest.raises(DataFormatError, match=f"unknown data format 'csqa'; known formats: {known}$"):
+        get_format("csqa")
+
+
+def test_a_format_registers_itself(monkeypatch, tmp_path):
+    monkeypatch.setattr(formats, "FORMATS", dict(FORMATS))  # the registration is undone after the test
+
+    @formats.data_format("yes_no_lines", formats._json_lines, explained=False)
+    def normalize(row):
+        return Example(str(row["n"]), row["q"], ("yes", "no"), 0 if row["a"] else 1)
+
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"n": 1, "q": "is it?", "a": false}\n')
+    assert [(e.id, e.answer) for e in get_format("yes_no_lines").read(path)] == [("1", 1)]
+    with pytest.raises(DataFormatError, match="yes_no_lines"):
+        get_format("csqa")
 
 
 # ---------------------------------------------------------------- splits

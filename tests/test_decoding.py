@@ -15,15 +15,8 @@ from scd.teacher import decoding, strategies
 from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.strategies import ContrastEmpty, ContrastWrong, Greedy, contrastive_scores
 from tests.conftest import compose_config
+from tests.helpers import NEVER, PROMPT_SENSITIVE_NEOX, TINY_NEOX
 
-TINY_NEOX = dict(
-    model_type="gpt_neox", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-    max_position_embeddings=1024,
-)
-# With the default init range (0.02) a model this small ignores its prompt: every row decodes the same tokens and
-# no contrast changes any. A wide range makes its output depend on the prompt.
-PROMPT_SENSITIVE_NEOX = {**TINY_NEOX, "initializer_range": 0.3}
-NEVER = "\x00\x00\x00"  # a separator the model will not produce, so rows run to max_new_tokens
 LAM = 0.5
 
 

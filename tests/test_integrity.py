@@ -32,7 +32,7 @@ import scd.teacher.stage as stage
 import scd.teacher.store as store_module
 from scd.cli import main_task, one_line
 from scd.config import validate
-from scd.data.formats import DataFormatError, read_examples
+from scd.data.formats import DataFormatError, get_format
 from scd.data.sources import load_splits
 from scd.task import build_task
 from scd.report import collect_runs
@@ -42,7 +42,7 @@ from scd.teacher.store import COMPLETE_MARKER
 from scd.toyworld import teacher as toyworld_teacher
 from scd.toyworld.corpus import CorpusConfig
 from tests.conftest import CONF, ROOT, TOYWORLD_PROMPT, compose_config
-from tests.test_reliability import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
+from tests.helpers import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLES = ROOT / "scd" / "data" / "samples" / "creak"
@@ -257,7 +257,7 @@ def test_case5_duplicate_choices_are_refused_at_load_time(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataFormatError) as info:
-        read_examples(path, "commonsenseqa")
+        get_format("commonsenseqa").read(path)
     assert str(info.value) == (f"{path}, line 1, field 'question.choices[2].text': duplicate choice 'Headache' "
                                "(same as 'headache' in question.choices[0].text once case, punctuation and spacing "
                                "are ignored, as answers are parsed)")
@@ -266,7 +266,7 @@ def test_case5_duplicate_choices_are_refused_at_load_time(tmp_path):
                         "c1,Q?,a,b,c,0,e\nc2,Q?,rock,bird, rock ,1,e\n")
     with pytest.raises(DataFormatError, match=r"train\.csv, line 3, field 'choice_2': duplicate choice 'rock' "
                                               r"\(same as 'rock' in choice_0 once case"):
-        read_examples(csv_path, "cose")
+        get_format("cose").read(csv_path)
 
 
 # ---------------------------------------------------------------- case 8: SIGTERM and SIGINT
@@ -491,7 +491,7 @@ def test_case13_cose_csv_in_the_las_authors_form(caplog):
 
 def test_case13_creak_placeholder_explanations_are_missing(caplog):
     caplog.set_level(logging.INFO, logger="scd.data.formats")
-    examples = read_examples(FIXTURES / "creak" / "contrast_set.json", "creak")
+    examples = get_format("creak").read(FIXTURES / "creak" / "contrast_set.json")
     assert len(examples) == 4 and {example.rationale for example in examples} == {None}
     assert "contrast_set.json: 4 of 4 examples have no explanation" in caplog.text
     # Never demonstration text: as a train split it offers no demonstrations at all.

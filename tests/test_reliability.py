@@ -33,24 +33,9 @@ from scd.teacher.store import PROMPT_PREFIX_FILE
 from scd.task import build_task
 from scd.teacher.store import COMPLETE_MARKER
 from tests.conftest import ROOT, compose_config
+from tests.helpers import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
 
 RATIONALE_FILES = [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]
-# Slow enough to be hit between batches: one rationale per batch, 36 rationales of up to 32 bytes.
-SLOW_TEACHER = ["experiment=smoke", "stages=[teacher]", "teacher.batch_size=1", "teacher.max_new_tokens=32"]
-N_RATIONALES = 36  # smoke: 8 train + 4 dev + 6 test gold rationales, 8 + 4 + 6 counterfactual ones
-
-
-def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    # One thread, as in process: the rationales of a killed-and-resumed run are compared with in-process ones.
-    return {**os.environ, "SCD_CACHE_DIR": str(tmp_path / "cli_cache"), "WANDB_MODE": "offline",
-            "OMP_NUM_THREADS": "1", **extra}
-
-
-def start(args: list[str], tmp_path: Path, log_name: str, env: dict[str, str]) -> subprocess.Popen:
-    # A file, not a pipe: a full pipe would stall the child. The child keeps its own copy of the descriptor.
-    with open(tmp_path / log_name, "w") as log:
-        return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=tmp_path, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
 
 
 def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout: float = 600) -> None:
@@ -62,10 +47,6 @@ def kill_when(process: subprocess.Popen, condition: Callable[[], bool], timeout:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
-
-
-def complete_lines(path: Path) -> int:
-    return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
 @pytest.mark.slow

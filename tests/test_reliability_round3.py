@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from scd.cli import apply_threads, main_task, parallel_jobs
 from scd.config import validate
-from scd.data.formats import DataFormatError, read_examples
+from scd.data.formats import DataFormatError, get_format
 from scd.data.records import RationaleRecord
 from scd.evaluation.simulator import SimulatorRow, score_choices
 from scd.models import InputLimit, InputTooLongError, load_model, load_tokenizer
@@ -54,7 +54,7 @@ def test_choices_the_parser_cannot_tell_apart_are_refused_at_load(tmp_path, text
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(csqa_row(texts)) + "\n")
     with pytest.raises(DataFormatError) as info:
-        read_examples(path, "commonsenseqa")
+        get_format("commonsenseqa").read(path)
     index = texts.index(second)
     assert str(info.value) == (
         f"{path}, line 1, field 'question.choices[{index}].text': duplicate choice {second!r} (same as {first!r} in "
@@ -67,7 +67,7 @@ def test_choices_the_parser_cannot_tell_apart_are_refused_at_load(tmp_path, text
 def test_choices_the_parser_tells_apart_still_load(tmp_path):
     path = tmp_path / "train.jsonl"
     path.write_text(json.dumps(csqa_row(["can't", "cant", "new york city"])) + "\n")
-    assert read_examples(path, "commonsenseqa")[0].choices == ("can't", "cant", "new york city")
+    assert get_format("commonsenseqa").read(path)[0].choices == ("can't", "cant", "new york city")
 
 
 def test_predict_refuses_near_duplicate_choices():
@@ -275,7 +275,6 @@ def wandb_logger_built(monkeypatch, tmp_path):
     from pytorch_lightning.loggers import WandbLogger
 
     import scd.loggers as loggers
-    from scd.config import LoggerConfig
 
     monkeypatch.setattr(WandbLogger, "log_hyperparams", lambda self, params: None)
     monkeypatch.setenv("WANDB_MODE", "online")
@@ -286,7 +285,7 @@ def wandb_logger_built(monkeypatch, tmp_path):
                 raise requests.ConnectionError("no route to host")
 
         monkeypatch.setattr(loggers.requests, "head", head)
-        return loggers.build_logger(LoggerConfig(), tmp_path, {}, None)
+        return loggers.build_logger(loggers.wandb_logger, tmp_path, {}, None)
 
     return build
 
@@ -436,16 +435,15 @@ def test_an_unmeasurable_fluency_reads_nan_and_an_evaluate_only_run_keeps_the_st
 def test_an_evaluate_only_run_keeps_the_hyperparameters_of_the_run_that_trained(tmp_path):
     """Case 14b: csv/hparams.yaml is written once per run directory; later runs in it (evaluate-only, resumed) append
     their metrics but do not replace it."""
-    from scd.config import LoggerConfig
-    from scd.loggers import build_logger
+    from scd.loggers import build_logger, csv_logger
 
-    first = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["teacher", "student", "evaluate"]}, None)
+    first = build_logger(csv_logger, tmp_path, {"stages": ["teacher", "student", "evaluate"]}, None)
     first.log_metrics({"val/loss": 1.0}, step=0)
     first.save()
     hparams = tmp_path / "csv" / "hparams.yaml"
     written = hparams.read_text()
     assert "student" in written
-    again = build_logger(LoggerConfig(name="csv"), tmp_path, {"stages": ["evaluate"]}, None)
+    again = build_logger(csv_logger, tmp_path, {"stages": ["evaluate"]}, None)
     again.log_metrics({"student/accuracy": 0.5}, step=1)
     again.save()
     assert hparams.read_text() == written

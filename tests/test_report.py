@@ -7,31 +7,9 @@ from pathlib import Path
 import pytest
 
 from scd.report import collect_runs, group_cells, main, write_report
+from tests.helpers import make_run, metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def make_run(sweep: Path, job: int, decoding: str, training: str, seed: int, metrics=None, status=None) -> Path:
-    run_dir = sweep / str(job)
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "config.yaml").write_text(
-        f"seed: {seed}\ndecoding:\n  name: {decoding}\n  lam: 0.5\ntraining:\n  mode: {training}\n  alpha: 0.5\n"
-    )
-    (run_dir / ".hydra" / "overrides.yaml").write_text(f"- decoding={decoding}\n- training={training}\n- seed={seed}\n")
-    if metrics is not None:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics))
-    if status is not None:
-        (run_dir / "status.json").write_text(json.dumps(status))
-    return run_dir
-
-
-def metrics(accuracy, las, low, high, new_info, fluency):
-    return {
-        "student/accuracy": accuracy, "student/las": las, "student/las_ci_low": low, "student/las_ci_high": high,
-        "student/las_leaked": 0.3, "student/las_n_leaked": 10,
-        "student/perturbed_consistency": 0.8, "student/counterfactual_consistency": 0.6,
-        "teacher/new_info": new_info, "teacher/fluency": fluency, "toyworld/rationale_exact": 0.9,
-    }
 
 
 @pytest.fixture

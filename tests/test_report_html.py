@@ -20,7 +20,7 @@ from scd.report.samples import cell_samples
 from scd.task import DatasetTask
 from scd.toyworld import grammar
 from scd.toyworld.task import ToyWorldTask
-from tests.test_report import make_run, metrics
+from tests.helpers import make_run, metrics
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)")

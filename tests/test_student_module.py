@@ -39,7 +39,7 @@ def groups(arch: str, tokenizer, counterfactual: bool, split: str = "train") -> 
 
 def hf_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """The model's own token-mean loss, as a reference."""
-    inputs = {k: v for k, v in batch.items() if k != "task"}
+    inputs = {k: v for k, v in batch.items() if k not in ("kind", "answer_mask")}
     return model(**inputs).loss
 
 
@@ -49,7 +49,7 @@ def test_fused_step_equals_separate_forwards(arch: str) -> None:
     module = StudentModule(model, tokenizer, Counterfactual(alpha=0.3))
     pairs = groups(arch, tokenizer, counterfactual=True)
     fused = collate_rows(pairs, tokenizer.pad_token_id)
-    assert fused["task"].tolist() == [0, 1] * 3
+    assert fused["kind"].tolist() == [0, 1] * 3
     losses = module.losses(fused)
     factual = hf_loss(model, collate_rows([[g[0]] for g in pairs], tokenizer.pad_token_id))
     counter = hf_loss(model, collate_rows([[g[1]] for g in pairs], tokenizer.pad_token_id))
@@ -78,15 +78,16 @@ def test_alpha_zero_equals_standard_loss_and_gradients() -> None:
 
 def test_collate_pads_to_the_longest_row_of_the_batch() -> None:
     rows = [
-        [EncodedRow([5, 6, 7], [IGNORE_INDEX, 8, 9], [0, 8], 0)],
-        [EncodedRow([5], [4], [0], 1)],
+        [EncodedRow([5, 6, 7], [IGNORE_INDEX, 8, 9], [0, 8], 0, [False, False, True])],
+        [EncodedRow([5], [4], [0], 1, [True])],
     ]
     batch = collate_rows(rows, pad_token_id=0)
     assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 0, 0]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch["labels"].tolist() == [[IGNORE_INDEX, 8, 9], [4, IGNORE_INDEX, IGNORE_INDEX]]
     assert batch["decoder_input_ids"].tolist() == [[0, 8], [0, 0]]
-    assert batch["task"].tolist() == [0, 1]
+    assert batch["kind"].tolist() == [0, 1]
+    assert batch["answer_mask"].tolist() == [[False, False, True], [True, False, False]]
 
 
 def test_datamodule_batches_pair_factual_and_counterfactual_rows() -> None:
@@ -96,12 +97,12 @@ def test_datamodule_batches_pair_factual_and_counterfactual_rows() -> None:
     batches = list(data.train_dataloader())
     assert [b["input_ids"].shape[0] for b in batches] == [8, 4]  # 6 questions, 2 rows each
     for batch in batches:
-        assert batch["task"].tolist() == [0, 1] * (batch["input_ids"].shape[0] // 2)
+        assert batch["kind"].tolist() == [0, 1] * (batch["input_ids"].shape[0] // 2)
         assert "decoder_input_ids" not in batch
     # Dev has the counterfactual rows too, so val/loss scores the objective trained; one question per batch is
     # padded only to the longer of its two rows.
     dev = list(data.val_dataloader())
-    assert [b["task"].tolist() for b in dev] == [[0, 1]] * 3
+    assert [b["kind"].tolist() for b in dev] == [[0, 1]] * 3
     assert [b["input_ids"].shape[1] for b in dev] == [max(len(r.input_ids) for r in g) for g in data.dev_groups]
     assert [g[1].input_ids for g in data.dev_groups] != [g[0].input_ids for g in data.dev_groups]
 

@@ -13,9 +13,13 @@ from transformers import AutoModelForSeq2SeqLM
 from scd.config import validate
 from scd.models import load_model, load_tokenizer
 from scd.data.records import RationaleFileError
-from scd.student.data import StudentDataModule, collate_rows
+from pytorch_lightning.callbacks import EarlyStopping
+
+from scd.student.callbacks import RunCheckpoint
+from scd.student.data import IGNORE_INDEX, StudentDataModule, collate_rows
 from scd.student.module import StudentModule
-from scd.student.objectives import Counterfactual, RowMean, Standard
+from scd.student.objectives import Counterfactual, RowLosses, RowMean, Standard, row_losses, token_losses
+from scd.student.stage import check_student_trainer
 from tests.conftest import TINY_STUDENTS, compose_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
@@ -53,10 +57,10 @@ def dev_reference(model, tokenizer, objective) -> dict[str, float]:
     data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, decoder_start_token_id=0)
     data.setup("validate")
     losses = {}
-    for index, task in enumerate(objective.tasks):
+    for index, task in enumerate(objective.kinds):
         batch = collate_rows([[group[index]] for group in data.dev_groups], tokenizer.pad_token_id)
         with torch.no_grad():
-            losses[task] = model(**{k: v for k, v in batch.items() if k != "task"}).loss.item()
+            losses[task] = model(**{k: v for k, v in batch.items() if k not in ("kind", "answer_mask")}).loss.item()
     return losses
 
 
@@ -69,9 +73,9 @@ def test_val_loss_is_the_objective_over_all_of_dev(objective) -> None:
     module = StudentModule(model, tokenizer, objective)
     (logged,) = pl.Trainer(accelerator="cpu", **QUIET).validate(module, datamodule=data)
     reference = dev_reference(model, tokenizer, objective)
-    expected = sum(weight * reference[task] for task, weight in zip(objective.tasks, objective.weights()))
+    expected = sum(weight * reference[task] for task, weight in zip(objective.kinds, objective.weights()))
     assert logged["val/loss"] == pytest.approx(expected, abs=1e-5)
-    for task in objective.tasks:
+    for task in objective.kinds:
         assert logged[f"val/{task}_loss"] == pytest.approx(reference[task], abs=1e-5)
     if isinstance(objective, Counterfactual):
         # The counterfactual rows of dev move val/loss away from the factual loss alone.
@@ -86,7 +90,7 @@ def test_a_mean_of_batch_means_would_fail_the_val_loss_test() -> None:
     data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", Standard(), eval_batch_size=2, decoder_start_token_id=0)
     data.setup("validate")
     with torch.no_grad():
-        batch_means = [model(**{k: v for k, v in b.items() if k != "task"}).loss.item() for b in data.val_dataloader()]
+        batch_means = [model(**{k: v for k, v in b.items() if k not in ("kind", "answer_mask")}).loss.item() for b in data.val_dataloader()]
     token_mean = dev_reference(model, tokenizer, Standard())["factual"]
     assert abs(sum(batch_means) / len(batch_means) - token_mean) > 1e-4
 
@@ -145,7 +149,7 @@ def test_row_mean_is_the_mean_of_each_rows_own_token_mean(tmp_path: Path) -> Non
     model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
     batch, singles = row_batch(tokenizer, RowMean())
     with torch.no_grad():
-        own = [model(**{k: v for k, v in single.items() if k != "task"}).loss.item() for single in singles]
+        own = [model(**{k: v for k, v in single.items() if k not in ("kind", "answer_mask")}).loss.item() for single in singles]
         losses = RowMean().loss(model, batch)
         standard = Standard().loss(model, batch)["loss"].item()
     assert losses["loss"].item() == pytest.approx(sum(own) / len(own), abs=1e-5)
@@ -163,6 +167,91 @@ def test_row_mean_val_loss_is_the_mean_over_all_dev_rows() -> None:
                                                                 datamodule=data)  # fmt: skip
     _, singles = row_batch(tokenizer, RowMean(), questions=len(data.dev_groups))
     with torch.no_grad():
-        own = [model(**{k: v for k, v in single.items() if k != "task"}).loss.item() for single in singles]
+        own = [model(**{k: v for k, v in single.items() if k not in ("kind", "answer_mask")}).loss.item() for single in singles]
     assert logged["val/loss"] == pytest.approx(sum(own) / len(own), abs=1e-5)
     assert logged["val/factual_loss"] == pytest.approx(logged["val/loss"], abs=1e-7)
+
+
+class AnswerWeighted(Standard):
+    """A loss form of another shape, as a contributor writes it: rationale-token mean plus ``beta`` times the
+    answer-token mean, from ``token_losses`` and the batch's answer mask, with the rationale term picking checkpoints."""
+
+    selection_term = "rationale"
+
+    def __init__(self, mode: str = "answer_weighted", tags: str = "distinct", beta: float = 2.0) -> None:
+        super().__init__(mode, tags)
+        self.beta = beta
+
+    @property
+    def loss_terms(self) -> tuple[str, ...]:
+        return ("rationale", "answer")
+
+    def weights(self) -> tuple[float, ...]:
+        return (1.0, self.beta)
+
+    def terms(self, model, batch) -> dict[str, RowLosses]:
+        tokens = token_losses(model, batch, label_smoothing=0.1)
+        rationale = tokens.labelled & ~tokens.answer
+        return {"rationale": RowLosses((tokens.losses * rationale).sum(1), rationale.sum(1)),
+                "answer": RowLosses((tokens.losses * tokens.answer).sum(1), tokens.answer.sum(1))}
+
+
+@pytest.mark.parametrize("arch", ["seq2seq", "causal"])
+def test_the_batch_marks_the_answer_labels(arch: str) -> None:
+    tokenizer = load_tokenizer("byt5")
+    data = StudentDataModule(FIXTURES, tokenizer, arch, Counterfactual(), decoder_start_token_id=0)
+    data.setup("validate")
+    factual, counterfactual = data.dev_groups[0]
+    batch = collate_rows([[factual, counterfactual]], tokenizer.pad_token_id)
+    labels, answer = batch["labels"], batch["answer_mask"]
+    # The counterfactual row trains on its answer only: its labels are exactly the answer mask.
+    assert answer[1].tolist() == (labels[1] != IGNORE_INDEX).tolist()
+    # The factual row trains on everything; its answer mask is the labels' tail "<answer>." + eos.
+    gold = Standard().groups(FIXTURES, "dev")[0][0].record.rationale_for_text
+    answer_ids = labels[0][answer[0]].tolist()
+    assert tokenizer.decode(answer_ids, skip_special_tokens=True) == f"{gold}."
+    assert answer_ids[-1] == tokenizer.eos_token_id and answer[0].sum() < (labels[0] != IGNORE_INDEX).sum()
+
+
+def test_token_losses_take_cross_entropy_options_and_match_the_row_losses() -> None:
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", Standard(), decoder_start_token_id=0)
+    data.setup("validate")
+    batch = collate_rows(data.dev_groups, tokenizer.pad_token_id)
+    with torch.no_grad():
+        plain, smoothed = token_losses(model, batch), token_losses(model, batch, label_smoothing=0.1)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=batch["decoder_input_ids"]).logits
+    sums, counts = row_losses(model, batch)
+    assert torch.equal(plain.losses.sum(1), sums) and torch.equal(plain.labelled.sum(1), counts)
+    expected = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"], label_smoothing=0.1)
+    assert smoothed.losses.sum() / smoothed.labelled.sum() == pytest.approx(expected.item(), abs=1e-5)
+    assert smoothed.losses.sum() != plain.losses.sum()
+
+
+def test_an_objective_names_the_term_that_picks_checkpoints(make_config) -> None:
+    # The default callbacks name no monitor: they watch the objective's selection term (no val/factual_loss here).
+    cfg = validate(make_config("training=standard", f"training._target_={__name__}.AnswerWeighted",
+                               "training.mode=answer_weighted"))
+    trainer = check_student_trainer(cfg, Path(cfg.paths.output_dir))
+    checkpoint = next(c for c in trainer.callbacks if isinstance(c, RunCheckpoint))
+    assert checkpoint.monitor == "val/rationale_loss"
+    standard = validate(make_config("training=standard", "callbacks.checkpoint.monitor=train/loss",
+                                    "+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping"))
+    trainer = check_student_trainer(standard, Path(standard.paths.output_dir))
+    assert next(c for c in trainer.callbacks if isinstance(c, RunCheckpoint)).monitor == "train/loss"
+    assert next(c for c in trainer.callbacks if isinstance(c, EarlyStopping)).monitor == "val/factual_loss"
+
+
+def test_an_objective_of_another_form_trains_from_token_losses(make_config) -> None:
+    tokenizer = load_tokenizer("byt5")
+    model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
+    objective = AnswerWeighted(beta=2.0)
+    data = StudentDataModule(FIXTURES, tokenizer, "seq2seq", objective, decoder_start_token_id=0)
+    data.setup("validate")
+    batch = collate_rows(data.dev_groups, tokenizer.pad_token_id)
+    with torch.no_grad():
+        losses = objective.loss(model, batch)
+    assert losses["loss"].item() == pytest.approx(losses["rationale_loss"].item() + 2 * losses["answer_loss"].item())
+    assert losses["answer_loss"].item() != pytest.approx(losses["rationale_loss"].item())

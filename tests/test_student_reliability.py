@@ -11,17 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.loggers import CSVLogger
 from transformers import AutoModelForSeq2SeqLM
 
 from scd.cli import main_task
-from scd.config import LoggerConfig, validate
-from scd.loggers import build_logger
+from scd.config import validate
+from scd.loggers import build_logger, csv_logger
 from scd.student.callbacks import RunCheckpoint, build_callbacks
 from scd.progress import StepProgressBar
 from scd.student.stage import student_trainer
 from scd.student.train import fit_student
 from tests.conftest import compose_config
-from tests.test_student_train import student, trainer
+from tests.helpers import student, trainer
 
 
 @pytest.fixture
@@ -83,12 +84,12 @@ def test_every_trainer_argument_passes_through_and_lightning_checks_it(make_conf
 
 def test_callbacks_come_from_the_group_and_null_drops_one(tmp_path: Path) -> None:
     cfg = validate(compose_config(["student.early_stopping_patience=7"], tmp_path, tmp_path))
-    checkpoint, early_stopping, progress_bar = build_callbacks(cfg.callbacks, progress_bar=True)
+    checkpoint, early_stopping, progress_bar = build_callbacks(cfg.callbacks, progress_bar=True, monitor="val/x_loss")
     assert type(checkpoint) is RunCheckpoint and type(progress_bar) is StepProgressBar
-    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/factual_loss"
+    assert type(early_stopping) is EarlyStopping and early_stopping.patience == 7 and early_stopping.monitor == "val/x_loss"
     # trainer.enable_progress_bar=false drops the bar, which Lightning would otherwise refuse.
     cfg = validate(compose_config(["callbacks.early_stopping=null"], tmp_path, tmp_path))
-    assert [type(c) for c in build_callbacks(cfg.callbacks, progress_bar=False)] == [RunCheckpoint]
+    assert [type(c) for c in build_callbacks(cfg.callbacks, progress_bar=False, monitor="val/x_loss")] == [RunCheckpoint]
 
 
 def test_fast_dev_run_trains_one_step_and_exports(make_config) -> None:
@@ -149,7 +150,7 @@ def csv_rows(run_dir: Path) -> list[dict[str, str]]:
 
 def test_the_csv_log_is_appended_on_resume_and_by_an_evaluate_only_run(tmp_path: Path) -> None:
     def logger():
-        return build_logger(LoggerConfig(name="csv"), tmp_path, {"seed": 0}, None)
+        return build_logger(csv_logger, tmp_path, {"seed": 0}, None)
 
     module, data = student("seq2seq", "standard")
     fit_student(module, data, trainer(tmp_path, 3, logger=logger()), ckpt_path=None)
@@ -163,3 +164,23 @@ def test_the_csv_log_is_appended_on_resume_and_by_an_evaluate_only_run(tmp_path:
     assert [int(row["step"]) for row in rows if row["train/loss"]] == trained
     assert rows[-1]["student/accuracy"] == "0.5"
     assert json.dumps(rows).count("val/loss") > 0
+
+
+def test_the_logger_group_names_its_logger_by_target(make_config, tmp_path: Path) -> None:
+    built = {option: validate(make_config(f"logger={option}")).logger for option in ("csv", "wandb", "none")}
+    assert built["none"] is None and build_logger(built["none"], tmp_path, {}, None) is False
+    assert built["csv"].func is csv_logger and built["wandb"].keywords == {"project": "scd", "group": None,
+                                                                         "mode": "offline"}  # fmt: skip
+    logger = build_logger(built["csv"], tmp_path, {"seed": 0}, None)
+    logger.log_metrics({"val/loss": 1.0}, step=0)
+    logger.save()
+    assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[1].startswith("0,1.0")
+    # Another logger is its _target_: here Lightning's plain CSVLogger, given the run directory.
+    other = validate(make_config("logger=csv", f"logger._target_={__name__}.plain_csv")).logger
+    assert type(build_logger(other, tmp_path, {}, None)) is CSVLogger
+    with pytest.raises(ValueError, match=r"^logger: unknown key 'projct'"):
+        validate(make_config("logger=wandb", "+logger.projct=x"))
+
+
+def plain_csv(run_dir: Path, sweep_group: str | None = None) -> CSVLogger:
+    return CSVLogger(save_dir=str(run_dir), name="plain")

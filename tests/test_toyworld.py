@@ -283,12 +283,17 @@ def test_corpus_holds_facts_but_no_held_out_demonstration(toy):
     assert all(d.text(TOYWORLD_PROMPT).startswith("Q : ") for d in corpus.demonstrations)
 
 
+def error_share(corpus) -> float:
+    """Share of the corpus's demonstrations whose rationale argues the wrong answer."""
+    return sum(d.style == WRONG for d in corpus.demonstrations) / len(corpus.demonstrations)
+
+
 def test_corpus_styles_per_entity_and_error_rate(toy):
     world, splits = toy
     config = CorpusConfig()
     corpus = build_corpus(world, splits, config)
     assert len(corpus.unreliable) == round(config.teacher_error_rate * len(world.entities))
-    assert corpus.error_share() == pytest.approx(config.teacher_error_rate, abs=0.03)
+    assert error_share(corpus) == pytest.approx(config.teacher_error_rate, abs=0.03)
     for demo in corpus.demonstrations:
         j = judge(world, demo.example, demo.rationale)
         expected = {"support": "supporting", "restate": "restatement", "generic": "generic",
@@ -304,7 +309,7 @@ def test_corpus_styles_per_entity_and_error_rate(toy):
     expected_follow = config.style_concentration + (1 - config.style_concentration) * sum(w * w for w in weights)
     assert follows == pytest.approx(expected_follow, abs=0.04)
     no_errors = build_corpus(world, splits, dataclasses.replace(config, teacher_error_rate=0.0))
-    assert no_errors.error_share() == 0.0
+    assert error_share(no_errors) == 0.0
 
 
 def test_bad_corpus_config_names_the_field():

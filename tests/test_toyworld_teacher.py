@@ -20,10 +20,10 @@ from scd.toyworld.teacher import (
     probe_teacher,
     teacher_report,
 )
-from scd.toyworld.world import WorldConfig, load_toyworld
+from scd.toyworld.world import load_toyworld
 from tests.conftest import TOYWORLD_PROMPT
+from tests.helpers import TINY_WORLD
 
-TINY_WORLD = WorldConfig(n_categories=2, n_mc_choices=2, entities_per_category=3, n_properties=6, n_train=20, n_dev=4, n_test=4)
 TINY_TEACHER = TeacherConfig(n_layers=2, d_model=32, n_heads=2, block_size=32, batch_size=8, max_steps=150,
                              learning_rate=3e-3, warmup_steps=10, probe_threshold=0.0)  # fmt: skip
 

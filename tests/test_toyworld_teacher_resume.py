@@ -18,7 +18,7 @@ from scd.toyworld import teacher
 from scd.toyworld.corpus import CorpusConfig
 from scd.toyworld.teacher import TeacherConfig, checkpoint_step, ensure_teacher, partial_dir
 from tests.conftest import TOYWORLD_PROMPT
-from tests.test_toyworld_teacher import TINY_WORLD
+from tests.helpers import TINY_WORLD
 
 STEPS = 20
 SMALL_TEACHER = TeacherConfig(n_layers=1, d_model=32, n_heads=2, block_size=32, batch_size=8, max_steps=STEPS,

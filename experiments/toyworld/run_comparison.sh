@@ -5,12 +5,12 @@
 # (the joblib launcher; `threads` defaults to the cores divided by its n_jobs). Seeds vary slowest, so an interrupted
 # comparison has whole seeds.
 # Usage: experiments/toyworld/run_comparison.sh [sweep dir, default multirun/prereg] [results dir, default
-#        experiments/results/toyworld_v3]
+#        experiments/results/toyworld_v3.1]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ./setup.sh
 sweep=${1:-multirun/prereg}
-results=${2:-experiments/results/toyworld_v3}
+results=${2:-experiments/results/toyworld_v3.1}
 run() {  # run <sub dir> <overrides...>
     local dir="$sweep/$1"; shift
     .venv/bin/python run.py -m experiment=toyworld_comparison hydra/launcher=joblib hydra.launcher.n_jobs=2 \

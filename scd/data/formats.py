@@ -1,4 +1,5 @@
-"""Readers for the official data set formats, each normalizing one row (a dict) to an ``Example``.
+"""Readers for the official data set formats, each normalizing one row (a dict) to an ``Example``. A format is a
+row normalizer registered with ``@data_format`` (its name, ``dataset.format``, and how its files split into rows).
 
 A row normalizer takes a plain dict, so files and Hugging Face hub rows share it. Hub rows differ from the
 official files in a few known ways (CommonsenseQA/QASC put the choices in a column of parallel ``label``/``text``
@@ -148,74 +149,6 @@ def _choices(texts: list[str], fields: list[str], field: str) -> tuple[str, ...]
     return tuple(texts)
 
 
-def normalize_commonsenseqa(row: Row) -> Example:
-    stem, labels, texts, fields = _labeled_choices(row)
-    choices = _choices(texts, fields, "question.choices")
-    return Example(id=_id(row, "id"), question=stem, choices=choices, answer=_answer_key(row, labels))
-
-
-def normalize_qasc(row: Row) -> Example:
-    stem, labels, texts, fields = _labeled_choices(row)
-    choices = _choices(texts, fields, "question.choices")
-    rationale = f"{_text(row, 'fact1')} {_text(row, 'fact2')}"
-    return Example(_id(row, "id"), stem, choices, _answer_key(row, labels), rationale)
-
-
-def normalize_strategyqa(row: Row) -> Example:
-    answer = _get(row, "answer")
-    if not isinstance(answer, bool):
-        raise _FieldError("answer", f"expected true or false, got {_short(answer)}")
-    facts = _get(row, "facts")
-    # Some hub copies store the facts already joined into one string.
-    if isinstance(facts, str):
-        facts = [facts]
-    if not isinstance(facts, list) or not all(isinstance(fact, str) for fact in facts):
-        raise _FieldError("facts", f"expected a list of strings, got {_short(facts)}")
-    rationale = " ".join(fact.strip() for fact in facts if fact.strip()) or None
-    return Example(_id(row, "qid"), _text(row, "question"), ("yes", "no"), 0 if answer else 1, rationale)
-
-
-def normalize_creak(row: Row) -> Example:
-    label = _get(row, "label")
-    if label not in ("true", "false"):
-        raise _FieldError("label", f"expected 'true' or 'false', got {_short(label)}")
-    return Example(
-        _id(row, "ex_id"),
-        _text(row, "sentence"),
-        ("true", "false"),
-        0 if label == "true" else 1,
-        _explanation(row, "explanation"),
-        {"entity": row["entity"]} if row.get("entity") else {},
-    )
-
-
-_CHOICE_COLUMN = re.compile(r"choice_(\d+)")
-
-
-def normalize_cose(row: Row) -> Example:
-    if "choices" in row:  # hub layout (cos_e): a choice list, the answer text and the abstractive explanation
-        texts = [_string(choice, f"choices[{i}]") for i, choice in enumerate(_list(row, "choices"))]
-        answer_text = _text(row, "answer")
-        if answer_text not in texts:
-            raise _FieldError("answer", f"{answer_text!r} is not among the choices {texts}")
-        choices = _choices(texts, [f"choices[{i}]" for i in range(len(texts))], "choices")
-        rationale = _explanation(row, "abstractive_explanation")
-        return Example(_id(row, "id"), _text(row, "question"), choices, texts.index(answer_text), rationale)
-    # CSV layout: choice_0, choice_1, ... in any column order, label is a 0-based index.
-    numbers = sorted(int(match.group(1)) for key in row if (match := _CHOICE_COLUMN.fullmatch(key)))
-    if numbers != list(range(len(numbers))):
-        raise _FieldError("choice_N", f"choice columns must be numbered from choice_0 without gaps, got {numbers}")
-    texts = [_text(row, f"choice_{n}") for n in numbers]
-    choices = _choices(texts, [f"choice_{n}" for n in numbers], "choice_N")
-    label = _text(row, "label")
-    if not label.isdigit():
-        raise _FieldError("label", f"expected a 0-based choice index, got {_short(label)}")
-    if int(label) >= len(choices):
-        raise _FieldError("label", f"index {label} is not among the {len(choices)} choices")
-    rationale = _explanation(row, *COSE_EXPLANATION_COLUMNS)
-    return Example(_id(row, "id"), _text(row, "question"), choices, int(label), rationale)
-
-
 def _decode(path: Path) -> str:
     try:
         data = path.read_bytes()
@@ -306,16 +239,21 @@ class DataFormat:
         return examples
 
 
-FORMATS: dict[str, DataFormat] = {
-    fmt.name: fmt
-    for fmt in (
-        DataFormat("commonsenseqa", _json_lines, normalize_commonsenseqa, explained=False),
-        DataFormat("strategyqa", _json_list, normalize_strategyqa),
-        DataFormat("creak", _json_lines, normalize_creak),
-        DataFormat("qasc", _json_lines, normalize_qasc),
-        DataFormat("cose", _csv_rows, normalize_cose),
-    )
-}
+# Every format by name: the normalizers below register themselves with ``@data_format``.
+FORMATS: dict[str, DataFormat] = {}
+
+
+def data_format(
+    name: str, rows: Callable[[Path], Iterator[tuple[str, Row]]], *, explained: bool = True
+) -> Callable[[Normalizer], Normalizer]:
+    """Register a row normalizer as the format ``name`` (``dataset.format``), whose files ``rows`` splits into rows;
+    ``explained``: the format carries human explanations."""
+
+    def register(normalize: Normalizer) -> Normalizer:
+        FORMATS[name] = DataFormat(name, rows, normalize, explained)
+        return normalize
+
+    return register
 
 
 def get_format(fmt: str) -> DataFormat:
@@ -324,6 +262,74 @@ def get_format(fmt: str) -> DataFormat:
     return FORMATS[fmt]
 
 
-def read_examples(path: str | Path, fmt: str) -> list[Example]:
-    """Read a whole file in the official format ``fmt`` (a key of ``FORMATS``)."""
-    return get_format(fmt).read(path)
+@data_format("commonsenseqa", _json_lines, explained=False)
+def normalize_commonsenseqa(row: Row) -> Example:
+    stem, labels, texts, fields = _labeled_choices(row)
+    choices = _choices(texts, fields, "question.choices")
+    return Example(id=_id(row, "id"), question=stem, choices=choices, answer=_answer_key(row, labels))
+
+
+@data_format("qasc", _json_lines)
+def normalize_qasc(row: Row) -> Example:
+    stem, labels, texts, fields = _labeled_choices(row)
+    choices = _choices(texts, fields, "question.choices")
+    rationale = f"{_text(row, 'fact1')} {_text(row, 'fact2')}"
+    return Example(_id(row, "id"), stem, choices, _answer_key(row, labels), rationale)
+
+
+@data_format("strategyqa", _json_list)
+def normalize_strategyqa(row: Row) -> Example:
+    answer = _get(row, "answer")
+    if not isinstance(answer, bool):
+        raise _FieldError("answer", f"expected true or false, got {_short(answer)}")
+    facts = _get(row, "facts")
+    # Some hub copies store the facts already joined into one string.
+    if isinstance(facts, str):
+        facts = [facts]
+    if not isinstance(facts, list) or not all(isinstance(fact, str) for fact in facts):
+        raise _FieldError("facts", f"expected a list of strings, got {_short(facts)}")
+    rationale = " ".join(fact.strip() for fact in facts if fact.strip()) or None
+    return Example(_id(row, "qid"), _text(row, "question"), ("yes", "no"), 0 if answer else 1, rationale)
+
+
+@data_format("creak", _json_lines)
+def normalize_creak(row: Row) -> Example:
+    label = _get(row, "label")
+    if label not in ("true", "false"):
+        raise _FieldError("label", f"expected 'true' or 'false', got {_short(label)}")
+    return Example(
+        _id(row, "ex_id"),
+        _text(row, "sentence"),
+        ("true", "false"),
+        0 if label == "true" else 1,
+        _explanation(row, "explanation"),
+        {"entity": row["entity"]} if row.get("entity") else {},
+    )
+
+
+_CHOICE_COLUMN = re.compile(r"choice_(\d+)")
+
+
+@data_format("cose", _csv_rows)
+def normalize_cose(row: Row) -> Example:
+    if "choices" in row:  # hub layout (cos_e): a choice list, the answer text and the abstractive explanation
+        texts = [_string(choice, f"choices[{i}]") for i, choice in enumerate(_list(row, "choices"))]
+        answer_text = _text(row, "answer")
+        if answer_text not in texts:
+            raise _FieldError("answer", f"{answer_text!r} is not among the choices {texts}")
+        choices = _choices(texts, [f"choices[{i}]" for i in range(len(texts))], "choices")
+        rationale = _explanation(row, "abstractive_explanation")
+        return Example(_id(row, "id"), _text(row, "question"), choices, texts.index(answer_text), rationale)
+    # CSV layout: choice_0, choice_1, ... in any column order, label is a 0-based index.
+    numbers = sorted(int(match.group(1)) for key in row if (match := _CHOICE_COLUMN.fullmatch(key)))
+    if numbers != list(range(len(numbers))):
+        raise _FieldError("choice_N", f"choice columns must be numbered from choice_0 without gaps, got {numbers}")
+    texts = [_text(row, f"choice_{n}") for n in numbers]
+    choices = _choices(texts, [f"choice_{n}" for n in numbers], "choice_N")
+    label = _text(row, "label")
+    if not label.isdigit():
+        raise _FieldError("label", f"expected a 0-based choice index, got {_short(label)}")
+    if int(label) >= len(choices):
+        raise _FieldError("label", f"index {label} is not among the {len(choices)} choices")
+    rationale = _explanation(row, *COSE_EXPLANATION_COLUMNS)
+    return Example(_id(row, "id"), _text(row, "question"), choices, int(label), rationale)

@@ -11,14 +11,17 @@ NaN, "n/a" in the summary and the report: nothing was measured, not a consistenc
   perturbed answer is given; the fraction of answers that name the perturbed answer.
 
 An answerer whose answer comes before its rationale (``reads_rationales`` false: the in-context teacher prompted
-answer first) gets accuracy and unparsable only; no rationale can change its answer. A new answer metric is one more
-entry in ``answer_metrics``, computed from the prediction rows.
+answer first) gets accuracy and unparsable only; no rationale can change its answer. A new answer metric is a function
+of the prediction rows registered with ``@answer_metric``; ``answer_metrics`` computes every registered one. A metric
+that needs the answerer to answer once more (after some given rationale) declares that answering pass, a function that
+adds its answers to the rows, in ``passes``; each declared pass runs once, in the order declared.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -57,19 +60,71 @@ def share(flags: Sequence[bool]) -> float:
     return float(np.mean(flags)) if flags else float("nan")
 
 
+@dataclass(frozen=True)
+class PassInputs:
+    """What an answering pass reads: the test records, the answerer's own prediction rows (one per record, which the
+    pass adds its answers to), the teacher's rationales for the perturbed answers, and the perturbation's share and
+    seed."""
+
+    test: Sequence[RationaleRecord]
+    rows: Predictions
+    test_counterfactual: Sequence[RationaleRecord]
+    perturb_share: float
+    seed: int
+
+
+AnswerPass = Callable[[Answerer, PassInputs], None]
 AnswerMetric = Callable[[Predictions], float | None]
-# Each answer metric's declaration and function of the prediction rows (None where it does not apply to them).
-ANSWER_METRICS: dict[str, tuple[Metric, AnswerMetric]] = {}
+# Each answer metric's declaration, its function of the prediction rows (None where it does not apply to them) and
+# the answering passes whose answers it reads.
+ANSWER_METRICS: dict[str, tuple[Metric, AnswerMetric, tuple[AnswerPass, ...]]] = {}
 
 
-def answer_metric(declaration: Metric) -> Callable[[AnswerMetric], AnswerMetric]:
-    """Register a function of the prediction rows as the answer metric ``declaration`` declares."""
+def answer_metric(declaration: Metric, passes: tuple[AnswerPass, ...] = ()) -> Callable[[AnswerMetric], AnswerMetric]:
+    """Register a function of the prediction rows as the answer metric ``declaration`` declares; ``passes`` run first
+    (for an answerer that reads rationales) and add the answers it reads to the rows."""
 
     def register(metric: AnswerMetric) -> AnswerMetric:
-        ANSWER_METRICS[declaration.key] = (declaration, metric)
+        ANSWER_METRICS[declaration.key] = (declaration, metric, passes)
         return metric
 
     return register
+
+
+def oracle_answers(answerer: Answerer, given: PassInputs) -> None:
+    """``oracle_predicted``: the answer after the teacher's rationale (the test split's argue for the gold answer)."""
+    answers = answerer.answers_after(given.test, [record.rationale for record in given.test], "oracle answers")
+    for row, answer in zip(given.rows, answers):
+        row["oracle_predicted"] = answer
+
+
+def perturbed_answers(answerer: Answerer, given: PassInputs) -> None:
+    """``perturbed_rationale_predicted``: the answer after the answerer's own rationale, a share of it perturbed."""
+    answers = answerer.answers_after_perturbed(given.test, [row["rationale"] for row in given.rows],
+                                               given.perturb_share, np.random.default_rng(given.seed),
+                                               "perturbed answers")  # fmt: skip
+    for row, answer in zip(given.rows, answers):
+        row["perturbed_rationale_predicted"] = answer
+
+
+def counterfactual_answers(answerer: Answerer, given: PassInputs) -> None:
+    """``counterfactual_predicted`` and ``counterfactual_rationale_for``, on the rows with a counterfactual test
+    rationale (matched by id): the answer after the teacher's rationale for the perturbed answer."""
+    if not given.test_counterfactual:
+        return
+    by_id = {record.id: record for record in given.test_counterfactual}
+    matched = [(row, by_id[row["id"]]) for row in given.rows if row["id"] in by_id]
+    if not matched:
+        raise ValueError("test_counterfactual shares no id with the test records")
+    counter = [record for _, record in matched]
+    followed = answerer.answers_after(counter, [record.rationale for record in counter], "counterfactual answers")
+    for (row, record), answer in zip(matched, followed):
+        row.update(counterfactual_predicted=answer, counterfactual_rationale_for=record.rationale_for)
+
+
+def answering_passes() -> list[AnswerPass]:
+    """The passes the registered metrics declare, each once, in the order declared."""
+    return list(dict.fromkeys(p for _, _, passes in ANSWER_METRICS.values() for p in passes))
 
 
 @answer_metric(Metric("student/accuracy", "accuracy", "student"))
@@ -77,7 +132,7 @@ def accuracy(rows: Predictions) -> float:
     return share([row["correct"] for row in rows])
 
 
-@answer_metric(Metric("student/oracle_accuracy", "with the teacher's rationale", "student"))
+@answer_metric(Metric("student/oracle_accuracy", "with the teacher's rationale", "student"), (oracle_answers,))
 def oracle_accuracy(rows: Predictions) -> float | None:
     if "oracle_predicted" not in rows[0]:
         return None
@@ -98,7 +153,7 @@ def majority_answer_share(rows: Predictions) -> float:
 
 
 @answer_metric(Metric("student/perturbed_consistency", "answer kept under a perturbed rationale", "faithfulness",
-                      roles=frozenset({CONSISTENCY})))  # fmt: skip
+                      roles=frozenset({CONSISTENCY})), (perturbed_answers,))  # fmt: skip
 def perturbed_consistency(rows: Predictions) -> float | None:
     if "perturbed_rationale_predicted" not in rows[0]:
         return None
@@ -109,7 +164,7 @@ def perturbed_consistency(rows: Predictions) -> float | None:
 
 
 @answer_metric(Metric("student/counterfactual_consistency", "follows a counterfactual rationale", "faithfulness",
-                      roles=frozenset({CONSISTENCY})))  # fmt: skip
+                      roles=frozenset({CONSISTENCY})), (counterfactual_answers,))  # fmt: skip
 def counterfactual_consistency(rows: Predictions) -> float | None:
     given = [row for row in rows if "counterfactual_predicted" in row]
     if not given:
@@ -137,23 +192,10 @@ def answer_metrics(
         row.update(answer=record.answer, perturbed_answer=record.perturbed_answer,
                    correct=row["predicted"] == record.answer)  # fmt: skip
     if answerer.reads_rationales:
-        # The test split's rationales argue for the gold answer (rationale_for == answer).
-        oracle = answerer.answers_after(test, [record.rationale for record in test], "oracle answers")
-        perturbed = answerer.answers_after_perturbed(test, [row["rationale"] for row in rows], perturb_share,
-                                                     np.random.default_rng(seed), "perturbed answers")  # fmt: skip
-        for row, oracle_answer, perturbed_answer in zip(rows, oracle, perturbed):
-            row.update(oracle_predicted=oracle_answer, perturbed_rationale_predicted=perturbed_answer)
-        if test_counterfactual:
-            by_id = {record.id: record for record in test_counterfactual}
-            matched = [(row, by_id[row["id"]]) for row in rows if row["id"] in by_id]
-            if not matched:
-                raise ValueError("test_counterfactual shares no id with the test records")
-            counter = [record for _, record in matched]
-            followed = answerer.answers_after(counter, [record.rationale for record in counter],
-                                              "counterfactual answers")  # fmt: skip
-            for (row, record), answer in zip(matched, followed):
-                row.update(counterfactual_predicted=answer, counterfactual_rationale_for=record.rationale_for)
-    metrics = {key: value for key, (_, metric) in ANSWER_METRICS.items() if (value := metric(rows)) is not None}
+        given = PassInputs(test, rows, test_counterfactual, perturb_share, seed)
+        for answering_pass in answering_passes():
+            answering_pass(answerer, given)
+    metrics = {key: value for key, (_, metric, _) in ANSWER_METRICS.items() if (value := metric(rows)) is not None}
     return metrics, rows
 
 

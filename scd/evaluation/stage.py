@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scd.config import Config
+from scd.config import Config, InContextConfig, TeacherConfig
 from scd.data.example import Example
 from scd.data.records import RationaleRecord, read_split
 from scd.evaluation.items import ITEMS_FILE, item_rows, write_items
@@ -105,13 +105,19 @@ def trained_student(cfg: Config, run_dir: Path) -> StudentAnswerer:
                            show_progress=show_bars(cfg))  # fmt: skip
 
 
+def answering_prompt(teacher: TeacherConfig, in_context: InContextConfig) -> AnsweringPrompt:
+    """The in-context teacher's prompt; building it checks the template's slots (``run`` does so at start, before the
+    teacher stage)."""
+    return AnsweringPrompt(in_context.template or teacher.template, teacher.separator, teacher.instruction)
+
+
 def in_context_teacher(cfg: Config, teacher_dir: str | None, train_examples: list[Example]) -> InContextAnswerer:
     """The teacher answering in context (``scd.teacher.icl``), after demonstrations from the training examples."""
     t, icl = cfg.teacher, cfg.student.in_context
     model, tokenizer = load_teacher_model(cfg, teacher_dir)
     if t.device_map is None:
         model = model.to(inference_device(cfg.trainer.accelerator))
-    prompt = AnsweringPrompt(icl.template or t.template, t.separator, t.instruction)
+    prompt = answering_prompt(t, icl)
     return InContextAnswerer(
         model, tokenizer, prompt, demonstrations(t, train_examples, cfg.dataset.seed),
         max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=show_bars(cfg),

@@ -1,1 +1,1 @@
-"""The student: text forms, data, the Lightning module (standard or counterfactual loss), training and evaluation."""
+"""The student: text forms, data, the objectives (the loss forms), the Lightning module, training and evaluation."""

@@ -7,22 +7,39 @@ reporting every loop of a run shares).
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
 import pytorch_lightning as pl
+from hydra.utils import get_class
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
 from scd.config import instantiate_component
 
 CHECKPOINT_DIR = "checkpoints"
-# A plain progress line at least this often, and at every tenth of the loop.
 
 
-def build_callbacks(configs: dict[str, Any], *, progress_bar: bool) -> list[pl.Callback]:
-    """Instantiate each named entry (null entries are dropped); without ``progress_bar`` (the Trainer's
-    ``enable_progress_bar``) progress bars are dropped too, as Lightning refuses one it is told not to show."""
-    callbacks = [instantiate_component(f"callbacks.{name}", node) for name, node in configs.items() if node is not None]
+def with_monitor(configs: dict[str, Any], monitor: str) -> dict[str, Any]:
+    """The entries, each whose class takes a ``monitor`` and that leaves it null or out given ``monitor`` (the
+    objective's selection term)."""
+    return {name: {**node, "monitor": monitor} if node is not None and node.get("monitor") is None
+            and _takes_monitor(node) else node for name, node in configs.items()}  # fmt: skip
+
+
+def _takes_monitor(node: dict[str, Any]) -> bool:
+    try:
+        return "monitor" in inspect.signature(get_class(node["_target_"])).parameters
+    except (ImportError, AttributeError, KeyError, TypeError, ValueError):  # instantiate_component reports it
+        return False
+
+
+def build_callbacks(configs: dict[str, Any], *, progress_bar: bool, monitor: str) -> list[pl.Callback]:
+    """Instantiate each named entry (null entries are dropped), with ``monitor`` where one leaves it out
+    (``with_monitor``); without ``progress_bar`` (the Trainer's ``enable_progress_bar``) progress bars are dropped
+    too, as Lightning refuses one it is told not to show."""
+    callbacks = [instantiate_component(f"callbacks.{name}", node)
+                 for name, node in with_monitor(configs, monitor).items() if node is not None]  # fmt: skip
     return [c for c in callbacks if progress_bar or not isinstance(c, ProgressBar)]
 
 

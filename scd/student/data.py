@@ -28,12 +28,14 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class EncodedRow:
-    """One training row. ``input_ids`` is the encoder input (seq2seq) or prompt and target together (causal)."""
+    """One training row. ``input_ids`` is the encoder input (seq2seq) or prompt and target together (causal);
+    ``answer_mask`` marks, beside ``labels``, the positions whose token is the answer's (after the rationale)."""
 
     input_ids: list[int]
     labels: list[int]
     decoder_input_ids: list[int] | None
-    task: int  # the index of the row's task in its objective's ``tasks``
+    kind: int  # the index of the row's kind in its objective's ``kinds``
+    answer_mask: list[bool]
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, input_text: str) -> list[int]:
@@ -44,10 +46,11 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, input_text: str) -> list[i
 
 def encode_target(
     tokenizer: PreTrainedTokenizerBase, rationale: str, answer: str, tag: str, *, answer_only: bool
-) -> tuple[list[int], list[int]]:
-    """Token ids of ``"{tag} {rationale} So the answer is {answer}." + eos`` and their labels.
+) -> tuple[list[int], list[int], list[bool]]:
+    """Token ids of ``"{tag} {rationale} So the answer is {answer}." + eos``, their labels and the answer mask (True
+    from the first token of the answer, found in the tokenized whole target, to eos).
 
-    With ``answer_only`` the labels are -100 up to the first token of the answer, found in the tokenized whole target.
+    With ``answer_only`` the labels are -100 up to the first token of the answer.
     """
     prefix = format_rationale_prefix(rationale, tag)
     text = prefix + format_answer(answer)
@@ -55,7 +58,8 @@ def encode_target(
     ids, first_answer_token = first_token_at(tokenizer, text, answer_start)
     ids = ids + [tokenizer.eos_token_id]
     masked = first_answer_token if answer_only else 0
-    return ids, [IGNORE_INDEX] * masked + ids[masked:]
+    answer_mask = [False] * first_answer_token + [True] * (len(ids) - first_answer_token)
+    return ids, [IGNORE_INDEX] * masked + ids[masked:], answer_mask
 
 
 def encode_row(
@@ -68,7 +72,7 @@ def encode_row(
     check_arch(arch)
     record = row.record
     input_text = format_input(record.question, record.choices, row.tag)
-    target_ids, target_labels = encode_target(
+    target_ids, target_labels, answer_mask = encode_target(
         tokenizer, record.rationale, record.rationale_for_text, row.tag, answer_only=row.answer_only
     )
     if arch == "causal":
@@ -77,7 +81,8 @@ def encode_row(
             input_ids=prompt_ids + target_ids,
             labels=[IGNORE_INDEX] * len(prompt_ids) + target_labels,
             decoder_input_ids=None,
-            task=row.task,
+            kind=row.kind,
+            answer_mask=[False] * len(prompt_ids) + answer_mask,
         )
     if decoder_start_token_id is None:
         raise ValueError("a seq2seq student needs decoder_start_token_id (the model config's)")
@@ -86,7 +91,8 @@ def encode_row(
         input_ids=input_limit.apply(tokenizer(input_text)["input_ids"], record.id),
         labels=target_labels,
         decoder_input_ids=[decoder_start_token_id] + target_ids[:-1],
-        task=row.task,
+        kind=row.kind,
+        answer_mask=answer_mask,
     )
 
 
@@ -96,14 +102,15 @@ def pad(rows: list[list[int]], value: int, side: str = "right") -> torch.Tensor:
 
 def collate_rows(groups: list[list[EncodedRow]], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Pad a batch of row groups (a question's rows, e.g. its factual and its counterfactual row) to the longest row
-    of this batch, on the right. ``task`` holds each row's task index."""
+    of this batch, on the right. ``kind`` holds each row's kind index, ``answer_mask`` which labels are the answer's."""
     rows = [row for group in groups for row in group]
     input_ids = [row.input_ids for row in rows]
     batch = {
         "input_ids": pad(input_ids, pad_token_id),
         "attention_mask": pad([[1] * len(ids) for ids in input_ids], 0),
         "labels": pad([row.labels for row in rows], IGNORE_INDEX),
-        "task": torch.tensor([row.task for row in rows]),
+        "kind": torch.tensor([row.kind for row in rows]),
+        "answer_mask": pad([row.answer_mask for row in rows], False),
     }
     if rows[0].decoder_input_ids is not None:
         batch["decoder_input_ids"] = pad([row.decoder_input_ids for row in rows], pad_token_id)

@@ -60,6 +60,11 @@ def logged_metric_names(objective: Objective) -> list[str]:
     return [f"{split}/{name}" for split in ("val", "train") for name in names]
 
 
+def selection_metric(objective: Objective) -> str:
+    """What picks the best checkpoint and stops early unless a callback names its own ``monitor``."""
+    return f"val/{objective.selection_term}_loss"
+
+
 class StudentModule(pl.LightningModule):
     """Trains ``model`` (built by the caller, e.g. with ``scd.models.load_model``) on StudentDataModule batches of
     ``objective``'s rows. The model trains in train mode (dropout on) whatever mode it was loaded in."""
@@ -137,7 +142,7 @@ class StudentModule(pl.LightningModule):
         self.log("val/loss", self.objective.combine(term_losses), prog_bar=True)
         for term, value in term_losses.items():
             # Beside val/loss in the progress lines where there are several terms: the checkpoint and early stopping
-            # watch val/factual_loss, which can fall while the counterfactual term drifts up.
+            # watch the selection term's loss (val/factual_loss), which can fall while another term drifts up.
             self.log(f"val/{term}_loss", value, prog_bar=len(term_losses) > 1)
 
     def configure_optimizers(self) -> dict[str, Any]:

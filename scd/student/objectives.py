@@ -4,18 +4,23 @@
 checks run at start, and the Python API builds the same class. An objective owns its loss: ``loss(model, batch)``
 is what a train batch optimizes, and ``terms(model, batch)`` the named terms it sums, each a ``RowLosses`` (per row, a
 loss total and the count it is a mean over), which dev accumulates over all its batches (``val/<term>_loss``, and
-``val/loss``, the objective being trained). By default the terms are the tasks (kinds of rows): each row carries its
-task's index, each task's loss is the token mean over its rows, and the loss is their weighted sum. Early stopping and
-the best checkpoint watch ``val/factual_loss`` (``conf/callbacks``).
+``val/loss``, the objective being trained). By default the terms are the row kinds: each row carries its kind's
+index, each kind's loss is the token mean over its rows, and the loss is their weighted sum. Early stopping and the
+best checkpoint watch the objective's ``selection_term`` (``val/<term>_loss``) unless ``conf/callbacks`` names another
+``monitor``.
 
-To add an objective: a subclass here (its tasks, weights and ``groups``; ``terms`` for a loss of another form), its
-YAML file, its tests.
+``token_losses`` is the forward pass, per label position, with each label's role (answer or rationale) beside it: a
+``terms`` of another form (label smoothing, a weight on the answer tokens) starts from it and copies no forward.
+
+To add an objective: a subclass here or in a module of its own (its kinds, weights, ``selection_term`` and
+``groups``; ``terms`` for a loss of another form), its YAML file, its tests.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,18 +33,37 @@ from scd.student.formatting import TAG_MODES, TagMode, task_tag
 Batch = dict[str, torch.Tensor]
 
 
-def row_losses(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: the summed token cross-entropy over labelled positions, and the number of those positions."""
+@dataclass(frozen=True)
+class TokenLosses:
+    """A batch's token cross-entropies, ``[rows, positions]``, aligned with what each position predicts: ``losses``
+    (0 where unlabelled), ``labelled`` (the position has a label) and ``answer`` (its label is an answer token)."""
+
+    losses: torch.Tensor
+    labelled: torch.Tensor
+    answer: torch.Tensor
+
+
+def token_losses(model: PreTrainedModel, batch: Batch, **cross_entropy_kwargs: Any) -> TokenLosses:
+    """The forward pass and each labelled position's cross-entropy; ``cross_entropy_kwargs`` go to
+    ``torch.nn.functional.cross_entropy`` (e.g. ``label_smoothing``)."""
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if model.config.is_encoder_decoder:
         inputs["decoder_input_ids"] = batch["decoder_input_ids"]
     logits = model(**inputs).logits
-    labels = batch["labels"]
+    labels, answer = batch["labels"], batch["answer_mask"]
     if not model.config.is_encoder_decoder:
         # Position t predicts token t + 1.
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    return losses.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+        logits, labels, answer = logits[:, :-1], labels[:, 1:], answer[:, 1:]
+    losses = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none",
+                             **cross_entropy_kwargs)  # fmt: skip
+    labelled = labels != IGNORE_INDEX
+    return TokenLosses(losses, labelled, answer & labelled)
+
+
+def row_losses(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed token cross-entropy over labelled positions, and the number of those positions."""
+    tokens = token_losses(model, batch)
+    return tokens.losses.sum(dim=1), tokens.labelled.sum(dim=1)
 
 
 @dataclass(frozen=True)
@@ -56,20 +80,24 @@ class RowLosses:
 
 @dataclass(frozen=True)
 class Row:
-    """A rationale record as one training row of task ``task``: input and target start with ``tag``; with
-    ``answer_only`` the labels cover only the answer after the rationale."""
+    """A rationale record as one training row of kind ``kind`` (an index into its objective's ``kinds``): input and
+    target start with ``tag``; with ``answer_only`` the labels cover only the answer after the rationale."""
 
     record: RationaleRecord
-    task: int
+    kind: int
     tag: str
     answer_only: bool
 
 
 class Objective:
-    """Base class: ``tasks`` names the row kinds, ``terms`` the loss's terms (by default one per task) and
+    """Base class: ``kinds`` names the row kinds, ``terms`` the loss's terms (by default one per kind) and
     ``weights()`` the terms' weights in the loss. ``mode`` is the name runs are reported under (``training.mode``)."""
 
-    tasks: tuple[str, ...] = ("factual",)
+    kinds: tuple[str, ...] = ("factual",)
+    # The term whose dev loss picks the best checkpoint and stops training early: the callbacks' default ``monitor``
+    # is ``val/<selection_term>_loss``. Not the whole loss: with counterfactual rows its counterfactual part drifts
+    # up while the rationale loss still falls, so it picked early checkpoints.
+    selection_term: str = "factual"
     # The rationale files ``groups`` reads: the decoding must make them (scd.config.validate checks it at start).
     rationale_splits: tuple[str, ...] = ("train", "dev")
 
@@ -82,7 +110,7 @@ class Objective:
     @property
     def loss_terms(self) -> tuple[str, ...]:
         """The names of ``terms``' terms, in the order of ``weights()``: what the student logs as ``<term>_loss``."""
-        return self.tasks
+        return self.kinds
 
     def weights(self) -> tuple[float, ...]:
         return (1.0,)
@@ -93,17 +121,17 @@ class Objective:
 
     def factual_row(self, record: RationaleRecord) -> Row:
         """Rationale and answer for the gold answer, trained on the whole target."""
-        return Row(record, self.tasks.index("factual"), task_tag(self.tags, False), answer_only=False)
+        return Row(record, self.kinds.index("factual"), task_tag(self.tags, False), answer_only=False)
 
     def terms(self, model: PreTrainedModel, batch: Batch) -> dict[str, RowLosses]:
-        """Each task's rows in ``batch`` with their summed token losses and token counts; a task without rows in the
+        """Each kind's rows in ``batch`` with their summed token losses and token counts; a kind without rows in the
         batch is left out."""
         sums, counts = row_losses(model, batch)
-        rows = {task: batch["task"] == index for index, task in enumerate(self.tasks)}
-        return {task: RowLosses(sums[mask], counts[mask]) for task, mask in rows.items() if mask.any()}
+        rows = {kind: batch["kind"] == index for index, kind in enumerate(self.kinds)}
+        return {kind: RowLosses(sums[mask], counts[mask]) for kind, mask in rows.items() if mask.any()}
 
     def combine(self, term_losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The weighted sum of the term losses present (a batch may lack a task's rows)."""
+        """The weighted sum of the term losses present (a batch may lack a kind's rows)."""
         weights = dict(zip(self.loss_terms, self.weights()))
         return sum(weights[term] * loss for term, loss in term_losses.items())
 
@@ -124,11 +152,11 @@ class Standard(Objective):
 
 
 class Counterfactual(Objective):
-    """Standard, plus the counterfactual task: the question tagged counterfactual, with the teacher's rationale for the
+    """Standard, plus counterfactual rows: the question tagged counterfactual, with the teacher's rationale for the
     perturbed answer as decoder prefix, trained on the answer only. Loss = (1 - alpha) * factual + alpha *
     counterfactual. ``tags``: distinct ([factual]/[counterfactual]), shared (both [factual]) or none."""
 
-    tasks = ("factual", "counterfactual")
+    kinds = ("factual", "counterfactual")
     rationale_splits = ("train", "dev", "train_counterfactual", "dev_counterfactual")
 
     def __init__(self, mode: str = "counterfactual", alpha: float = 0.5, tags: TagMode = "distinct") -> None:
@@ -154,7 +182,7 @@ class Counterfactual(Objective):
 
     def counterfactual_row(self, record: RationaleRecord) -> Row:
         """A rationale for the perturbed answer (a ``*_counterfactual`` record), trained on the answer only."""
-        return Row(record, self.tasks.index("counterfactual"), task_tag(self.tags, True), answer_only=True)
+        return Row(record, self.kinds.index("counterfactual"), task_tag(self.tags, True), answer_only=True)
 
 
 class RowMean(Standard):

@@ -13,14 +13,14 @@ from pytorch_lightning.loggers import Logger
 
 from scd.config import Config, trainer_arguments
 from scd.models import load_model, load_tokenizer
-from scd.student.callbacks import build_callbacks
+from scd.student.callbacks import build_callbacks, with_monitor
 from scd.progress import StepProgressLog, output_is_terminal
 from scd.data.example import Example
 from scd.student.data import StudentDataModule
 from scd.student.evaluate import prompt_ids
 from scd.student.formatting import task_tag
 from scd.student.lora import apply_lora
-from scd.student.module import StudentModule, logged_metric_names
+from scd.student.module import StudentModule, logged_metric_names, selection_metric
 from scd.student.train import build_trainer, fit_student
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ def student_trainer(cfg: Config, run_dir: Path, logger: Logger | bool) -> pl.Tra
     """The Trainer from ``trainer`` (every Lightning argument) and the ``callbacks`` group. Its progress bar shows on
     a terminal only; elsewhere, and with ``trainer.enable_progress_bar=false``, progress is logged as plain lines."""
     bar = cfg.trainer.enable_progress_bar and output_is_terminal()
-    callbacks = [*build_callbacks(cfg.callbacks, progress_bar=bar), StepProgressLog("student", periodic=not bar)]
+    built = build_callbacks(cfg.callbacks, progress_bar=bar, monitor=selection_metric(cfg.training))
+    callbacks = [*built, StepProgressLog("student", periodic=not bar)]
     return build_trainer(run_dir, {**trainer_arguments(cfg.trainer), "enable_progress_bar": bar}, callbacks, logger)
 
 
@@ -80,7 +81,7 @@ def check_student_trainer(cfg: Config, run_dir: Path) -> pl.Trainer:
     with _quiet_lightning():
         trainer = student_trainer(cfg, run_dir, logger=False)
     logged = logged_metric_names(cfg.training)
-    for name, node in cfg.callbacks.items():
+    for name, node in with_monitor(cfg.callbacks, selection_metric(cfg.training)).items():
         monitor = node.get("monitor") if node else None
         if monitor is not None and monitor not in (*logged, *LIGHTNING_COUNTERS):
             raise ValueError(f"callbacks.{name}.monitor: the student logs no {monitor!r}; with training="

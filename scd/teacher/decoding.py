@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import AttentionInterface, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase, StaticCache
 
+from scd.config import DecodingLoopConfig
+
 if TYPE_CHECKING:
     from scd.teacher.strategies import DecodingStrategy
 
@@ -52,22 +54,17 @@ class SharedPrefixUnsupported(ValueError):
     """The model's attention needs something that ``shared_prefix_attention`` does not compute."""
 
 
-@dataclass(frozen=True)
-class DecodingSettings:
-    """How the batched loop runs; see ``conf/decoding/``. Only ``max_new_tokens`` and ``stop_rule`` change output."""
+@dataclass
+class DecodingSettings(DecodingLoopConfig):
+    """How the batched loop runs: the ``decoding_loop`` knobs and the token budget (``teacher.max_new_tokens`` or the
+    answerer's). Only ``max_new_tokens`` and ``stop_rule`` change output."""
 
     max_new_tokens: int = 64
-    merge_branches: bool = True
-    shared_prefix: bool = True
-    # "chosen": a row stops when the chosen (contrasted) token completes the separator;
-    # "teacher": when the teacher's own top token under the gold prompt would.
-    stop_rule: str = "chosen"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.stop_rule not in ("chosen", "teacher"):
-            raise ValueError(f"stop_rule must be 'chosen' or 'teacher', got {self.stop_rule!r}")
+        self.check()
 
 
 # Attention scores (float32) computed at once. A prefill of long prompts runs in chunks of rows and queries, so its

@@ -20,12 +20,11 @@ from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from scd.data.example import Example
 from scd.data.records import RationaleRecord
 from scd.teacher.decoding import DecodingSettings, decode, encode_prefix
 from scd.teacher.jobs import RationaleJob
 from scd.teacher.prompt import PromptTemplate, leading_special_ids
-from scd.teacher.strategies import Contrast, DecodingStrategy, render_query
+from scd.teacher.strategies import DecodingStrategy, render_query
 
 log = logging.getLogger(__name__)
 # Above this share of empty rationales the teacher stage warns.
@@ -67,15 +66,18 @@ class TeacherModule(pl.LightningModule):
         self._prefix_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._written = self._empty = 0  # rationales written by this predict loop, and how many are empty
 
-    def query_ids(self, example: Example, answer: Contrast) -> list[int]:
-        return self.tokenizer(render_query(self.prompt, example, answer), add_special_tokens=False).input_ids
+    def query_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def prompts(self, jobs: Sequence[RationaleJob]) -> list[list[list[int]]]:
-        """Each job's branches after the shared prefix: its gold prompt, then the strategy's contrast prompts."""
+        """Each job's branches after the shared prefix: its gold prompt, then the prompts the strategy renders for its
+        contrasts."""
         return [
-            [self.query_ids(job.example, answer) for answer in [job.rationale_for, *self.strategy.contrasts(job)]]
+            [self.query_ids(render_query(self.prompt, job.example, job.rationale_for)),
+             *(self.query_ids(self.strategy.render(self.prompt, job.example, contrast))
+               for contrast in self.strategy.contrasts(job))]
             for job in jobs
-        ]
+        ]  # fmt: skip
 
     def on_predict_start(self) -> None:
         self._written = self._empty = 0

@@ -80,10 +80,7 @@ def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str 
 
 
 def decoding_settings(loop: DecodingLoopConfig, teacher: TeacherConfig) -> DecodingSettings:
-    return DecodingSettings(
-        max_new_tokens=teacher.max_new_tokens, merge_branches=loop.merge_branches, shared_prefix=loop.shared_prefix,
-        stop_rule=loop.stop_rule,
-    )
+    return DecodingSettings(max_new_tokens=teacher.max_new_tokens, **asdict(loop))
 
 
 def check_prompts(

@@ -87,10 +87,6 @@ class Corpus:
         prompt's separator."""
         return self.facts + [demo.text(prompt) for demo in self.demonstrations]
 
-    def error_share(self) -> float:
-        """Share of demonstrations whose rationale argues the wrong answer."""
-        return sum(d.style == WRONG for d in self.demonstrations) / len(self.demonstrations)
-
 
 def _fact_lines(world: World) -> list[str]:
     facts = [grammar.sentence(grammar.isa(e, world.category_of[e])) for e in world.entities]

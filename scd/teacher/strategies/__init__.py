@@ -2,11 +2,14 @@
 
 ``conf/decoding/<name>.yaml`` names its strategy with ``_target_``; every other key is an argument of the class, which
 ``scd.config.validate`` builds once, so a key the class does not take is refused there by its signature. A strategy
-owns three things:
+owns four things:
 
-- ``contrasts(job)``: the answers whose prompts are decoded beside the gold prompt (``Contrast``: a choice index, a
-  text of the strategy's own, or ``None`` for no answer), rendered by ``render_query``: none for greedy, one for the
-  paper's contrastive decodings, any number otherwise;
+- ``contrasts(job)``: what each prompt decoded beside the gold prompt gives (``Contrast``: a choice index, a text of
+  the strategy's own, or ``None`` for no answer): none for greedy, one for the paper's contrastive decodings, any
+  number otherwise;
+- ``render(prompt, example, contrast)``: a contrast's prompt text, by default ``render_query`` (the example's prompt
+  with the contrast in the answer slot); a strategy whose contrast prompts differ otherwise (a fixed negative prompt
+  in place of the question, a paraphrase) overrides it;
 - ``scores(logp_gold, logp_contrast, present)``: per-token scores whose argmax is the next token;
 - ``setup(task, splits)`` (optional): the strategy that decodes, given the run's task and splits, for a strategy that
   needs to load or derive something before the first job.
@@ -82,8 +85,13 @@ class DecodingStrategy:
         return self
 
     def contrasts(self, job: RationaleJob) -> list[Contrast]:
-        """The answers whose prompts are decoded beside ``job``'s gold prompt."""
+        """The contrasts whose prompts (``render``) are decoded beside ``job``'s gold prompt."""
         raise NotImplementedError
+
+    def render(self, prompt: PromptTemplate, example: Example, contrast: Contrast) -> str:
+        """The prompt of one of ``contrasts(job)``, after the shared prefix: the example's own prompt giving
+        ``contrast`` as its answer."""
+        return render_query(prompt, example, contrast)
 
     def scores(self, logp_gold: torch.Tensor, logp_contrast: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Scores ``[B, V]`` whose argmax is the next token. ``logp_gold`` is ``[B, V]``; ``logp_contrast`` is
