@@ -18,16 +18,17 @@ def _share(jobs: Sequence[Job], column: str, value: Any) -> float:
 
 
 def label_tables(jobs: Sequence[Job], spec: Mapping[str, Any]) -> str:
+    """The label shares per cell; the student's columns only where the items have a student (not in a teacher study)."""
+    students = any("student_label" in row for job in jobs for row in job.items[:1])
+    who = ("teacher", "student") if students else ("teacher",)
+    header = " | ".join(f"{w}: {label}" for w in who for label in LABELS)
     lines = ["### Checker labels of the test rationales per cell (shares, mean over seeds)", "",
-             "| cell | seeds | teacher: " + " | teacher: ".join(LABELS) + " | teacher entails gold | student: "
-             + " | student: ".join(LABELS) + " |", "|" + " --- |" * (3 + 2 * len(LABELS))]  # fmt: skip
+             f"| cell | seeds | {header} | teacher entails gold |", "|" + " --- |" * (3 + len(who) * len(LABELS))]
     for selector in spec_cells(spec):
         found = list(cell_jobs(jobs, selector).values())
         if not found:
             continue
-        teacher = [f"{_share(found, 'teacher_label', label):.3f}" for label in LABELS]
+        shares = [f"{_share(found, f'{w}_label', label):.3f}" for w in who for label in LABELS]
         entails = float(np.mean([np.mean([row.get("teacher_entails", 0) for row in job.items]) for job in found]))
-        student = [f"{_share(found, 'student_label', label):.3f}" for label in LABELS]
-        lines.append(f"| {cell_label(selector)} | {len(found)} | " + " | ".join(teacher) + f" | {entails:.3f} | "
-                     + " | ".join(student) + " |")  # fmt: skip
+        lines.append(f"| {cell_label(selector)} | {len(found)} | " + " | ".join(shares) + f" | {entails:.3f} |")
     return "\n".join(lines + [""])
