@@ -249,3 +249,13 @@ def test_run_comparison_is_recomputed_from_the_files_alone(tmp_path):
                           rng=np.random.default_rng(0))  # fmt: skip
     means = [np.mean([r["correct"] for r in j.items]) for j in jobs]
     assert direct["estimate"] == pytest.approx(np.mean(means[0::2]) - np.mean(means[1::2]), abs=1e-12)
+
+
+@pytest.mark.slow
+def test_the_committed_study_T_verdicts_are_recomputed_from_its_committed_per_item_files(tmp_path):
+    results = ROOT / "experiments" / "results" / "toyworld_v4T"
+    committed = json.loads((results / "hypotheses.json").read_text())
+    settings = committed["settings"]
+    again = run_comparison(results / "jobs", ROOT / "experiments" / "toyworld" / "study-T.yaml", tmp_path,
+                           resamples=settings["resamples"], target_half_width=settings["target_half_width"])  # fmt: skip
+    assert json.loads(json.dumps(again["hypotheses"], default=str)) == committed["hypotheses"]
