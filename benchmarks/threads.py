@@ -43,7 +43,9 @@ SETTINGS: dict[str, tuple[str, dict[str, str | None]]] = {
     "1": ("1", {}),
     "spin": ("cores", {"GOMP_SPINCOUNT": "300000", "OMP_WAIT_POLICY": None}),
     "passive": ("cores", {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"}),
-    "default": ("cores", {"GOMP_SPINCOUNT": scd.OPENMP_SPIN, "OMP_WAIT_POLICY": None}),
+    # What run.py does by default: its share of the cores no other process keeps busy when it starts (decided again
+    # before each measurement, as a run decides at its start), with scd's OpenMP spin.
+    "default": ("free", {"GOMP_SPINCOUNT": scd.OPENMP_SPIN, "OMP_WAIT_POLICY": None}),
 }
 
 
@@ -156,11 +158,19 @@ def neighbour(kind: str, ready: Any, stop: Any) -> None:
         step()
 
 
-def measured_worker(threads: int, warmup: int, steps: int, commands: Any, results: Any) -> None:
-    """Set up once, then time the steps at each command (None ends it)."""
-    step = teacher_step(threads)
+def measured_worker(threads: int | None, warmup: int, steps: int, commands: Any, results: Any) -> None:
+    """Set up once, then time the steps at each command (None ends it). ``threads`` None: run.py's default, chosen
+    before each measurement from the cores other processes leave free."""
+    import torch
+
+    from scd.cli import busy_cores
+
+    cores = len(os.sched_getaffinity(0))
+    step = teacher_step(threads or cores)
     results.put("ready")
     while commands.get() is not None:
+        if threads is None:
+            torch.set_num_threads(max(1, cores - busy_cores()))
         results.put(timed(step, warmup, steps))
 
 
@@ -192,7 +202,7 @@ def beside_neighbours(settings: list[str], neighbours: list[str], cores: int, wa
         threads, env = SETTINGS[name] if name in SETTINGS else ("cores", {"GOMP_SPINCOUNT": name.split("=")[1],
                                                                            "OMP_WAIT_POLICY": None})  # fmt: skip
         commands, results = context.Queue(), context.Queue()
-        count = cores if threads == "cores" else int(threads)
+        count = cores if threads == "cores" else None if threads == "free" else int(threads)
         with environment(env):
             process = context.Process(target=measured_worker, args=(count, warmup, steps, commands, results))
             process.start()
@@ -211,7 +221,7 @@ def beside_neighbours(settings: list[str], neighbours: list[str], cores: int, wa
             commands.put("measure")
             run = results.get()
             row[name] = {"steps_per_s": round(steps / run["wall_s"], 2),
-                         "cpu_s_per_step": round(run["cpu_s"] / steps, 3)}
+                         "cpu_s_per_step": round(run["cpu_s"] / steps, 3), "threads": run["threads"]}
         if busy is not None:
             stop.set()
             busy.join()
@@ -256,17 +266,17 @@ def main() -> None:
         settings = [*args.settings, *(f"spin={count}" for count in args.spincounts)]
         print(f"\nload average before the neighbours table: {os.getloadavg()[0]:.2f}")
         names = {"1": "1 thread", "spin": f"{cores} threads, libgomp spin (before)", "passive":
-                 f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", "default": f"{cores} threads, scd default "
-                 f"(GOMP_SPINCOUNT={scd.OPENMP_SPIN})"}  # fmt: skip
+                 f"{cores} threads, OMP_WAIT_POLICY=PASSIVE", "default": "scd default (its share of the free "
+                 f"cores, GOMP_SPINCOUNT={scd.OPENMP_SPIN})"}  # fmt: skip
         print("| neighbour | " + " | ".join(names.get(s, f"{cores} threads, GOMP_SPINCOUNT={s[5:]}")
                                             for s in settings) + " | load average |")  # fmt: skip
         print("| --- " * (len(settings) + 2) + "|", flush=True)
         beside = {}
         for kind, row in beside_neighbours(settings, args.neighbours, cores, args.warmup, args.steps):
             beside[kind] = row
-            print(f"| {kind} | " + " | ".join(f"{row[s]['steps_per_s']:.2f} ({row[s]['cpu_s_per_step']:.2f} CPU s)"
-                                              for s in settings) + f" | {os.getloadavg()[0]:.2f} |",
-                  flush=True)  # fmt: skip
+            print(f"| {kind} | " + " | ".join(f"{row[s]['steps_per_s']:.2f} ({row[s]['cpu_s_per_step']:.2f} CPU s, "
+                                              f"{row[s]['threads']} thr.)" for s in settings)
+                  + f" | {os.getloadavg()[0]:.2f} |", flush=True)  # fmt: skip
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     print(json.dumps({"steps_per_s_all_processes": summary, "beside": beside if args.neighbours else {},
                       "steps": args.steps, "cores": cores}))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -155,10 +156,23 @@ def parallel_jobs(launcher: DictConfig | None, cores: int) -> int:
     return n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
 
 
+# A core counts as busy when other processes used more than this share of it over the sample.
+BUSY_SHARE = 50.0
+
+
+def busy_cores(sample_s: float = 0.3) -> int:
+    """How many of the cores this process may use other processes keep busy, sampled over ``sample_s`` while this
+    process sleeps. Threads beside a busy process wait for each other's turn on its core (benchmarks/threads.py: a
+    two-thread build ran at 4 steps/s beside a one-thread neighbour, one thread at 11, against 18 on idle cores)."""
+    allowed = sorted(os.sched_getaffinity(0))
+    usage = psutil.cpu_percent(interval=sample_s, percpu=True)
+    return sum(1 for core in allowed if core < len(usage) and usage[core] > BUSY_SHARE)
+
+
 def apply_threads(configured: int | None) -> int:
     """Set torch's CPU threads to ``configured`` (the config's ``threads``), or by default to ``OMP_NUM_THREADS``
-    where set, else to this process's share of the cores it may use, and log it with OpenMP's wait setting
-    (``scd.OPENMP_SPIN``); returns the count. Two jobs with a thread per core each make the threads spin-wait for
+    where set, else to this process's share of the cores it may use that no other process keeps busy at start
+    (``busy_cores``), and log it with OpenMP's wait setting (``scd.OPENMP_SPIN``); returns the count. Two jobs with a thread per core each make the threads spin-wait for
     each other's cores. ``threads`` above the cores this process may use is refused, naming them."""
     if configured is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
         # The user (or a scheduler) already chose: OpenMP's own setting wins over our default.
@@ -167,8 +181,10 @@ def apply_threads(configured: int | None) -> int:
         cores = len(os.sched_getaffinity(0))
         launcher = HydraConfig.get().launcher if is_multirun() else None
         jobs = parallel_jobs(launcher, cores)
-        threads = max(1, cores // jobs)
-        reason = f"{cores} cores for this process / {jobs} parallel jobs; set threads= to override"
+        busy = busy_cores()
+        threads = max(1, min(cores // jobs, cores - busy))
+        reason = (f"{cores} cores for this process / {jobs} parallel jobs, {busy} kept busy by other processes at "
+                  "start; set threads= to fix it (a study should: the thread count changes the numbers)")
     else:
         allowed = sorted(os.sched_getaffinity(0))
         if configured > len(allowed):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -330,6 +331,7 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+        monkeypatch.setattr(psutil, "cpu_percent", lambda interval, percpu: [0.0] * 4)  # idle cores
         assert apply_threads(None) == 4 and torch.get_num_threads() == 4
         assert apply_threads(validate(make_config("threads=3")).threads) == 3 and torch.get_num_threads() == 3
         # A user's or scheduler's OMP_NUM_THREADS is the default's choice; threads= still wins over it.
@@ -338,7 +340,8 @@ def test_threads_are_set_at_start_and_logged(make_config, monkeypatch, caplog):
     finally:
         torch.set_num_threads(before)
     assert [r.getMessage().split("; OpenMP ")[0] for r in caplog.records if r.name == "scd.cli"] == [
-        "torch threads: 4 (4 cores for this process / 1 parallel jobs; set threads= to override)",
+        "torch threads: 4 (4 cores for this process / 1 parallel jobs, 0 kept busy by other processes at start; set "
+        "threads= to fix it (a study should: the thread count changes the numbers))",
         "torch threads: 3 (threads)", "torch threads: 2 (OMP_NUM_THREADS)", "torch threads: 3 (threads)"]
     with pytest.raises(ValueError, match=r"^threads must be >= 1 or null, got 0$"):
         validate(make_config("threads=0"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from transformers.utils import logging as hf_logging
 
 import scd
@@ -379,4 +380,30 @@ def test_the_thread_benchmark_measures_beside_a_busy_neighbour():
     assert {kind: sorted(row) for kind, row in measured["beside"].items()} == {"matmul": ["1", "default"],
                                                                               "none": ["1", "default"]}
     assert all(cell["steps_per_s"] > 0 for row in measured["beside"].values() for cell in row.values())
-    assert f" threads, scd default (GOMP_SPINCOUNT={scd.OPENMP_SPIN}) | load average |" in result.stdout
+    assert f"| scd default (its share of the free cores, GOMP_SPINCOUNT={scd.OPENMP_SPIN}) | load average |" in \
+        result.stdout
+    # The default decides its threads beside each neighbour: one where the matmul loop keeps a core busy.
+    assert measured["beside"]["matmul"]["default"]["threads"] == 1
+
+
+@pytest.mark.parametrize(("usage", "launcher_share", "expected"), [
+    ([3.0, 2.0], 2, 2),     # idle cores: a thread per core, as before
+    ([100.0, 4.0], 2, 1),   # a neighbour keeps core 0 busy: one thread, which does not wait for its turn there
+    ([97.0, 99.0], 2, 1),   # both busy: still one thread
+    ([0.0, 0.0], 1, 1),     # two joblib jobs on two cores: their share
+])
+def test_the_default_thread_count_leaves_out_cores_other_processes_keep_busy(monkeypatch, usage, launcher_share,
+                                                                              expected):  # fmt: skip
+    # Before: two threads beside any busy process, which ran a teacher build at 4 steps/s against 11 with one thread.
+    import scd.cli as cli
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(cli.psutil, "cpu_percent", lambda interval, percpu: usage)
+    monkeypatch.setattr(cli, "parallel_jobs", lambda launcher, cores: cores // launcher_share)
+    monkeypatch.setattr(cli, "is_multirun", lambda: False)
+    try:
+        assert cli.apply_threads(None) == expected == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
