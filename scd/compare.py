@@ -108,6 +108,8 @@ def read_sweep(sweep_dir: Path, items_dir: str = "predictions") -> list[Job]:
     student's answers; ``rationales``: the teacher's test rationales)."""
     if items_dir not in ITEM_DIRS:
         raise CompareError(f"items: {items_dir!r} is not one of {', '.join(ITEM_DIRS)}")
+    if not sweep_dir.is_dir():
+        raise CompareError(f"{sweep_dir}: not a directory (give a sweep directory, hydra.sweep.dir)")
     files = sorted(f for f in sweep_dir.rglob(ITEMS_FILE) if f.parent.name == items_dir)
     job_dirs = [f.parent.parent for f in files if read_status(f.parent.parent).get("status", "completed") == "completed"]
     if not job_dirs:
