@@ -63,11 +63,12 @@ def test_two_processes_match_one(make_config, tmp_path):
             assert value == pytest.approx(single[key], rel=1e-6), key
         elif key.startswith("student/"):
             # At most one of the 6 test answers may differ.
-            assert value == pytest.approx(single[key], abs=0.17), key
+            assert value == pytest.approx(single[key], abs=0.17, nan_ok=True), key
 
     # One run directory for both ranks: rank 1 logged into it (Lightning passes hydra.run.dir on) and wrote nothing
     # else; the summary was printed once.
-    assert json.loads((ddp_dir / "status.json").read_text()) == {"status": "completed"}
+    status = json.loads((ddp_dir / "status.json").read_text())
+    assert status["status"] == "completed" and "error" not in status
     assert sorted(path.name for path in ddp_dir.iterdir()) == [
         ".hydra", "checkpoints", "csv", "metrics.json", "predictions", "rationales", "run.log", "run_config.json",
         "status.json", "student", "train_ddp_process_1.log",

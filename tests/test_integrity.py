@@ -313,7 +313,9 @@ def signal_when(process: subprocess.Popen, condition, signum: int, timeout: floa
 
 
 def status(run_dir: Path) -> dict:
-    return json.loads((run_dir / "status.json").read_text())
+    """The run's outcome in its status.json (status and error; its provenance and times: tests/test_study_tooling.py)."""
+    recorded = json.loads((run_dir / "status.json").read_text())
+    return {key: recorded[key] for key in ("status", "error") if key in recorded}
 
 
 def last_line(log: Path) -> str:
@@ -384,7 +386,7 @@ def test_case8_an_interrupted_sweep_exits_non_zero_with_its_summary(tmp_path):
     assert last_line(tmp_path / "sweep.log") == (
         f"scd: error: sweep {sweep_dir}: interrupted by SIGTERM: 1 of 2 jobs started, 1 did not complete: job 0 "
         f"(interrupted by SIGTERM); later jobs not started; rerun the same command (with hydra.sweep.dir={sweep_dir}) "
-        f"to resume; python -m scd.report {sweep_dir} tabulates them")
+        f"to resume (0 kept, 0 resumed, 1 new); python -m scd.report {sweep_dir} tabulates them")
 
 
 # ---------------------------------------------------------------- case 9: locks, and a read-only cache
