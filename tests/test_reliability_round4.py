@@ -77,10 +77,13 @@ def test_an_atomic_write_to_a_fifo_writes_into_it(tmp_path):
     writer = threading.Thread(target=atomic_write_text, args=(fifo, "line\n"), daemon=True)
     writer.start()
     writer.join(timeout=10)
-    if not received:  # the old code replaced the FIFO and left the reader waiting for a writer: release it
-        with open(fifo, "w") if stat.S_ISFIFO(os.stat(fifo).st_mode) else open(os.devnull, "w"):
-            pass
     reader.join(timeout=10)
+    if reader.is_alive() and stat.S_ISFIFO(os.stat(fifo).st_mode):
+        # Nothing was written into the FIFO (the old code replaced it): release the reader. Decided on the reader, not
+        # on `received`, which it fills a moment after the writer closes: a reader that has gone leaves an open for
+        # writing waiting forever.
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert received == ["line\n"]
 
@@ -156,8 +159,9 @@ def test_questions_are_read_from_a_fifo_and_from_standard_input(tmp_path, monkey
     try:
         [question] = read_questions(fifo)
     finally:
+        writer.join(timeout=10)
         if writer.is_alive():  # the old code refused the FIFO unread: release the writer
-            fifo.read_text()
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
     assert question.choices == ["yes", "no"]
     stdin = tmp_path / "stdin.jsonl"
     stdin.write_text(json.dumps(QUESTION) + "\n")
