@@ -160,18 +160,29 @@ def _column(rows: Sequence[Mapping[str, Any]], name: str, equals: Any = None) ->
     return np.array([math.nan if v is None else float(v) for v in values])
 
 
+Parts = list[tuple[np.ndarray, np.ndarray]]
+
+
 class Statistic:
-    """A metric of one job's items under bootstrap weights: ``weighted(rows per seed, W)`` -> (replicates × seeds)."""
+    """A metric of one job's items as ratios of weighted sums: ``parts`` reads the per-item rows once into
+    (numerator, denominator) arrays (seeds × items) per ratio, and ``evaluate`` computes the metric under bootstrap
+    weights (replicates × items) from them, as often as the bootstrap needs, without reading the rows again."""
 
-    columns: tuple[str, ...] = ()
-
-    def weighted(self, rows: Sequence[Sequence[Mapping[str, Any]]], weights: np.ndarray) -> np.ndarray:
+    def parts(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> Parts:
         raise NotImplementedError
 
+    def combine(self, ratios: list[np.ndarray]) -> np.ndarray:
+        """The metric from its ratios (each replicates × seeds)."""
+        (ratio,) = ratios
+        return ratio
 
-def _ratio(numerator: np.ndarray, denominator: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (weights @ numerator.T) / (weights @ denominator.T)
+    def evaluate(self, parts: Parts, weights: np.ndarray) -> np.ndarray:
+        """(replicates × seeds) values under ``weights``."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.combine([(weights @ numerator.T) / (weights @ denominator.T) for numerator, denominator in parts])
+
+    def weighted(self, rows: Sequence[Sequence[Mapping[str, Any]]], weights: np.ndarray) -> np.ndarray:
+        return self.evaluate(self.parts(rows), weights)
 
 
 @dataclass
@@ -183,17 +194,17 @@ class Mean(Statistic):
     equals: Any = None
     where: str | None = None
 
-    def parts(self, rows: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        values = _column(rows, self.column, self.equals)
-        keep = ~np.isnan(values)
-        if self.where:
-            name, wanted = (self.where[1:], 0.0) if self.where.startswith("!") else (self.where, 1.0)
-            keep &= _column(rows, name) == wanted
-        return np.where(keep, values, 0.0), keep.astype(float)
-
-    def weighted(self, rows: Sequence[Sequence[Mapping[str, Any]]], weights: np.ndarray) -> np.ndarray:
-        numerator, denominator = map(np.stack, zip(*(self.parts(seed_rows) for seed_rows in rows)))
-        return _ratio(numerator, denominator, weights)
+    def parts(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> Parts:
+        numerators, denominators = [], []
+        for seed_rows in rows:
+            values = _column(seed_rows, self.column, self.equals)
+            keep = ~np.isnan(values)
+            if self.where:
+                name, wanted = (self.where[1:], 0.0) if self.where.startswith("!") else (self.where, 1.0)
+                keep &= _column(seed_rows, name) == wanted
+            numerators.append(np.where(keep, values, 0.0))
+            denominators.append(keep.astype(float))
+        return [(np.stack(numerators), np.stack(denominators))]
 
 
 class LAS(Statistic):
@@ -201,7 +212,7 @@ class LAS(Statistic):
     mean over leaked and non-leaked items of (simulator right from question+rationale − right from the question),
     on the items whose answer the simulator saw; an empty group is skipped."""
 
-    def weighted(self, rows: Sequence[Sequence[Mapping[str, Any]]], weights: np.ndarray) -> np.ndarray:
+    def parts(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> Parts:
         groups = []
         for leaked_wanted in (True, False):
             numerators, denominators = [], []
@@ -213,8 +224,11 @@ class LAS(Statistic):
                 in_group = usable & ((e == student) == leaked_wanted)
                 numerators.append(np.where(in_group, gain, 0.0))
                 denominators.append(in_group.astype(float))
-            groups.append(_ratio(np.stack(numerators), np.stack(denominators), weights))
-        return _nanmean_pair(*groups)
+            groups.append((np.stack(numerators), np.stack(denominators)))
+        return groups
+
+    def combine(self, ratios: list[np.ndarray]) -> np.ndarray:
+        return _nanmean_pair(*ratios)
 
 
 def _nanmean_pair(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -309,10 +323,10 @@ class ClaimResult:
     seed_differences: list[float] = field(default_factory=list)
 
 
-def _replicates(rows_a: list, rows_b: list, metric: Statistic, cluster_of: np.ndarray, n_clusters: int, *,
+def _replicates(parts_a: Parts, parts_b: Parts, metric: Statistic, cluster_of: np.ndarray, n_clusters: int, *,
                 resample_seeds: bool, resample_clusters: bool, resamples: int, rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """Bootstrap replicates of the paired difference, resampling seeds, clusters or both (the same draw for A and B)."""
-    seeds = len(rows_a)
+    seeds = parts_a[0][0].shape[0]
     replicates = []
     for start in range(0, resamples, CHUNK):
         size = min(CHUNK, resamples - start)
@@ -321,7 +335,7 @@ def _replicates(rows_a: list, rows_b: list, metric: Statistic, cluster_of: np.nd
             weights = counts[:, cluster_of].astype(float)
         else:
             weights = np.ones((size, len(cluster_of)))
-        differences = metric.weighted(rows_a, weights) - metric.weighted(rows_b, weights)  # replicates × seeds
+        differences = metric.evaluate(parts_a, weights) - metric.evaluate(parts_b, weights)  # replicates × seeds
         if resample_seeds:
             seed_counts = rng.multinomial(seeds, np.full(seeds, 1 / seeds), size=size).astype(float)
         else:
@@ -380,13 +394,16 @@ def paired_claim(jobs_a: Mapping[int, Job], jobs_b: Mapping[int, Job], metric: S
     clusters = sorted({str(row.get("cluster", row["id"])) for row in rows_a[0]})
     index = {cluster: k for k, cluster in enumerate(clusters)}
     cluster_of = np.array([index[str(row.get("cluster", row["id"]))] for row in rows_a[0]])
-    per_seed = (metric.weighted(rows_a, np.ones((1, len(shared)))) - metric.weighted(rows_b, np.ones((1, len(shared)))))[0]
+    # The rows are read into arrays once; every bootstrap chunk below reuses them.
+    parts_a, parts_b = metric.parts(rows_a), metric.parts(rows_b)
+    ones = np.ones((1, len(shared)))
+    per_seed = (metric.evaluate(parts_a, ones) - metric.evaluate(parts_b, ones))[0]
     estimate = float(np.nanmean(per_seed)) if not np.isnan(per_seed).all() else math.nan
     streams = rng.spawn(3)
     variances = {}
     for (name, by_seeds, by_clusters), stream in zip((("seeds", True, False), ("clusters", False, True),
                                                       ("both", True, True)), streams):  # fmt: skip
-        values = _replicates(rows_a, rows_b, metric, cluster_of, len(clusters), resample_seeds=by_seeds,
+        values = _replicates(parts_a, parts_b, metric, cluster_of, len(clusters), resample_seeds=by_seeds,
                              resample_clusters=by_clusters, resamples=resamples, rng=stream)  # fmt: skip
         variances[name] = float(np.var(values, ddof=1)) if len(values) > 1 else math.nan
     variance, df, components = crossed_variance(variances["seeds"], variances["clusters"], variances["both"],
