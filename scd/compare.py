@@ -54,6 +54,8 @@ from scd.task import Task, task_class
 
 Z_975, Z_80 = 1.959963984540054, 0.8416212335729143
 CLAIM_KINDS = ("> 0", "< 0", "non-inferior")
+CLAIM_KEYS = {"a", "b", "metric", "claim", "margin"}
+SPEC_SECTIONS = {"cells", "metrics", "hypotheses"}
 MULTIPLICITY = ("holm", "none")
 CHUNK = 2000  # bootstrap replicates per block: bounds the (replicates x items) weight matrix
 
@@ -458,6 +460,9 @@ def evaluate_claim(hypothesis: str, claim: Mapping[str, Any], jobs: Sequence[Job
         a, b, metric_name = {**common, **claim["a"]}, {**common, **claim["b"]}, str(claim["metric"])
     except (KeyError, TypeError):
         raise CompareError(f"{where}: each claim needs a, b (override values) and metric") from None
+    if set(claim) - CLAIM_KEYS:
+        raise CompareError(f"{where}: unknown keys {sorted(set(claim) - CLAIM_KEYS)}; a claim has "
+                           f"{', '.join(sorted(CLAIM_KEYS))}")  # fmt: skip
     kind = str(claim.get("claim", "> 0"))
     if kind not in CLAIM_KINDS:
         raise CompareError(f"{where}: claim {kind!r} is not one of {', '.join(CLAIM_KINDS)}")
@@ -611,11 +616,22 @@ def load_spec(path: Path) -> dict[str, Any]:
 def run_comparison(sweep_dir: Path, spec_path: Path, out: Path | None = None, **overrides: Any) -> dict[str, Any]:
     """Compare ``sweep_dir``'s cells as ``spec_path`` says; write and return the report."""
     spec = load_spec(spec_path)
-    known = {f for f in Settings.__dataclass_fields__}
+    known = set(Settings.__dataclass_fields__)
+    unknown = set(spec) - known - SPEC_SECTIONS
+    if unknown:
+        raise CompareError(f"{spec_path}: unknown keys {sorted(unknown)}; a spec has "
+                           f"{', '.join(sorted(SPEC_SECTIONS | known))}")  # fmt: skip
     settings = Settings(**{k: v for k, v in spec.items() if k in known})
     for key, value in overrides.items():
         if value is not None:
             setattr(settings, key, value)
+    for key in ("resamples", "seed"):
+        if not isinstance(getattr(settings, key), int):
+            raise CompareError(f"{spec_path}: {key} must be an integer, got {getattr(settings, key)!r}")
+    for key in ("alpha", "target_half_width"):
+        value = getattr(settings, key)
+        if value is not None and (not isinstance(value, (int, float)) or not 0 < value < 1):
+            raise CompareError(f"{spec_path}: {key} must be a number in (0, 1), got {value!r}")
     if settings.multiplicity not in MULTIPLICITY:
         raise CompareError(f"multiplicity {settings.multiplicity!r}: use one of {', '.join(MULTIPLICITY)}")
     if settings.resamples < 100:

@@ -259,3 +259,27 @@ def test_the_committed_study_T_verdicts_are_recomputed_from_its_committed_per_it
     again = run_comparison(results / "jobs", ROOT / "experiments" / "toyworld" / "study-T.yaml", tmp_path,
                            resamples=settings["resamples"], target_half_width=settings["target_half_width"])  # fmt: skip
     assert json.loads(json.dumps(again["hypotheses"], default=str)) == committed["hypotheses"]
+
+
+@pytest.mark.parametrize(("spec_change", "message"), [
+    ({"resample": 500}, "unknown keys ['resample']; a spec has alpha, cells, hypotheses, items, metrics, multiplicity, "
+                        "resamples, seed, target_half_width"),
+    ({"resamples": "many"}, "resamples must be an integer, got 'many'"),
+    ({"alpha": 5}, "alpha must be a number in (0, 1), got 5"),
+])
+def test_a_misspelled_or_mistyped_setting_is_named(tmp_path, spec_change, message):
+    write_sweep(tmp_path / "sweep", cell_jobs(np.random.default_rng(4), effect_a=0.0, seeds=2))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**one_claim(), **spec_change}))
+    with pytest.raises(CompareError) as raised:
+        run_comparison(tmp_path / "sweep", spec, tmp_path / "out")
+    assert str(raised.value) == f"{spec}: {message}"
+
+
+def test_an_unknown_claim_key_is_named():
+    jobs = cell_jobs(np.random.default_rng(1), effect_a=0.0, seeds=2)
+    spec = one_claim(kind="> 0")
+    spec["hypotheses"]["H"]["claims"][0]["margn"] = 0.1
+    with pytest.raises(CompareError, match=r"^hypotheses.H.claims: unknown keys \['margn'\]; a claim has a, b, claim, "
+                                           r"margin, metric$"):
+        compare(jobs, spec, Settings(resamples=100))
