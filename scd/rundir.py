@@ -134,12 +134,24 @@ def read_status(run_dir: Path) -> dict[str, Any]:
     return status if isinstance(status, dict) else {}
 
 
-def _recorded(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        previous = json.loads((run_dir / RECORD).read_text(encoding="utf-8"))
-        return previous if isinstance(previous.get("config"), dict) else None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    """The run ``run_dir`` holds (its ``config`` and ``hydra`` files), None where it holds none; raises RunDirError
+    for a record that cannot be read."""
+    record = run_dir / RECORD
+    if not record.exists():
         return None
+    try:
+        previous = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(previous["config"], dict) or not isinstance(previous["hydra"], dict):
+            raise TypeError("config and hydra must be objects")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise RunDirError(f"{record}: unreadable ({err}); overwrite=true replaces the run it belonged to") from None
+    return previous
+
+
+def _current_identity(raw: DictConfig) -> dict[str, Any]:
+    # Through JSON, as it is recorded: values compare the same way now and when read back.
+    return json.loads(json.dumps(run_identity(raw), default=str))
 
 
 def sweep_resumption(run_dir: Path, raw: DictConfig, cfg: Config) -> str:
@@ -147,11 +159,13 @@ def sweep_resumption(run_dir: Path, raw: DictConfig, cfg: Config) -> str:
     that ran at least this job's stages: nothing is recomputed), ``"resumed"`` (a run of this config that a signal or
     a kill ended: its finished stages and checkpoints are reused) or ``"new"`` (anything else, including another
     config, which ``claim_run_dir`` then refuses)."""
-    previous = _recorded(run_dir)
+    try:
+        previous = read_record(run_dir)
+    except RunDirError:
+        return "new"  # claim_run_dir reports it
     if previous is None or cfg.overwrite:
         return "new"
-    current = json.loads(json.dumps(run_identity(raw), default=str))
-    if _differences(previous["config"], current):
+    if _differences(previous["config"], _current_identity(raw)):
         return "new"
     status = read_status(run_dir)
     if status.get("status") == "completed" and set(cfg.stages) <= set(status.get("stages", STAGES)):
@@ -163,7 +177,7 @@ def sweep_resumption(run_dir: Path, raw: DictConfig, cfg: Config) -> str:
 
 def restore_hydra_files(run_dir: Path) -> None:
     """Put back the ``.hydra`` files of the run ``run_dir`` holds, which Hydra overwrote for this invocation."""
-    hydra_dir, previous = _hydra_dir(run_dir), _recorded(run_dir)
+    hydra_dir, previous = _hydra_dir(run_dir), read_record(run_dir)
     if hydra_dir is None or previous is None:
         return
     for name, text in previous.get("hydra", {}).items():
@@ -173,22 +187,16 @@ def restore_hydra_files(run_dir: Path) -> None:
 def claim_run_dir(run_dir: Path, raw: DictConfig, cfg: Config) -> None:
     """Check that ``run_dir`` holds no other run (see the module docstring), remove what this invocation makes stale,
     and record this run's config. Raises RunDirError naming the first key that differs."""
-    # Through JSON, as it is recorded: values compare the same way now and when read back.
-    current = json.loads(json.dumps(run_identity(raw), default=str))
-    record = run_dir / RECORD
+    current = _current_identity(raw)
     hydra_dir = _hydra_dir(run_dir)
+    previous = None if cfg.overwrite else read_record(run_dir)
     if cfg.overwrite:
         _remove(run_dir, RUN_OUTPUTS)
-    elif record.exists():
-        try:
-            previous = json.loads(record.read_text(encoding="utf-8"))
-            recorded, _ = previous["config"], previous["hydra"]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-            raise RunDirError(f"{record}: unreadable ({err}); overwrite=true replaces the run it belonged to") from None
-        refusal = _refusal(run_dir, recorded, current, cfg)
+    elif previous is not None:
+        refusal = _refusal(run_dir, previous["config"], current, cfg)
         if refusal:
             restore_hydra_files(run_dir)
             raise RunDirError(refusal)
     _remove(run_dir, stale_outputs(cfg))
     saved = {path.name: path.read_text(encoding="utf-8") for path in sorted(hydra_dir.glob("*.yaml"))} if hydra_dir else {}
-    atomic_write_text(record, json.dumps({"config": current, "hydra": saved}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(run_dir / RECORD, json.dumps({"config": current, "hydra": saved}, indent=1, sort_keys=True) + "\n")
