@@ -27,7 +27,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from scd.config import Config
 from scd.evaluation.stage import answering_prompt, run_evaluate_stage
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
-from scd.evaluation.items import ITEMS_FILE, teacher_item_rows, write_items
+from scd.evaluation.items import write_teacher_items
 from scd.evaluation.wandb_log import log_rationale_samples
 from scd.io import atomic_write_text, scrub_secrets
 from scd.data.records import read_split
@@ -86,9 +86,7 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] 
             seed_stage(cfg.seed, "teacher")
             stage_started = time.perf_counter()
             rationale_dir = run_teacher_stage(cfg, task, splits, run_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
-            test = read_split(rationale_dir, "test")
-            write_items(rationale_dir / ITEMS_FILE, teacher_item_rows(test, {r.id: task.cluster_key(r) for r in test},
-                                                                      task.teacher_item_fields(rationale_dir)))
+            write_teacher_items(rationale_dir, task)
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
             raise_if_interrupted()

@@ -144,6 +144,10 @@ def test_a_run_records_provenance_and_a_compact_per_item_file(make_config, tmp_p
         assert row["correct"] == int(p["predicted"] == p["answer"]) and row["gold"] == p["answer"]
         assert row["perturbed"] == p["perturbed_answer"] and row["cluster"] == row["id"]
         assert {"sim_xe", "sim_x", "sim_e", "counterfactual_followed", "perturbed_kept"} <= set(row)
+    # The teacher's per-item file: a row per test rationale, for a teacher study (scd.compare, items: rationales).
+    teacher_items = read_items(tmp_path / "run" / "rationales" / "items.jsonl.gz")
+    assert [(row["id"], row["cluster"], row["gold"]) for row in teacher_items] == [
+        (p["id"], p["id"], p["answer"]) for p in predictions]
     # Gzipped with a fixed header time: equal rows give equal bytes.
     data = (tmp_path / "run" / "predictions" / "items.jsonl.gz").read_bytes()
     assert gzip.decompress(data) and data[4:8] == b"\0\0\0\0"

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scd.data.records import RationaleRecord
+from scd.data.records import RationaleRecord, read_split
 from scd.io import atomic_write_bytes, json_object_lines
+from scd.task import Task
 
 ITEMS_FILE = "items.jsonl.gz"
 # Where each kind of per-item file lives in a run directory: the student's answers, and the teacher's rationales.
@@ -70,6 +71,13 @@ def teacher_item_rows(test: Sequence[RationaleRecord], clusters: Mapping[str, st
     (``Task.teacher_item_fields``), the per-item file of a teacher study (``rationales/items.jsonl.gz``)."""
     return [{"id": r.id, "cluster": clusters.get(r.id, r.id), "gold": r.answer, **task_fields.get(r.id, {})}
             for r in test]
+
+
+def write_teacher_items(rationale_dir: Path, task: Task) -> Path:
+    """``rationale_dir/items.jsonl.gz``: the teacher's per-item file of the run's test rationales."""
+    test = read_split(rationale_dir, "test")
+    rows = teacher_item_rows(test, {r.id: task.cluster_key(r) for r in test}, task.teacher_item_fields(rationale_dir))
+    return write_items(rationale_dir / ITEMS_FILE, rows)
 
 
 def write_items(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
