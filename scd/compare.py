@@ -393,12 +393,21 @@ def paired_claim(jobs_a: Mapping[int, Job], jobs_b: Mapping[int, Job], metric: S
         return [by_id[item] for item in shared]
 
     rows_a, rows_b = [aligned(jobs_a[s]) for s in seeds], [aligned(jobs_b[s]) for s in seeds]
-    clusters = sorted({str(row.get("cluster", row["id"])) for row in rows_a[0]})
-    index = {cluster: k for k, cluster in enumerate(clusters)}
-    cluster_of = np.array([index[str(row.get("cluster", row["id"]))] for row in rows_a[0]])
     # The rows are read into arrays once; every bootstrap chunk below reuses them.
     parts_a, parts_b = metric.parts(rows_a), metric.parts(rows_b)
-    ones = np.ones((1, len(shared)))
+    # Only the items the metric counts (a `where`, a missing value) enter the bootstrap and the item counts: clusters
+    # without one would be drawn as empty units, and the power line would scale items that were never measured.
+    counted = np.zeros(len(shared), dtype=bool)
+    for _, denominator in parts_a + parts_b:
+        counted |= (denominator > 0).any(axis=0)
+    if not counted.any():
+        counted[:] = True  # nothing measured: the claim is reported as not measured
+    parts_a, parts_b = ([(n[:, counted], d[:, counted]) for n, d in parts] for parts in (parts_a, parts_b))
+    counted_rows = [row for row, keep in zip(rows_a[0], counted) if keep]
+    clusters = sorted({str(row.get("cluster", row["id"])) for row in counted_rows})
+    index = {cluster: k for k, cluster in enumerate(clusters)}
+    cluster_of = np.array([index[str(row.get("cluster", row["id"]))] for row in counted_rows])
+    ones = np.ones((1, len(counted_rows)))
     per_seed = (metric.evaluate(parts_a, ones) - metric.evaluate(parts_b, ones))[0]
     estimate = float(np.nanmean(per_seed)) if not np.isnan(per_seed).all() else math.nan
     streams = rng.spawn(3)
@@ -410,7 +419,7 @@ def paired_claim(jobs_a: Mapping[int, Job], jobs_b: Mapping[int, Job], metric: S
         variances[name] = float(np.var(values, ddof=1)) if len(values) > 1 else math.nan
     variance, df, components = crossed_variance(variances["seeds"], variances["clusters"], variances["both"],
                                                 len(seeds), len(clusters))  # fmt: skip
-    return {"seeds": seeds, "n_items": len(shared), "n_clusters": len(clusters), "estimate": estimate,
+    return {"seeds": seeds, "n_items": len(counted_rows), "n_clusters": len(clusters), "estimate": estimate,
             "per_seed": per_seed, "variance": variance, "df": df, "components": components}  # fmt: skip
 
 

@@ -151,6 +151,25 @@ def test_mean_with_where_and_equals():
     assert Mean("label", equals="supporting", where="!cue_opposes").weighted([rows], ones)[0, 0] == 0.0
 
 
+def test_a_metric_restricted_by_where_is_compared_on_its_items_alone():
+    """A `where` metric gives the claim that the jobs holding only its items give: the same interval, item and cluster
+    counts (before, clusters without a counted item were drawn in the bootstrap as empty units, and the counts and
+    power line included items never measured)."""
+    jobs = cell_jobs(np.random.default_rng(4), effect_a=0.5)
+    for job in jobs:
+        for row in job.items:
+            row["kept"] = int(int(row["cluster"][4:]) % 3 == 0)
+    restricted = compare(jobs, {"metrics": {"m": {"mean": "correct", "where": "kept"}}, **one_claim(metric="m")},
+                         Settings(resamples=2000, target_half_width=0.05))["H"]["claims"][0]  # fmt: skip
+    subset = [Job(j.path, j.choices, j.config, j.seed, j.provenance, [r for r in j.items if r["kept"]]) for j in jobs]
+    alone = compare(subset, {"metrics": {"m": {"mean": "correct"}}, **one_claim(metric="m")},
+                    Settings(resamples=2000, target_half_width=0.05))["H"]["claims"][0]  # fmt: skip
+    assert (restricted.n_items, restricted.n_clusters) == (alone.n_items, alone.n_clusters) == (14 * 8, 14)
+    for field in ("estimate", "ci_low", "ci_high", "df"):
+        assert getattr(restricted, field) == pytest.approx(getattr(alone, field), rel=1e-12)
+    assert (restricted.seeds_for_target, restricted.items_for_target) == (alone.seeds_for_target, alone.items_for_target)
+
+
 def test_non_inferiority_holds_inside_the_margin_and_not_far_below_it():
     jobs = cell_jobs(np.random.default_rng(5), effect_a=0.0)
     assert compare(jobs, one_claim(kind="non-inferior", margin=0.2), Settings(resamples=2000))["H"]["verdict"] == "holds"
