@@ -106,8 +106,8 @@ def run(cfg: Config, components: Components, raw: DictConfig, run_dir: Path,
             raise_if_interrupted()
             seed_stage(cfg.seed, "evaluate")
             stage_started = time.perf_counter()
-            metrics.update(run_evaluate_stage(cfg, components.training.tags, run_dir, task, shared_tokenizer, teacher_dir,
-                                              splits["train"]))  # fmt: skip
+            tags = components.training.tags
+            metrics.update(run_evaluate_stage(cfg, tags, run_dir, task, shared_tokenizer, teacher_dir, splits["train"]))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
         metrics.update(rationale_set_metrics(run_dir))
         raise_if_interrupted()

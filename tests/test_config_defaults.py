@@ -25,7 +25,8 @@ def test_python_run_py_is_the_toyworld_run():
     picked = choices()
     assert {group: picked[group] for group in ("dataset", *MODELS)} == {
         "dataset": "toyworld", "teacher": "toyworld", "student": "toyworld", "simulator": "toyworld"}
-    assert (picked["decoding"], picked["training"], picked["optimizer"]) == ("contrast_wrong", "counterfactual", "adamw")
+    assert (picked["decoding"], picked["training"], picked["optimizer"]) == (
+        "contrast_wrong", "counterfactual", "adamw")
 
 
 @pytest.mark.parametrize("dataset", ["creak", "cose", "commonsenseqa", "strategyqa", "qasc"])

@@ -176,7 +176,8 @@ def test_two_seeds_give_two_simulators(tmp_path):
     weights = []
     for seed in (0, 1):
         cfg = validate(compose_config(["experiment=smoke", f"seed={seed}"], tmp_path / str(seed), tmp_path / "c"))
-        simulator, _ = fit_simulator(cfg.simulator, cfg.trainer, rows, cfg.teacher.tokenizer or cfg.teacher.name_or_path)
+        teacher_tokenizer = cfg.teacher.tokenizer or cfg.teacher.name_or_path
+        simulator, _ = fit_simulator(cfg.simulator, cfg.trainer, rows, teacher_tokenizer)
         weights.append(torch.cat([p.detach().flatten() for p in simulator.parameters()]))
     assert not torch.equal(weights[0], weights[1])
 
