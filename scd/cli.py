@@ -28,6 +28,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from scd.components import build_components
 from scd.config import validate
 from scd.io import atomic_write_text
 from scd.pipeline import is_global_zero, is_multirun, run
@@ -200,10 +201,10 @@ def apply_threads(configured: int | None) -> int:
 
 
 def main_task(raw: DictConfig) -> dict[str, float] | None:
-    """Validate, run, and keep a job's failure to itself: a single run exits non-zero with one error line, a sweep
-    job is marked failed in its status.json and the sweep goes on. A command refused before it claimed a directory
-    that holds another run leaves that run's status alone. A rerun sweep keeps its completed jobs and resumes its
-    interrupted ones (``scd.rundir.sweep_resumption``)."""
+    """Validate, build the run's components (``scd.components``), run, and keep a job's failure to itself: a single
+    run exits non-zero with one error line, a sweep job is marked failed in its status.json and the sweep goes on. A
+    command refused before it claimed a directory that holds another run leaves that run's status alone. A rerun
+    sweep keeps its completed jobs and resumes its interrupted ones (``scd.rundir.sweep_resumption``)."""
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     claimed = False
@@ -211,6 +212,9 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
     try:
         with interrupt_on_signals():
             cfg = validate(raw)
+            # Before any work, so that a bad component is refused before the run directory is claimed (which
+            # overwrite=true empties).
+            components = build_components(cfg)
             start = sweep_resumption(run_dir, raw, cfg) if is_multirun() else "new"
             if start == "kept":
                 return keep_completed_job(run_dir)
@@ -226,7 +230,7 @@ def main_task(raw: DictConfig) -> dict[str, float] | None:
                 claim_run_dir(run_dir, raw, cfg)
                 claimed = True
                 write_status(run_dir, "running", **record)
-            metrics = run(cfg, raw, run_dir, record["provenance"])
+            metrics = run(cfg, components, raw, run_dir, record["provenance"])
     except Interrupted as err:
         end_interrupted(run_dir, raw, err, record=claimed or not holds_a_run(run_dir), details=record)
     except Exception as err:  # noqa: BLE001 - every failure is recorded before it is reported

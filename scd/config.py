@@ -1,12 +1,11 @@
 """The config schema. Every YAML option in ``conf/`` is merged onto these dataclasses, so a misspelled key or a value
-of the wrong type fails at start; ``validate`` then runs each dataclass's range checks and builds the components that
-a group names with ``_target_`` (the decoding strategy, the training objective), once each, so their own checks run
-at start too; the stages take them from the typed config."""
+of the wrong type fails at start; ``validate`` then runs each dataclass's range checks. The groups that name a class
+with ``_target_`` (the decoding strategy, the training objective, the optimizer, its schedule, the logger) stay config
+here: ``scd.components`` builds them at the start of a run and the run hands them to the stages."""
 
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import os
 from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
@@ -14,10 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytorch_lightning as pl
-import torch
 from hydra.core.config_store import ConfigStore
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from scd.models import InputLimit, check_arch, check_model_source, check_random_init
@@ -32,37 +28,6 @@ MAX_SEED = 2**32 - 1
 def _check_choice(key: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
         raise ValueError(f"{key} must be one of {list(allowed)}, got {value!r}")
-
-
-def instantiate_component(key: str, node: dict[str, Any], prefix_errors: bool = False) -> Any:
-    """Build the object that config ``key`` names with ``_target_``. An unknown target or argument is one ValueError
-    naming the key. The class's own checks raise theirs unchanged, or, with ``prefix_errors`` (classes whose errors
-    start with the argument's name, as the decoding strategies' do), prefixed with ``key.``."""
-    if not isinstance(node, dict) or "_target_" not in node:
-        raise ValueError(f"{key} must name its class with _target_, got {node!r}")
-    module, _, name = node["_target_"].rpartition(".")
-    try:
-        target = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise ValueError(f"{key}._target_: cannot import {node['_target_']!r} ({err})") from None
-    try:
-        parameters = inspect.signature(target).parameters
-    except (TypeError, ValueError):  # builtins such as dict have no signature to check the arguments against
-        raise ValueError(f"{key}._target_: {node['_target_']} has no signature to check its arguments against; "
-                         "name a Python class") from None
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
-        for argument in node:
-            if not argument.startswith("_") and argument not in parameters:
-                close = difflib.get_close_matches(argument, list(parameters), n=1)
-                hint = f"; did you mean {key}.{close[0]}?" if close else ""
-                raise ValueError(f"{key}: unknown key {argument!r} for {node['_target_']}; known: "
-                                 f"{', '.join(parameters) or 'none'}{hint}")  # fmt: skip
-    try:
-        return instantiate(node, _convert_="all")
-    except InstantiationException as err:
-        if isinstance(err.__cause__, ValueError):
-            raise ValueError(f"{key}.{err.__cause__}") if prefix_errors else err.__cause__ from None
-        raise ValueError(f"{key}: {err.__cause__ or err}") from err
 
 
 def _check_seed(key: str, value: int) -> None:
@@ -319,20 +284,20 @@ class PathsConfig:
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
-    # conf/decoding/<name>.yaml: a decoding strategy (scd.teacher.strategies) that validate() builds.
+    # conf/decoding/<name>.yaml: a decoding strategy (scd.teacher.strategies), built by scd.components.
     decoding: Any = MISSING
     decoding_loop: DecodingLoopConfig = field(default_factory=DecodingLoopConfig)
-    # conf/training/<name>.yaml: a training objective (scd.student.objectives) that validate() builds.
+    # conf/training/<name>.yaml: a training objective (scd.student.objectives), built by scd.components.
     training: Any = MISSING
     student: StudentConfig = field(default_factory=StudentConfig)
-    # conf/optimizer/, conf/lr_schedule/: _target_ entries with _partial_, which validate() builds and checks.
+    # conf/optimizer/, conf/lr_schedule/: _target_ entries with _partial_, built and checked by scd.components.
     optimizer: Any = MISSING
     lr_schedule: Any = MISSING
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     # conf/callbacks/: the student Trainer's callbacks by name, each a _target_ entry; null drops one.
     callbacks: dict[str, Any] = field(default_factory=dict)
-    # conf/logger/: a _target_ entry with _partial_ (scd/loggers.py), which validate() builds; null: no logger.
+    # conf/logger/: a _target_ entry with _partial_ (scd/loggers.py), built by scd.components; null: no logger.
     logger: Any = None
     paths: PathsConfig = field(default_factory=PathsConfig)
     stages: list[str] = field(default_factory=lambda: list(STAGES))
@@ -388,21 +353,9 @@ def check_schema_keys(node: DictConfig, prefix: str = "") -> None:
             check_schema_keys(value, f"{dotted}.")
 
 
-def check_optimization(optimizer: Any, lr_schedule: Any) -> None:
-    """Build the optimizer and its schedule over a stand-in parameter, so that their own checks (a negative learning
-    rate, say) run at start rather than when the student stage begins."""
-    try:
-        stand_in = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"optimizer: {err}") from None
-    try:
-        lr_schedule(stand_in, num_training_steps=1)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"lr_schedule: {err}") from None
-
-
 def validate(cfg: DictConfig) -> Config:
-    """Build the typed config and run every group's range checks; raises ValueError naming the key.
+    """Build the typed config and run every group's range checks; raises ValueError naming the key. The groups that
+    name a class with ``_target_`` stay config here: ``scd.components.build_components`` builds them.
 
     The checks are not in ``__post_init__`` because the schema itself is built with unset (MISSING) fields."""
     check_schema_keys(cfg)
@@ -410,21 +363,4 @@ def validate(cfg: DictConfig) -> Config:
     for group in (config, *(getattr(config, f.name) for f in fields(config))):
         if hasattr(group, "check"):
             group.check()
-    config.decoding = instantiate_component("decoding", config.decoding, prefix_errors=True)
-    config.training = instantiate_component("training", config.training)
-    config.optimizer = instantiate_component("optimizer", config.optimizer)
-    config.lr_schedule = instantiate_component("lr_schedule", config.lr_schedule)
-    if config.logger is not None:
-        config.logger = instantiate_component("logger", config.logger)
-    check_optimization(config.optimizer, config.lr_schedule)
-    missing = [split for split in config.training.rationale_splits if split not in config.decoding.rationale_splits]
-    if missing:
-        raise ValueError(
-            f"training={config.training.mode} trains on rationales in {', '.join(missing)}, which "
-            f"decoding={config.decoding.name} does not make: choose a decoding that makes them (decoding=human makes "
-            "the rationales for perturbed answers, which data sets do not annotate, with decoding.counterfactual, a "
-            "strategy that decodes them with the teacher, e.g. "
-            "'decoding.counterfactual={_target_:scd.teacher.strategies.ContrastWrong,lam:0.5}'), or a training "
-            "objective that does not read them, e.g. training=standard"
-        )
     return config

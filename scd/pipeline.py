@@ -24,6 +24,7 @@ import wandb
 from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from scd.components import Components
 from scd.config import Config
 from scd.evaluation.stage import answering_prompt, run_evaluate_stage
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
@@ -58,16 +59,18 @@ def seed_stage(seed: int, stage: str) -> None:
     pl.seed_everything(int.from_bytes(digest[:4], "little"), workers=True, verbose=False)
 
 
-def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] | None = None) -> dict[str, float]:
-    """Run the configured stages; returns the metrics also written to ``metrics.json``. ``provenance``
+def run(cfg: Config, components: Components, raw: DictConfig, run_dir: Path,
+        provenance: dict[str, Any] | None = None) -> dict[str, float]:  # fmt: skip
+    """Run the configured stages with the run's ``components`` (``scd.components.build_components``), each handed to
+    the stage that uses it; returns the metrics also written to ``metrics.json``. ``provenance``
     (``scd.provenance``) goes to the logger's run config."""
     quiet_library_noise()
     seed_stage(cfg.seed, "data")
     started = time.perf_counter()
-    checked_trainer = check_student_trainer(cfg, run_dir)
+    checked_trainer = check_student_trainer(cfg, components.training, run_dir)
     if cfg.student.in_context is not None:
         answering_prompt(cfg.teacher, cfg.student.in_context)  # its template's slots, before the teacher stage
-    task = build_task(cfg)
+    task = build_task(cfg, components.decoding)
     splits = task.splits()
     log.info("Data %s: %s", cfg.dataset.name, {name: len(examples) for name, examples in splits.items()})
     if "student" in cfg.stages and cfg.student.in_context is None:
@@ -75,24 +78,25 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] 
     teacher_dir = task.trained_teacher()
     shared_tokenizer = task.shared_tokenizer()
     if "student" in cfg.stages and cfg.student.in_context is None:
-        check_student_inputs(cfg, splits, shared_tokenizer)
+        check_student_inputs(cfg.student, components.training.tags, splits, shared_tokenizer)
     hyperparams = scrub_secrets(OmegaConf.to_container(raw, resolve=True))
     if provenance is not None:
         hyperparams["provenance"] = provenance
-    logger = build_logger(cfg.logger, run_dir, hyperparams, sweep_group())
+    logger = build_logger(components.logger, run_dir, hyperparams, sweep_group())
     metrics = earlier_stage_times(run_dir, cfg.stages)
     try:
         if "teacher" in cfg.stages:
             seed_stage(cfg.seed, "teacher")
             stage_started = time.perf_counter()
-            rationale_dir = run_teacher_stage(cfg, task, splits, run_dir, RationaleSetMetrics(cfg, task, shared_tokenizer))
+            measure = RationaleSetMetrics(cfg, task, shared_tokenizer)
+            rationale_dir = run_teacher_stage(cfg, components.decoding, task, splits, run_dir, measure)
             write_teacher_items(rationale_dir, task)
             metrics["time/teacher_s"] = round(time.perf_counter() - stage_started, 1)
         if "student" in cfg.stages:
             raise_if_interrupted()
             seed_stage(cfg.seed, "student")
             stage_started = time.perf_counter()
-            run_student_stage(cfg, run_dir, logger, shared_tokenizer)
+            run_student_stage(cfg, components, run_dir, logger, shared_tokenizer)
             metrics["time/student_s"] = round(time.perf_counter() - stage_started, 1)
         if not is_global_zero():
             # A rank that Lightning's DDP launcher started: it took its share of the teacher and student stages;
@@ -102,7 +106,8 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] 
             raise_if_interrupted()
             seed_stage(cfg.seed, "evaluate")
             stage_started = time.perf_counter()
-            metrics.update(run_evaluate_stage(cfg, run_dir, task, shared_tokenizer, teacher_dir, splits["train"]))
+            tags = components.training.tags
+            metrics.update(run_evaluate_stage(cfg, tags, run_dir, task, shared_tokenizer, teacher_dir, splits["train"]))
             metrics["time/evaluate_s"] = round(time.perf_counter() - stage_started, 1)
         metrics.update(rationale_set_metrics(run_dir))
         raise_if_interrupted()
@@ -111,13 +116,13 @@ def run(cfg: Config, raw: DictConfig, run_dir: Path, provenance: dict[str, Any] 
             logger.log_metrics(metrics)
             if isinstance(logger, WandbLogger):
                 test_rationales = read_split(run_dir / "rationales", "test")
-                log_rationale_samples(logger.experiment, {cfg.decoding.name: test_rationales}, n=20)
+                log_rationale_samples(logger.experiment, {components.decoding.name: test_rationales}, n=20)
     finally:
         # A sweep runs its jobs in one process: close each job's W&B run so the next job gets its own.
         if isinstance(logger, WandbLogger):
             wandb.finish()
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    print_summary(cfg, run_dir, metrics)
+    print_summary(cfg, components, run_dir, metrics)
     return metrics
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scd.components import Components
 from scd.config import Config
 from scd.evaluation.answers import ANSWER_METRICS
 from scd.data.records import RationaleFileError, read_split
@@ -63,8 +64,9 @@ def _item(metric: Metric, metrics: dict[str, float], chance: float | None, catal
     return text
 
 
-def summary_lines(cfg: Config, run_dir: Path, metrics: dict[str, float], chance: float | None) -> list[str]:
-    label = f"decoding={cfg.decoding.name} training={cfg.training.mode}"
+def summary_lines(cfg: Config, components: Components, run_dir: Path, metrics: dict[str, float],
+                  chance: float | None) -> list[str]:  # fmt: skip
+    label = f"decoding={components.decoding.name} training={components.training.mode}"
     if cfg.student.in_context is not None:
         label = f"student={cfg.student.name} (the teacher answers in context; its rationales: {label})"
     lines = [f"scd: {cfg.dataset.name} | {label} -> {run_dir}"]
@@ -79,5 +81,5 @@ def summary_lines(cfg: Config, run_dir: Path, metrics: dict[str, float], chance:
     return lines
 
 
-def print_summary(cfg: Config, run_dir: Path, metrics: dict[str, float]) -> None:
-    print("\n".join(summary_lines(cfg, run_dir, metrics, chance_level(run_dir))))
+def print_summary(cfg: Config, components: Components, run_dir: Path, metrics: dict[str, float]) -> None:
+    print("\n".join(summary_lines(cfg, components, run_dir, metrics, chance_level(run_dir))))

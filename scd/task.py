@@ -1,7 +1,8 @@
 """Tasks: a data set and what it brings to the pipeline besides its examples.
 
-``dataset.task._target_`` names the task's class, which Hydra instantiates with the run's validated config and the
-other keys of ``dataset.task`` as keyword arguments. The pipeline asks a task for
+``dataset.task._target_`` names the task's class, which Hydra instantiates with the run's validated config, its
+decoding strategy (``decoding=``, None where a task is built to read a past run's config) and the other keys of
+``dataset.task`` as keyword arguments. The pipeline asks a task for
 
 - ``splits()``: the train, dev and test examples (an example's ``rationale`` is its gold or human rationale);
 - ``trained_teacher()``: the directory of a teacher the task trains itself, or None when the teacher config names a
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate, to_absolute_path
@@ -49,6 +50,9 @@ from scd.data.records import RationaleRecord
 from scd.data.sources import load_splits
 from scd.metrics import Metric
 
+if TYPE_CHECKING:
+    from scd.teacher.strategies import DecodingStrategy
+
 
 class Task:
     """The defaults every task starts from: no teacher of its own, the teacher's tokenizer, no exact metrics."""
@@ -57,8 +61,9 @@ class Task:
     figures: ClassVar[tuple[str, ...]] = ()
     teacher_metrics_version: ClassVar[int] = 0
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, decoding: DecodingStrategy | None = None) -> None:
         self.config = config
+        self.decoding = decoding
 
     def splits(self) -> dict[str, list[Example]]:
         raise NotImplementedError(f"{type(self).__name__} must provide splits()")
@@ -130,11 +135,12 @@ def task_class(task_config: Any) -> type[Task]:
     return cls
 
 
-def build_task(config: Config) -> Task:
-    """The task ``dataset.task`` names; an unknown class or argument is one error line naming ``dataset.task``."""
+def build_task(config: Config, decoding: DecodingStrategy | None = None) -> Task:
+    """The task ``dataset.task`` names, for a run decoding with ``decoding``; an unknown class or argument is one
+    error line naming ``dataset.task``."""
     try:
-        # Partial: the run's config is a typed object, not config to be instantiated.
-        task = instantiate(config.dataset.task, _partial_=True, _convert_="all")(config)
+        # Partial: the run's config and strategy are built objects, not config to be instantiated.
+        task = instantiate(config.dataset.task, _partial_=True, _convert_="all")(config, decoding=decoding)
     except (InstantiationException, TypeError) as err:
         raise ValueError(f"dataset.task: {str(err).strip().splitlines()[0]}") from err
     if not isinstance(task, Task):

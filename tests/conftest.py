@@ -11,7 +11,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from scd.config import register_configs
+from scd.components import Components, build_components
+from scd.config import Config, register_configs, validate
 from scd.teacher.prompt import PromptTemplate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,12 @@ def compose_config(overrides: list[str], run_dir: Path, cache_dir: Path) -> Dict
         if not any(override.startswith("threads=") for override in overrides):
             cfg.threads = 1
     return cfg
+
+
+def validated(raw: DictConfig) -> tuple[Config, Components]:
+    """The typed config and the run's components, as ``scd.cli.main_task`` builds them before a run."""
+    cfg = validate(raw)
+    return cfg, build_components(cfg)
 
 
 @pytest.fixture

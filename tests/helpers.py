@@ -28,7 +28,7 @@ from scd.teacher.stage import run_teacher_stage
 from scd.toyworld.world import WorldConfig
 from tests.conftest import ROOT
 from tests.conftest import TINY_STUDENTS as TINY
-from tests.conftest import compose_config
+from tests.conftest import compose_config, validated
 
 
 # From test_decoding.py
@@ -77,9 +77,9 @@ def branches_reference(model, prefix, branches, lam, steps):
 
 def stage_rationales(make_config, tmp_path, option: str) -> list[str]:
     """The train rationales the teacher stage writes under ``decoding=<option>`` (every record names it)."""
-    cfg = validate(make_config(f"decoding={option}", run=option))
-    task = build_task(cfg)
-    out = run_teacher_stage(cfg, task, task.splits(), tmp_path / option)
+    cfg, components = validated(make_config(f"decoding={option}", run=option))
+    task = build_task(cfg, components.decoding)
+    out = run_teacher_stage(cfg, components.decoding, task, task.splits(), tmp_path / option)
     records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert {r["decoding"] for r in records} == {option}
     return [r["rationale"] for r in records]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from scd.config import validate
 from scd.data.records import RationaleRecord
 from scd.evaluation.answers import ANSWER_METRICS, PassInputs, answer_metrics, majority_answer_share, share
 from scd.metrics import Metric
 from scd.summary import summary_lines
+from tests.conftest import validated
 
 
 def rows(*predicted):
@@ -28,7 +28,7 @@ def test_majority_answer_share_is_the_most_frequent_answers_share(predicted, sha
 def test_the_summary_prints_it_beside_accuracy(make_config, tmp_path):
     assert "student/majority_answer_share" in ANSWER_METRICS
     metrics = {"student/accuracy": 0.5, "student/majority_answer_share": 0.75}
-    [_, student, _] = summary_lines(validate(make_config()), tmp_path, metrics, chance=None)
+    [_, student, _] = summary_lines(*validated(make_config()), tmp_path, metrics, chance=None)
     assert student == "  student      accuracy 0.500 | most frequent answer 0.750"
 
 

@@ -18,7 +18,7 @@ from tests.conftest import ROOT
 LAYERS = (
     {"scd.io", "scd.metrics", "scd.signals", "scd.provenance"},
     {"scd.data"},
-    {"scd.models", "scd.config", "scd.loggers", "scd.rundir", "scd.progress"},
+    {"scd.models", "scd.config", "scd.components", "scd.loggers", "scd.rundir", "scd.progress"},
     {"scd.task"},
     {"scd.teacher"},  # the teacher borrows nothing from the student (its answer parser and progress live lower)
     {"scd.student"},

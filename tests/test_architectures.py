@@ -18,6 +18,7 @@ import pytest
 from scd.models import load_model, load_tokenizer
 from scd.teacher.decoding import DecodingSettings, decode, settings_for_model
 from scd.teacher.strategies import ContrastWrong, Greedy
+from tests.conftest import validated
 from tests.test_decoding import NEVER, branches, reference
 
 STEPS, LAM = 8, 0.5
@@ -128,7 +129,7 @@ def test_the_teacher_stage_decides_the_path_when_the_teacher_loads(make_config, 
     raw = make_config("stages=[teacher]", "dataset.limit=2")
     raw.teacher.random_init = dict(model_type="bloom", hidden_size=32, n_layer=1, n_head=2)
     with caplog.at_level(logging.INFO, logger="scd.teacher.decoding"):
-        run(validate(raw), raw, Path(raw.paths.output_dir))
+        run(*validated(raw), raw, Path(raw.paths.output_dir))
     [line] = [m for m in caplog.messages if "full prompt" in m]
     assert line.startswith("Teacher: BloomForCausalLM decodes every row with its full prompt")
     rationales = (Path(raw.paths.output_dir) / "rationales" / "train.jsonl").read_text().splitlines()

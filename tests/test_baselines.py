@@ -12,7 +12,6 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, GPTNeoXConfig
 
-from scd.config import validate
 from scd.data.records import RationaleRecord, read_split
 from scd.models import load_tokenizer
 from scd.pipeline import run
@@ -21,7 +20,7 @@ from scd.data.choices import match_choice
 from scd.evaluation.answers import answer_metrics
 from scd.teacher.icl import AnsweringPrompt, InContextAnswerer
 from scd.teacher.prompt import Demonstration
-from tests.conftest import ROOT
+from tests.conftest import ROOT, validated
 
 COSE_HEADER = "id,question,choice_0,choice_1,choice_2,label,human_exp\n"
 # Train: two rows lack a usable explanation ("n/a", empty); test: one ("-").
@@ -56,7 +55,7 @@ def cose_run(make_config, tmp_path: Path, *overrides: str, run_name: str = "run"
                       "teacher.num_demonstrations=1", *overrides, run=run_name)  # fmt: skip
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True)
-    return run(validate(raw), raw, run_dir), run_dir
+    return run(*validated(raw), raw, run_dir), run_dir
 
 
 @pytest.mark.slow
@@ -135,7 +134,7 @@ def test_answering_prompt_parses_both_orders():
 def test_an_icl_template_without_both_slots_is_refused_at_start(make_config, tmp_path):
     raw = make_config("student=icl_teacher", "training=standard", "student.in_context.template='Q : {question} A :'")
     with pytest.raises(ValueError, match=r"^student.in_context.template needs one \{answer\} and one \{rationale\}"):
-        run(validate(raw), raw, tmp_path / "run")
+        run(*validated(raw), raw, tmp_path / "run")
     assert not (tmp_path / "run" / "rationales").exists()  # refused before the teacher stage
 
 
@@ -190,7 +189,7 @@ def test_icl_teacher_run_writes_predictions_and_metrics(make_config, tmp_path, t
     raw = make_config(*overrides)
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True)
-    metrics = run(validate(raw), raw, run_dir)
+    metrics = run(*validated(raw), raw, run_dir)
     predictions = [json.loads(line) for line in (run_dir / "predictions" / "test.jsonl").read_text().splitlines()]
     test = read_split(run_dir / "rationales", "test")
     assert [p["id"] for p in predictions] == [r.id for r in test]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from scd.config import validate
 from scd.data.example import Example
 from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.jobs import RationaleJob
 from scd.teacher.strategies import ContrastEmpty, Greedy
 from scd.teacher.strategies.contrast_text import ContrastText
+from tests.conftest import validated
 from tests.helpers import NEVER, branches_reference, stage_rationales, teacher, teacher_module  # noqa: F401 (a fixture)
 
 LAM = 0.5
@@ -50,11 +50,11 @@ def test_decoding_equals_the_definition_and_differs_from_greedy_and_contrast_emp
 
 
 def test_config_builds_it_and_refuses_an_empty_text(make_config):
-    built = validate(make_config("decoding=contrast_text")).decoding
+    built = validated(make_config("decoding=contrast_text"))[1].decoding
     assert built == ContrastText(lam=LAM, plausibility=0.0, text="I don't know", name="contrast_text")
-    assert validate(make_config("decoding=contrast_text", "decoding.text=Unsure")).decoding.text == "Unsure"
+    assert validated(make_config("decoding=contrast_text", "decoding.text=Unsure"))[1].decoding.text == "Unsure"
     with pytest.raises(ValueError) as error:
-        validate(make_config("decoding=contrast_text", "decoding.text=' '"))
+        validated(make_config("decoding=contrast_text", "decoding.text=' '"))
     assert str(error.value) == ("decoding.text must be a non-empty string (decoding=contrast_empty contrasts with no "
                                 "answer), got ' '")
 

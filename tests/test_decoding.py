@@ -9,12 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scd.config import validate
 from scd.models import load_model, load_tokenizer
 from scd.teacher import decoding, strategies
 from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.strategies import ContrastEmpty, ContrastWrong, Greedy, contrastive_scores
-from tests.conftest import compose_config
+from tests.conftest import compose_config, validated
 from tests.helpers import NEVER, PROMPT_SENSITIVE_NEOX, TINY_NEOX
 
 LAM = 0.5
@@ -188,7 +187,7 @@ def test_strategy_ranges_are_checked_by_the_class(kwargs, message):
 )
 def test_bad_decoding_config_is_one_error_naming_the_key(tmp_path, overrides, message):
     with pytest.raises(ValueError) as error:
-        validate(compose_config(overrides, tmp_path, tmp_path))
+        validated(compose_config(overrides, tmp_path, tmp_path))
     assert str(error.value) == message
 
 

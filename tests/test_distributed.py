@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.pipeline import run
 from scd.teacher.store import PROMPT_PREFIX_FILE
-from tests.conftest import ROOT
+from tests.conftest import ROOT, validated
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -41,7 +40,7 @@ def test_two_processes_match_one(make_config, tmp_path):
     raw = make_config(run="single")
     single_dir = Path(raw.paths.output_dir)
     single_dir.mkdir(parents=True)
-    single = run(validate(raw), raw, single_dir)
+    single = run(*validated(raw), raw, single_dir)
 
     # The teacher: both ranks decoded a share, and the merged files are the one-process files, each id once.
     (store,) = (tmp_path / "ddp_cache" / "rationales").iterdir()

@@ -31,7 +31,6 @@ import scd.io
 import scd.teacher.stage as stage
 import scd.teacher.store as store_module
 from scd.cli import main_task, one_line
-from scd.config import validate
 from scd.data.formats import DataFormatError, get_format
 from scd.data.sources import load_splits
 from scd.task import build_task
@@ -41,7 +40,7 @@ from scd.teacher.stage import run_teacher_stage
 from scd.teacher.store import COMPLETE_MARKER
 from scd.toyworld import teacher as toyworld_teacher
 from scd.toyworld.corpus import CorpusConfig
-from tests.conftest import CONF, ROOT, TOYWORLD_PROMPT, compose_config
+from tests.conftest import CONF, ROOT, TOYWORLD_PROMPT, compose_config, validated
 from tests.helpers import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -80,9 +79,9 @@ def fails(capsys):
 
 
 def teacher_run(raw, run_dir: Path) -> Path:
-    cfg = validate(raw)
-    task = build_task(cfg)
-    return run_teacher_stage(cfg, task, task.splits(), run_dir)
+    cfg, components = validated(raw)
+    task = build_task(cfg, components.decoding)
+    return run_teacher_stage(cfg, components.decoding, task, task.splits(), run_dir)
 
 
 def records(directory: Path, split: str) -> list[dict]:

@@ -21,7 +21,7 @@ from scd.student.data import StudentDataModule, collate_rows
 from scd.student.lora import export, main, trainable_parameters
 from scd.student.stage import build_student
 from scd.student.train import fit_student
-from tests.conftest import compose_config
+from tests.conftest import compose_config, validated
 from tests.real_tokenizers import bpe_with_bos, sentencepiece_unigram
 from tests.test_student_train import FIXTURES, trainer
 
@@ -51,7 +51,7 @@ def lora_config(arch: str, base_dir: Path, run_dir: Path, *overrides: str):
     raw = compose_config(["experiment=smoke", f"student.arch={arch}", f"student.name_or_path={base_dir}",
                           "student.random_init=null", "student.tokenizer=null", "student.lora.r=4",
                           "student.lora.dropout=0.0", "student.lr=1e-2", *overrides], run_dir, run_dir / "cache")
-    return validate(raw)
+    return validated(raw)
 
 
 class InOrder(StudentDataModule):
@@ -63,9 +63,10 @@ class InOrder(StudentDataModule):
 
 
 def student(arch: str, base_dir: Path, run_dir: Path, training: str, batch_size: int = 4):
-    cfg = lora_config(arch, base_dir, run_dir, f"training={training}")
-    module = build_student(cfg, str(base_dir))
-    data = InOrder(FIXTURES, module.tokenizer, arch, cfg.training, batch_size=batch_size,
+    cfg, components = lora_config(arch, base_dir, run_dir, f"training={training}")
+    module = build_student(cfg.student, cfg.seed, str(base_dir), components.training, components.optimizer,
+                           components.lr_schedule)
+    data = InOrder(FIXTURES, module.tokenizer, arch, components.training, batch_size=batch_size,
                              decoder_start_token_id=getattr(module.model.config, "decoder_start_token_id", None))
     return module, data
 
@@ -147,7 +148,7 @@ def test_export_is_adapters_and_base_name_and_predict_matches_the_in_run_evaluat
     raw = compose_config(["experiment=smoke", f"student.arch={arch}", f"student.name_or_path={base_dir}",
                           "student.random_init=null", "student.tokenizer=null", "student.lora.r=4"],
                          run_dir, tmp_path / "cache")  # fmt: skip
-    run(validate(raw), raw, run_dir)
+    run(*validated(raw), raw, run_dir)
     (run_dir / ".hydra").mkdir()
     OmegaConf.save(raw, run_dir / ".hydra" / "config.yaml")  # as run.py leaves it: scd.predict reads the run's settings
     student_dir = run_dir / "student"

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from scd.config import validate
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, validated
 
 FILLED = "\x00"  # stands for a value formatted in at run time
 SUGGESTION = re.compile(r"(?<![\w.{])([a-z_]+(?:\.[a-z_]+)+)=(\{[^}]*\}|\[[^\]]*\]|[^\s;,)'\"`]*)")
@@ -71,4 +70,4 @@ def test_every_suggested_setting_is_accepted(tmp_path, where, key, value, choice
         base = compose_config(["experiment=smoke"], tmp_path, tmp_path)
         assert OmegaConf.select(base, key, default=FILLED) != FILLED, f"{where}: {key} is not a config key"
         return
-    validate(compose_config(["experiment=smoke", *choices, f"{key}={value}"], tmp_path, tmp_path))
+    validated(compose_config(["experiment=smoke", *choices, f"{key}={value}"], tmp_path, tmp_path))

@@ -15,12 +15,11 @@ from omegaconf import OmegaConf
 
 import scd.teacher.stage as stage
 from scd.cli import main_task
-from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.evaluation.teacher_metrics import RationaleSetMetrics
 from scd.pipeline import run
 from scd.teacher.store import TEACHER_METRICS_FILE
-from tests.conftest import CONF, ROOT, compose_config
+from tests.conftest import CONF, ROOT, compose_config, validated
 
 GROUPS = ["dataset", "teacher", "decoding", "training", "student", "optimizer", "lr_schedule", "simulator", "trainer",
           "callbacks", "logger", "experiment", "arm"]
@@ -34,9 +33,11 @@ NEEDS = {("decoding", "human"): ["training=standard"]}
 )
 def test_every_group_option_composes_and_validates(group, option, tmp_path):
     cfg = compose_config([f"{group}={option}", *NEEDS.get((group, option), [])], tmp_path / "run", tmp_path / "cache")
-    typed = validate(cfg)
-    if group in ("dataset", "teacher", "decoding", "student", "simulator"):
+    typed, components = validated(cfg)
+    if group in ("dataset", "teacher", "student", "simulator"):
         assert getattr(typed, group).name == option
+    if group == "decoding":
+        assert components.decoding.name == option
 
 
 def test_decoding_options_build_their_strategy(tmp_path):
@@ -44,7 +45,7 @@ def test_decoding_options_build_their_strategy(tmp_path):
 
     built = {}
     for option in ("greedy", "contrast_empty", "contrast_wrong"):
-        built[option] = validate(compose_config([f"decoding={option}"], tmp_path, tmp_path)).decoding
+        built[option] = validated(compose_config([f"decoding={option}"], tmp_path, tmp_path))[1].decoding
     assert built == {"greedy": Greedy(name="greedy"), "contrast_empty": ContrastEmpty(lam=0.5, name="contrast_empty"),
                      "contrast_wrong": ContrastWrong(lam=0.5, name="contrast_wrong")}
 
@@ -54,7 +55,7 @@ def test_smoke_run_writes_every_artifact(make_config, tmp_path):
     raw = make_config("training=counterfactual", "decoding=contrast_empty")
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True)
-    metrics = run(validate(raw), raw, run_dir)
+    metrics = run(*validated(raw), raw, run_dir)
     for split in RATIONALE_SPLITS:
         assert (run_dir / "rationales" / f"{split}.jsonl").stat().st_size > 0
     test_ids = [json.loads(line)["id"] for line in (run_dir / "rationales" / "test.jsonl").read_text().splitlines()]
@@ -142,7 +143,7 @@ def test_teacher_loaded_and_judge_trained_once_per_rationale_set(make_config, mo
         raw = make_config(*overrides, run=name)
         run_dir = Path(raw.paths.output_dir)
         run_dir.mkdir(parents=True)
-        runs[name] = run(validate(raw), raw, run_dir)
+        runs[name] = run(*validated(raw), raw, run_dir)
         assert (len(loads), len(judges)) == {"standard": (1, 1), "counterfactual": (1, 1), "other_judge": (1, 2)}[name]
     (store,) = (Path(raw.paths.cache_dir) / "rationales").iterdir()
     stored = json.loads((store / TEACHER_METRICS_FILE).read_text())["metrics"]

@@ -15,9 +15,8 @@ from pytorch_lightning.callbacks import ModelSummary
 
 import scd.progress as progress_module
 import scd.student.stage as student_stage
-from scd.config import validate
 from scd.progress import StepProgressBar, StepProgressLog
-from tests.conftest import ROOT
+from tests.conftest import ROOT, validated
 
 
 class FakeClock:
@@ -64,8 +63,8 @@ def test_a_slow_loop_logs_every_30_seconds(caplog):
 def test_the_student_gets_a_bar_on_a_terminal_only(terminal, enable_progress_bar, make_config, monkeypatch,
                                                    tmp_path):  # fmt: skip
     monkeypatch.setattr(student_stage, "output_is_terminal", lambda: terminal)
-    cfg = validate(make_config(f"trainer.enable_progress_bar={enable_progress_bar}"))
-    trainer = student_stage.student_trainer(cfg, tmp_path, False)
+    cfg, components = validated(make_config(f"trainer.enable_progress_bar={enable_progress_bar}"))
+    trainer = student_stage.student_trainer(cfg, components.training, tmp_path, False)
     bar = terminal and enable_progress_bar
     assert any(isinstance(c, StepProgressBar) for c in trainer.callbacks) == bar
     (log,) = [c for c in trainer.callbacks if isinstance(c, StepProgressLog)]
@@ -85,8 +84,8 @@ def test_every_loop_gets_a_named_bar_on_a_terminal_else_lines(terminal, bar_allo
 
 @pytest.mark.parametrize("override, summary", [((), False), (("trainer.enable_model_summary=true",), True)])
 def test_the_model_summary_is_off_unless_asked_for(override, summary, make_config, tmp_path):
-    cfg = validate(make_config(*override))
-    trainer = student_stage.student_trainer(cfg, tmp_path, False)
+    cfg, components = validated(make_config(*override))
+    trainer = student_stage.student_trainer(cfg, components.training, tmp_path, False)
     assert any(isinstance(c, ModelSummary) for c in trainer.callbacks) == summary
 
 

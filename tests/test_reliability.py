@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS
 from scd.io import atomic_write_text, exclusive, publish_directory
 from scd.cli import main_task
@@ -32,7 +31,7 @@ from scd.teacher.stage import run_teacher_stage
 from scd.teacher.store import PROMPT_PREFIX_FILE
 from scd.task import build_task
 from scd.teacher.store import COMPLETE_MARKER
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, validated
 from tests.helpers import N_RATIONALES, SLOW_TEACHER, cli_env, complete_lines, start
 
 RATIONALE_FILES = [f"{split}.jsonl" for split in RATIONALE_SPLITS] + [PROMPT_PREFIX_FILE]
@@ -71,9 +70,9 @@ def test_teacher_killed_three_times_gives_the_uninterrupted_files(make_config, t
     assert len(shard().read_text().splitlines()) == N_RATIONALES
 
     reference = make_config(*SLOW_TEACHER[1:], run="reference")
-    cfg = validate(reference)
-    task = build_task(cfg)
-    expected = run_teacher_stage(cfg, task, task.splits(), tmp_path / "reference")
+    cfg, components = validated(reference)
+    task = build_task(cfg, components.decoding)
+    expected = run_teacher_stage(cfg, components.decoding, task, task.splits(), tmp_path / "reference")
     for name in RATIONALE_FILES:
         assert (run_dir / "rationales" / name).read_bytes() == (expected / name).read_bytes(), name
 

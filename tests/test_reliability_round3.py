@@ -26,7 +26,7 @@ from scd.student.evaluate import predict_rationales
 from scd.student.formatting import parse_answer
 from scd.student.objectives import Standard
 from scd.student.stage import check_student_trainer, check_validation_interval
-from tests.conftest import ROOT, TINY_STUDENTS
+from tests.conftest import ROOT, TINY_STUDENTS, validated
 
 
 def error_line(capsys, run, *args) -> str:
@@ -162,12 +162,13 @@ def test_a_validation_interval_longer_than_an_epoch_is_refused_before_the_teache
 def test_validation_intervals_lightning_accepts_pass_the_check(make_config):
     for overrides, questions in [(["trainer.val_check_interval=2"], 8), (["trainer.val_check_interval=50",
                                   "trainer.check_val_every_n_epoch=null"], 8), (["trainer.val_check_interval=0.5"], 1)]:
-        cfg = validate(make_config(*overrides))
-        check_validation_interval(check_student_trainer(cfg, Path(cfg.paths.output_dir)), questions, 4)
-    cfg = validate(make_config("trainer.val_check_interval=3"))
+        cfg, components = validated(make_config(*overrides))
+        check_validation_interval(check_student_trainer(cfg, components.training, Path(cfg.paths.output_dir)),
+                                  questions, 4)  # fmt: skip
+    cfg, components = validated(make_config("trainer.val_check_interval=3"))
     with pytest.raises(ValueError, match=r"at most 2 training batches \(8 training questions in batches of "
                                          r"student.batch_size=4\); use at most 2"):
-        check_validation_interval(check_student_trainer(cfg, Path(cfg.paths.output_dir)), 8, 4)
+        check_validation_interval(check_student_trainer(cfg, components.training, Path(cfg.paths.output_dir)), 8, 4)
 
 
 # ---------------------------------------------------------------- model input length caps
@@ -224,7 +225,7 @@ def test_a_training_question_over_the_limit_is_refused_before_the_teacher_stage(
     run_dir.mkdir(parents=True)
     with pytest.raises(InputTooLongError, match=r"example '(train|dev) [^']+': the student's input is \d+ tokens, more "
                                                 r"than student.max_input_tokens=40"):
-        run(validate(raw), raw, run_dir)
+        run(*validated(raw), raw, run_dir)
     assert not (run_dir / "rationales").exists()  # the teacher wrote nothing
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scd.config import validate
 from scd.data.example import Example
 from scd.teacher.decoding import DecodingSettings, decode
 from scd.teacher.jobs import RationaleJob
 from scd.teacher.prompt import PromptTemplate
 from scd.teacher.strategies import Contrast, Contrastive, Greedy
 from scd.teacher.strategies.contrast_text import ContrastText
+from tests.conftest import validated
 from tests.helpers import NEVER, branches_reference, teacher, teacher_module  # noqa: F401 (a fixture)
 
 LAM = 0.5
@@ -62,6 +62,6 @@ def test_it_decodes_by_the_definition_and_differs_from_greedy(teacher):
 
 
 def test_a_yaml_naming_it_builds_it(make_config):
-    built = validate(make_config(f"decoding._target_={__name__}.NegativePrompt", "decoding.name=negative_prompt",
-                                 "+decoding.negative=Tell me a story.")).decoding
+    built = validated(make_config(f"decoding._target_={__name__}.NegativePrompt", "decoding.name=negative_prompt",
+                                  "+decoding.negative=Tell me a story."))[1].decoding
     assert built == NegativePrompt(lam=LAM, plausibility=0.0, negative="Tell me a story.", name="negative_prompt")

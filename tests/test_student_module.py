@@ -10,13 +10,12 @@ import pytorch_lightning as pl
 import torch
 from transformers.optimization import Adafactor
 
-from scd.config import validate
 from scd.data.records import RationaleFileError, read_rationales, read_split
 from scd.models import load_model, load_tokenizer
 from scd.student.data import IGNORE_INDEX, EncodedRow, StudentDataModule, collate_rows, encode_row
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, Standard
-from tests.conftest import TINY_STUDENTS as TINY, compose_config
+from tests.conftest import TINY_STUDENTS as TINY, compose_config, validated
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
 
@@ -138,10 +137,11 @@ def test_bad_rationale_lines_name_file_line_and_field(tmp_path: Path, line: str,
 
 @pytest.mark.parametrize(("name", "kind"), [("adamw", torch.optim.AdamW), ("adafactor", Adafactor)])
 def test_optimizer_and_linear_warmup_from_their_config_groups(name: str, kind: type, tmp_path: Path) -> None:
-    cfg = validate(compose_config([f"optimizer={name}", "student.lr=0.01", "student.weight_decay=0.1",
-                                   "student.warmup_steps=2"], tmp_path, tmp_path))  # fmt: skip
+    _, components = validated(compose_config([f"optimizer={name}", "student.lr=0.01", "student.weight_decay=0.1",
+                                              "student.warmup_steps=2"], tmp_path, tmp_path))  # fmt: skip
     model, tokenizer = tiny("seq2seq")
-    module = StudentModule(model, tokenizer, Standard(), optimizer=cfg.optimizer, lr_schedule=cfg.lr_schedule)
+    module = StudentModule(model, tokenizer, Standard(), optimizer=components.optimizer,
+                           lr_schedule=components.lr_schedule)  # fmt: skip
     module.trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     config = module.configure_optimizers()
     optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
@@ -173,7 +173,7 @@ def test_student_t5_3b_chooses_adafactor_and_the_command_line_can_override_it(tm
 ])
 def test_bad_optimization_settings_are_refused_at_start(tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ValueError) as error:
-        validate(compose_config([override], tmp_path, tmp_path))
+        validated(compose_config([override], tmp_path, tmp_path))
     assert str(error.value) == message
 
 

@@ -10,7 +10,6 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoModelForSeq2SeqLM
 
-from scd.config import validate
 from scd.models import load_model, load_tokenizer
 from scd.data.records import RationaleFileError
 from pytorch_lightning.callbacks import EarlyStopping
@@ -20,19 +19,20 @@ from scd.student.data import IGNORE_INDEX, StudentDataModule, collate_rows
 from scd.student.module import StudentModule
 from scd.student.objectives import Counterfactual, RowLosses, RowMean, Standard, row_losses, token_losses
 from scd.student.stage import check_student_trainer
-from tests.conftest import TINY_STUDENTS, compose_config
+from tests.conftest import TINY_STUDENTS, compose_config, validated
 
 FIXTURES = Path(__file__).parent / "fixtures" / "student" / "rationales"
 QUIET = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
 
 
 def test_config_builds_the_objective_class_the_python_api_builds(tmp_path: Path) -> None:
-    cfg = validate(compose_config(["training=counterfactual", "training.alpha=0.3", "training.tags=shared"],
-                                  tmp_path, tmp_path))
-    assert type(cfg.training) is Counterfactual
-    assert (cfg.training.mode, cfg.training.alpha, cfg.training.tags) == ("counterfactual", 0.3, "shared")
-    assert cfg.training.weights() == (0.7, 0.3)
-    standard = validate(compose_config(["training=standard"], tmp_path, tmp_path)).training
+    _, components = validated(compose_config(["training=counterfactual", "training.alpha=0.3", "training.tags=shared"],
+                                             tmp_path, tmp_path))  # fmt: skip
+    built = components.training
+    assert type(built) is Counterfactual
+    assert (built.mode, built.alpha, built.tags) == ("counterfactual", 0.3, "shared")
+    assert built.weights() == (0.7, 0.3)
+    standard = validated(compose_config(["training=standard"], tmp_path, tmp_path))[1].training
     assert type(standard) is Standard and standard.mode == "standard" and standard.weights() == (1.0,)
 
 
@@ -144,7 +144,7 @@ def row_batch(tokenizer, objective, questions: int = 3):
 
 
 def test_row_mean_is_the_mean_of_each_rows_own_token_mean(tmp_path: Path) -> None:
-    assert type(validate(compose_config(["training=row_mean"], tmp_path, tmp_path)).training) is RowMean
+    assert type(validated(compose_config(["training=row_mean"], tmp_path, tmp_path))[1].training) is RowMean
     tokenizer = load_tokenizer("byt5")
     model = load_model("seq2seq", tokenizer, random_init=TINY_STUDENTS["seq2seq"]).eval()
     batch, singles = row_batch(tokenizer, RowMean())
@@ -232,14 +232,15 @@ def test_token_losses_take_cross_entropy_options_and_match_the_row_losses() -> N
 
 def test_an_objective_names_the_term_that_picks_checkpoints(make_config) -> None:
     # The default callbacks name no monitor: they watch the objective's selection term (no val/factual_loss here).
-    cfg = validate(make_config("training=standard", f"training._target_={__name__}.AnswerWeighted",
-                               "training.mode=answer_weighted"))
-    trainer = check_student_trainer(cfg, Path(cfg.paths.output_dir))
+    cfg, components = validated(make_config("training=standard", f"training._target_={__name__}.AnswerWeighted",
+                                            "training.mode=answer_weighted"))
+    trainer = check_student_trainer(cfg, components.training, Path(cfg.paths.output_dir))
     checkpoint = next(c for c in trainer.callbacks if isinstance(c, RunCheckpoint))
     assert checkpoint.monitor == "val/rationale_loss"
-    standard = validate(make_config("training=standard", "callbacks.checkpoint.monitor=train/loss",
-                                    "+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping"))
-    trainer = check_student_trainer(standard, Path(standard.paths.output_dir))
+    standard, components = validated(make_config(
+        "training=standard", "callbacks.checkpoint.monitor=train/loss",
+        "+callbacks.early_stopping._target_=pytorch_lightning.callbacks.EarlyStopping"))
+    trainer = check_student_trainer(standard, components.training, Path(standard.paths.output_dir))
     assert next(c for c in trainer.callbacks if isinstance(c, RunCheckpoint)).monitor == "train/loss"
     assert next(c for c in trainer.callbacks if isinstance(c, EarlyStopping)).monitor == "val/factual_loss"
 

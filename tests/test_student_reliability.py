@@ -21,7 +21,7 @@ from scd.student.callbacks import RunCheckpoint, build_callbacks
 from scd.progress import StepProgressBar
 from scd.student.stage import student_trainer
 from scd.student.train import fit_student
-from tests.conftest import compose_config
+from tests.conftest import compose_config, validated
 from tests.helpers import student, trainer
 
 
@@ -71,15 +71,15 @@ def test_bad_student_settings_fail_at_start_in_one_line(fails, override: str, me
 
 
 def test_every_trainer_argument_passes_through_and_lightning_checks_it(make_config) -> None:
-    cfg = validate(make_config("trainer.limit_train_batches=0.1", "trainer.accumulate_grad_batches=2"))
-    built = student_trainer(cfg, Path(cfg.paths.output_dir), logger=False)
+    cfg, components = validated(make_config("trainer.limit_train_batches=0.1", "trainer.accumulate_grad_batches=2"))
+    built = student_trainer(cfg, components.training, Path(cfg.paths.output_dir), logger=False)
     assert built.limit_train_batches == 0.1 and built.accumulate_grad_batches == 2
-    cfg = validate(make_config("trainer.fast_dev_run=true"))
-    assert student_trainer(cfg, Path(cfg.paths.output_dir), logger=False).fast_dev_run is True
+    cfg, components = validated(make_config("trainer.fast_dev_run=true"))
+    assert student_trainer(cfg, components.training, Path(cfg.paths.output_dir), logger=False).fast_dev_run is True
     # Accepted by the config; Lightning itself refuses FSDP on a CPU, with its own reason.
-    fsdp = validate(make_config("trainer.strategy=fsdp", "trainer.accelerator=cpu"))
+    fsdp, components = validated(make_config("trainer.strategy=fsdp", "trainer.accelerator=cpu"))
     with pytest.raises(ValueError, match=r"^trainer: The strategy `fsdp` requires a GPU accelerator"):
-        student_trainer(fsdp, Path(fsdp.paths.output_dir), logger=False)
+        student_trainer(fsdp, components.training, Path(fsdp.paths.output_dir), logger=False)
 
 
 def test_callbacks_come_from_the_group_and_null_drops_one(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ def test_the_csv_log_is_appended_on_resume_and_by_an_evaluate_only_run(tmp_path:
 
 
 def test_the_logger_group_names_its_logger_by_target(make_config, tmp_path: Path) -> None:
-    built = {option: validate(make_config(f"logger={option}")).logger for option in ("csv", "wandb", "none")}
+    built = {option: validated(make_config(f"logger={option}"))[1].logger for option in ("csv", "wandb", "none")}
     assert built["none"] is None and build_logger(built["none"], tmp_path, {}, None) is False
     assert built["csv"].func is csv_logger and built["wandb"].keywords == {"project": "scd", "group": None,
                                                                          "mode": "offline"}  # fmt: skip
@@ -176,10 +176,10 @@ def test_the_logger_group_names_its_logger_by_target(make_config, tmp_path: Path
     logger.save()
     assert (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[1].startswith("0,1.0")
     # Another logger is its _target_: here Lightning's plain CSVLogger, given the run directory.
-    other = validate(make_config("logger=csv", f"logger._target_={__name__}.plain_csv")).logger
+    other = validated(make_config("logger=csv", f"logger._target_={__name__}.plain_csv"))[1].logger
     assert type(build_logger(other, tmp_path, {}, None)) is CSVLogger
     with pytest.raises(ValueError, match=r"^logger: unknown key 'projct'"):
-        validate(make_config("logger=wandb", "+logger.projct=x"))
+        validated(make_config("logger=wandb", "+logger.projct=x"))
 
 
 def plain_csv(run_dir: Path, sweep_group: str | None = None) -> CSVLogger:

@@ -24,7 +24,7 @@ from scd.config import validate
 from scd.evaluation.items import read_items
 from scd.pipeline import run
 from scd.provenance import COMPARED_FIELDS, differing_fields
-from tests.conftest import ROOT, compose_config
+from tests.conftest import ROOT, compose_config, validated
 
 
 def student_bytes(run_dir: Path) -> bytes:
@@ -52,7 +52,7 @@ def test_what_the_teacher_stage_draws_does_not_move_the_student(tmp_path, monkey
         raw = compose_config(["experiment=smoke", "trainer.max_steps=12", "threads=1"], tmp_path / name,
                              tmp_path / f"cache-{name}")  # fmt: skip
         (tmp_path / name).mkdir()
-        run(validate(raw), raw, tmp_path / name)
+        run(*validated(raw), raw, tmp_path / name)
         return tmp_path / name
 
     quiet, noisy = run_pair("quiet", draws=False), run_pair("noisy", draws=True)
@@ -176,7 +176,8 @@ def test_two_seeds_give_two_simulators(tmp_path):
     weights = []
     for seed in (0, 1):
         cfg = validate(compose_config(["experiment=smoke", f"seed={seed}"], tmp_path / str(seed), tmp_path / "c"))
-        simulator, _ = fit_simulator(cfg, rows, cfg.teacher.tokenizer or cfg.teacher.name_or_path)
+        teacher_tokenizer = cfg.teacher.tokenizer or cfg.teacher.name_or_path
+        simulator, _ = fit_simulator(cfg.simulator, cfg.trainer, rows, teacher_tokenizer)
         weights.append(torch.cat([p.detach().flatten() for p in simulator.parameters()]))
     assert not torch.equal(weights[0], weights[1])
 

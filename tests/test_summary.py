@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scd.config import validate
 from scd.summary import chance_level, print_summary, summary_lines
+from tests.conftest import validated
 
 METRICS = {
     "student/accuracy": 0.4625, "student/oracle_accuracy": 0.965, "student/unparsable": 0.0,
@@ -35,8 +35,8 @@ def test_chance_is_the_mean_of_one_over_the_number_of_choices(tmp_path):
 
 
 def test_summary_groups_student_faithfulness_teacher_and_time(make_config, tmp_path):
-    cfg = validate(make_config("dataset=toyworld"))
-    lines = summary_lines(cfg, tmp_path, METRICS, chance=0.4444)
+    cfg, components = validated(make_config("dataset=toyworld"))
+    lines = summary_lines(cfg, components, tmp_path, METRICS, chance=0.4444)
     assert lines == [
         f"scd: toyworld | decoding=contrast_wrong training=counterfactual -> {tmp_path}",
         "  student      accuracy 0.463 (chance 0.444, always following the cue 0.467) | with the teacher's rationale "
@@ -58,8 +58,8 @@ def test_summary_groups_student_faithfulness_teacher_and_time(make_config, tmp_p
 
 
 def test_a_run_without_evaluation_shows_its_times_only(make_config, tmp_path, capsys):
-    cfg = validate(make_config())
-    print_summary(cfg, tmp_path, {"time/teacher_s": 2.0, "time/total_s": 3.0})
+    cfg, components = validated(make_config())
+    print_summary(cfg, components, tmp_path, {"time/teacher_s": 2.0, "time/total_s": 3.0})
     assert capsys.readouterr().out.splitlines() == [
         f"scd: smoke | decoding=contrast_wrong training=counterfactual -> {tmp_path}",
         "  time         teacher 2 s | total 3 s",
@@ -68,23 +68,24 @@ def test_a_run_without_evaluation_shows_its_times_only(make_config, tmp_path, ca
 
 
 def test_accuracy_without_a_test_split_or_cue_metric_has_no_floor(make_config, tmp_path):
-    cfg = validate(make_config())
-    [_, student, _] = summary_lines(cfg, tmp_path, {"student/accuracy": 0.5}, chance=None)
+    cfg, components = validated(make_config())
+    [_, student, _] = summary_lines(cfg, components, tmp_path, {"student/accuracy": 0.5}, chance=None)
     assert student == "  student      accuracy 0.500"
 
 
 def test_accuracy_stands_beside_the_gold_chain_ceiling_the_task_reports(make_config, tmp_path):
-    cfg = validate(make_config("dataset=toyworld"))
-    lines = summary_lines(cfg, tmp_path, {**METRICS, "toyworld/gold_ceiling_accuracy": 0.9125}, chance=0.4444)
+    cfg, components = validated(make_config("dataset=toyworld"))
+    lines = summary_lines(cfg, components, tmp_path, {**METRICS, "toyworld/gold_ceiling_accuracy": 0.9125},
+                          chance=0.4444)
     assert lines[1].startswith("  student      accuracy 0.463 (chance 0.444, always following the cue 0.467, "
                                "gold-chain student 0.912) |")
 
 
 def test_summary_names_the_icl_teacher_and_counts_missing_explanations(make_config, tmp_path):
-    cfg = validate(make_config("student=icl_teacher", "decoding=human", "training=standard"))
+    cfg, components = validated(make_config("student=icl_teacher", "decoding=human", "training=standard"))
     missing = {"rationales/missing_explanations/train": 2.0, "rationales/missing_explanations/dev": 0.0,
                "rationales/missing_explanations/test": 1.0}  # fmt: skip
-    lines = summary_lines(cfg, tmp_path, {"student/accuracy": 0.5, **missing}, chance=0.5)
+    lines = summary_lines(cfg, components, tmp_path, {"student/accuracy": 0.5, **missing}, chance=0.5)
     assert lines[0] == (f"scd: smoke | student=icl_teacher (the teacher answers in context; its rationales: "
                         f"decoding=human training=standard) -> {tmp_path}")  # fmt: skip
     assert "  teacher      no explanation: train 2 | dev 0 | test 1" in lines
@@ -92,12 +93,12 @@ def test_summary_names_the_icl_teacher_and_counts_missing_explanations(make_conf
 
 def test_a_metric_computed_but_not_measured_reads_n_a(make_config, tmp_path):
     """metrics.json marks a share of no items NaN: every answer unparsable leaves the consistency scores unmeasured."""
-    cfg = validate(make_config())
+    cfg, components = validated(make_config())
     nan = float("nan")
     metrics = {"student/accuracy": 0.0, "student/unparsable": 1.0, "student/las": nan, "student/las_ci_low": nan,
                "student/las_ci_high": nan, "student/perturbed_consistency": nan,
                "student/counterfactual_consistency": nan, "toyworld/cue_following_accuracy": nan}
-    [_, student, faithfulness, _] = summary_lines(cfg, tmp_path, metrics, chance=0.5)
+    [_, student, faithfulness, _] = summary_lines(cfg, components, tmp_path, metrics, chance=0.5)
     assert student == "  student      accuracy 0.000 (chance 0.500) | unparsable 1.000"
     assert faithfulness == ("  faithfulness LAS n/a | answer kept under a perturbed rationale n/a | follows a "
                             "counterfactual rationale n/a")

@@ -16,7 +16,7 @@ from scd.toyworld.task import ToyWorldTask, format_texts
 from scd.toyworld.teacher import demonstration
 from scd.toyworld.tokenizer import build_tokenizer, extend_tokenizer
 from scd.toyworld.world import WorldConfig, load_toyworld
-from tests.conftest import TOYWORLD_PROMPT, compose_config
+from tests.conftest import TOYWORLD_PROMPT, compose_config, validated
 
 # A ToyWorld that trains its teacher in seconds (the probe is not the point here).
 TINY_TOYWORLD = [
@@ -107,7 +107,8 @@ def test_a_teacher_that_fails_its_probe_stops_only_runs_it_writes_for(tmp_path, 
     serves only the fluency metric, so the run goes on with a warning."""
     failing = [*TINY_TOYWORLD[:-2], "teacher.trained.training.probe_threshold=1.0", "trainer.enable_progress_bar=false",
                f"decoding={decoding}"]  # fmt: skip
-    task = build_task(validate(compose_config(failing, tmp_path / "run", tmp_path / "cache")))
+    cfg, components = validated(compose_config(failing, tmp_path / "run", tmp_path / "cache"))
+    task = build_task(cfg, components.decoding)
     if stops:
         with pytest.raises(ValueError, match=r"failed its readiness probe.*teacher\.trained\.training\.max_steps"):
             task.trained_teacher()

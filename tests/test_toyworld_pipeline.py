@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from scd.config import validate
 from scd.data.records import RATIONALE_SPLITS, read_split
 from scd.pipeline import run
 from scd.toyworld.checker import judge
 from scd.toyworld.world import WorldConfig, load_toyworld
-from tests.conftest import CONF
+from tests.conftest import CONF, validated
 
 TINY_WORLD = {"n_categories": 2, "n_mc_choices": 2, "entities_per_category": 3, "n_properties": 6, "n_train": 16, "n_dev": 4, "n_test": 6}
 TINY_MODEL = ("{model_type: t5, d_model: 32, d_kv: 8, d_ff: 64, num_layers: 1, num_decoder_layers: 1, num_heads: 2, "
@@ -41,7 +40,7 @@ def test_gold_teacher_and_student_run_end_to_end(tmp_path: Path) -> None:
     raw.paths.output_dir, raw.paths.cache_dir = str(tmp_path / "run"), str(tmp_path / "cache")
     run_dir = Path(raw.paths.output_dir)
     run_dir.mkdir(parents=True)
-    metrics = run(validate(raw), raw, run_dir)
+    metrics = run(*validated(raw), raw, run_dir)
 
     world, _ = load_toyworld(WorldConfig(**TINY_WORLD))
     for split in RATIONALE_SPLITS:

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from scd.config import Config
+from scd.config import SimulatorConfig, TrainerConfig
 from scd.evaluation.las import LASResult, leakage_adjusted_simulatability
 from scd.models import InputLimit, load_model, load_tokenizer
 from scd.progress import progress_callbacks
@@ -241,14 +241,16 @@ def simulator_las(
     return result, predictions
 
 
-def fit_simulator(cfg: Config, rows: Sequence[SimulatorRow], tokenizer_source: str | None) -> tuple[Any, Any]:
-    """A simulator built and trained on ``rows`` as ``cfg.simulator`` says; ``tokenizer_source`` is what its
-    ``tokenizer: teacher`` means (the task's shared tokenizer). Returns (model, tokenizer)."""
-    s = cfg.simulator
+def fit_simulator(
+    s: SimulatorConfig, trainer: TrainerConfig, rows: Sequence[SimulatorRow], tokenizer_source: str | None
+) -> tuple[Any, Any]:
+    """A simulator built as ``s`` says and trained on ``rows`` on the student's accelerator (``trainer``);
+    ``tokenizer_source`` is what its ``tokenizer: teacher`` means (the task's shared tokenizer). Returns (model,
+    tokenizer)."""
     tokenizer = load_tokenizer(tokenizer_source if s.tokenizer == "teacher" else s.tokenizer or s.name_or_path)
     model = load_model("seq2seq", tokenizer, name_or_path=s.name_or_path, random_init=s.random_init, seed=s.seed)
-    trainer_kwargs = {"max_steps": s.max_steps, "accelerator": cfg.trainer.accelerator,
-                      "enable_progress_bar": cfg.trainer.enable_progress_bar}
+    trainer_kwargs = {"max_steps": s.max_steps, "accelerator": trainer.accelerator,
+                      "enable_progress_bar": trainer.enable_progress_bar}
     train_simulator(model, tokenizer, rows, trainer_kwargs=trainer_kwargs, batch_size=s.batch_size, lr=s.lr,
                     input_limit=s.input_limit(), seed=s.seed)
     return model, tokenizer

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from scd.config import Config, InContextConfig, TeacherConfig
+from scd.config import Config, InContextConfig, StudentConfig, TeacherConfig, TrainerConfig
 from scd.data.example import Example
 from scd.data.records import RationaleRecord, read_split
 from scd.evaluation.items import ITEMS_FILE, item_rows, write_items
@@ -38,11 +38,12 @@ def simulator_rows(records: list[RationaleRecord], predictions: list[dict[str, A
 
 
 def run_evaluate_stage(
-    cfg: Config, run_dir: Path, task: Task, shared_tokenizer: str | None, teacher_dir: str | None,
+    cfg: Config, tags: str, run_dir: Path, task: Task, shared_tokenizer: str | None, teacher_dir: str | None,
     train_examples: list[Example],
 ) -> dict[str, float]:
-    """``shared_tokenizer`` is what the simulator's ``tokenizer: teacher`` loads; ``teacher_dir`` and the training
-    examples (its demonstrations) serve ``student=icl_teacher``, where the teacher answers in the student's place."""
+    """``tags``: the training objective's task tags, which the student's inputs carry. ``shared_tokenizer`` is what
+    the simulator's ``tokenizer: teacher`` loads; ``teacher_dir`` and the training examples (its demonstrations) serve
+    ``student=icl_teacher``, where the teacher answers in the student's place."""
     rationale_dir = run_dir / "rationales"
     test, test_cf = read_split(rationale_dir, "test"), read_split(rationale_dir, "test_counterfactual")
     train = read_split(rationale_dir, "train")
@@ -53,7 +54,7 @@ def run_evaluate_stage(
     else:
         log.info("evaluate: the student answers %d test questions (and %d counterfactual ones), then its %d "
                  "training questions for the simulator", len(test), len(test_cf), len(train))  # fmt: skip
-        answerer = trained_student(cfg, run_dir)
+        answerer = trained_student(cfg.student, cfg.trainer, tags, run_dir)
     metrics, test_predictions = answer_metrics(answerer, test, test_cf, perturb_share=cfg.student.perturb_share,
                                                seed=cfg.seed)  # fmt: skip
     write_predictions(run_dir, test_predictions)
@@ -63,7 +64,7 @@ def run_evaluate_stage(
         # Simulate the student's answers on test from question+rationale, question and rationale (Hase et al., 2020).
         log.info("LAS: training simulator=%s on the student's answers to %d training questions, then simulating "
                  "%d test answers", cfg.simulator.name, len(train_rows), len(test_rows))  # fmt: skip
-        simulator, simulator_tokenizer = fit_simulator(cfg, train_rows, shared_tokenizer)
+        simulator, simulator_tokenizer = fit_simulator(cfg.simulator, cfg.trainer, train_rows, shared_tokenizer)
         las, simulated = simulator_las(simulator, simulator_tokenizer, test_rows, batch_size=cfg.simulator.batch_size,
                                        input_limit=cfg.simulator.input_limit(),
                                        bootstrap_samples=cfg.simulator.bootstrap_samples, seed=cfg.simulator.seed)  # fmt: skip
@@ -86,23 +87,22 @@ def run_evaluate_stage(
     return metrics
 
 
-def show_bars(cfg: Config) -> bool:
+def show_bars(trainer: TrainerConfig) -> bool:
     """Generation's tqdm bars only where they are read as bars (a terminal); a log file gets the start lines."""
-    return cfg.trainer.enable_progress_bar and output_is_terminal()
+    return trainer.enable_progress_bar and output_is_terminal()
 
 
-def trained_student(cfg: Config, run_dir: Path) -> StudentAnswerer:
-    """The student the student stage trained into ``run_dir/student``."""
+def trained_student(s: StudentConfig, trainer: TrainerConfig, tags: str, run_dir: Path) -> StudentAnswerer:
+    """The student the student stage trained into ``run_dir/student``, given inputs with the objective's ``tags``."""
     student_dir = run_dir / "student"
     if not student_dir.is_dir():
         raise ValueError(f"no trained student in {student_dir}: run the student stage first (stages=[student,evaluate])")
-    s = cfg.student
     tokenizer = load_tokenizer(str(student_dir), trust_remote_code=s.trust_remote_code)
-    device = inference_device(cfg.trainer.accelerator)
+    device = inference_device(trainer.accelerator)
     model = load_model(s.arch, tokenizer, name_or_path=str(student_dir), trust_remote_code=s.trust_remote_code)
-    return StudentAnswerer(model.to(device).eval(), tokenizer, s.arch, tags=cfg.training.tags,
+    return StudentAnswerer(model.to(device).eval(), tokenizer, s.arch, tags=tags,
                            batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens, input_limit=s.input_limit(),
-                           show_progress=show_bars(cfg))  # fmt: skip
+                           show_progress=show_bars(trainer))  # fmt: skip
 
 
 def answering_prompt(teacher: TeacherConfig, in_context: InContextConfig) -> AnsweringPrompt:
@@ -114,11 +114,11 @@ def answering_prompt(teacher: TeacherConfig, in_context: InContextConfig) -> Ans
 def in_context_teacher(cfg: Config, teacher_dir: str | None, train_examples: list[Example]) -> InContextAnswerer:
     """The teacher answering in context (``scd.teacher.icl``), after demonstrations from the training examples."""
     t, icl = cfg.teacher, cfg.student.in_context
-    model, tokenizer = load_teacher_model(cfg, teacher_dir)
+    model, tokenizer = load_teacher_model(t, teacher_dir)
     if t.device_map is None:
         model = model.to(inference_device(cfg.trainer.accelerator))
     prompt = answering_prompt(t, icl)
     return InContextAnswerer(
         model, tokenizer, prompt, demonstrations(t, train_examples, cfg.dataset.seed),
-        max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=show_bars(cfg),
+        max_new_tokens=icl.max_new_tokens, batch_size=icl.batch_size, show_progress=show_bars(cfg.trainer),
     )

@@ -85,9 +85,9 @@ class RationaleSetMetrics:
         self.shared_tokenizer = shared_tokenizer
         # The judge measures the rationale set, so it is one per set: its seed is fixed, not the run's (the LAS
         # simulator, which measures a student, follows the run's seed).
-        self.judge_cfg = replace(cfg, simulator=replace(cfg.simulator, seed=JUDGE_SEED))
+        self.judge = replace(cfg.simulator, seed=JUDGE_SEED)
         # As JSON gives it back, so that a stored judge config compares equal to this one.
-        self.judge_config = json.loads(json.dumps({"simulator": asdict(self.judge_cfg.simulator),
+        self.judge_config = json.loads(json.dumps({"simulator": asdict(self.judge),
                                                    "tokenizer": shared_tokenizer}))  # fmt: skip
         self.version = {"scd": TEACHER_METRICS_VERSION, type(task).__name__: task.teacher_metrics_version}
 
@@ -118,7 +118,8 @@ class RationaleSetMetrics:
             metrics["teacher/fluency"] = fluency(model, tokenizer, pairs, batch_size=self.cfg.teacher.batch_size)
         else:
             # Recorded as not measured (n/a), not left out: a metric that vanishes reads as if it was never asked.
-            log.warning("teacher/fluency not measured: every test rationale is empty (decoding %s)", self.cfg.decoding.name)
+            log.warning("teacher/fluency not measured: every test rationale is empty (decoding %s)",
+                        ", ".join(sorted({r.decoding for r in test})))
             metrics["teacher/fluency"] = float("nan")
         metrics.update(self.task.teacher_metrics(store))
         return metrics
@@ -126,7 +127,8 @@ class RationaleSetMetrics:
     def with_judge(self, store: Path) -> dict[str, float]:
         """Supports-answer, judged by a simulator trained to read which answer each rationale argues for."""
         train, train_cf = read_split(store, "train"), read_split(store, "train_counterfactual")
-        judge, tokenizer = fit_simulator(self.judge_cfg, teacher_simulator_rows(train + train_cf), self.shared_tokenizer)
+        judge, tokenizer = fit_simulator(self.judge, self.cfg.trainer, teacher_simulator_rows(train + train_cf),
+                                         self.shared_tokenizer)  # fmt: skip
         test = read_split(store, "test")
         score = supports_answer_with_simulator(judge, tokenizer, test, batch_size=self.cfg.simulator.batch_size)
         return {"teacher/supports_answer": score}

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 from hydra.utils import get_class
 from pytorch_lightning.callbacks import ModelCheckpoint, ProgressBar
 
-from scd.config import instantiate_component
+from scd.components import instantiate_component
 
 CHECKPOINT_DIR = "checkpoints"
 

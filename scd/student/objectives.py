@@ -1,7 +1,7 @@
 """Training objectives: the rows each question gives the student, and the loss the student trains on.
 
-``conf/training/<name>.yaml`` names its objective's class with ``_target_``; ``scd.config.validate`` builds it, so its
-checks run at start, and the Python API builds the same class. An objective owns its loss: ``loss(model, batch)``
+``conf/training/<name>.yaml`` names its objective's class with ``_target_``; ``scd.components.build_components``
+builds it, so its checks run at start, and the Python API builds the same class. An objective owns its loss: ``loss(model, batch)``
 is what a train batch optimizes, and ``terms(model, batch)`` the named terms it sums, each a ``RowLosses`` (per row, a
 loss total and the count it is a mean over), which dev accumulates over all its batches (``val/<term>_loss``, and
 ``val/loss``, the objective being trained). By default the terms are the row kinds: each row carries its kind's
@@ -98,7 +98,7 @@ class Objective:
     # is ``val/<selection_term>_loss``. Not the whole loss: with counterfactual rows its counterfactual part drifts
     # up while the rationale loss still falls, so it picked early checkpoints.
     selection_term: str = "factual"
-    # The rationale files ``groups`` reads: the decoding must make them (scd.config.validate checks it at start).
+    # The rationale files ``groups`` reads: the decoding must make them (scd.components checks it at start).
     rationale_splits: tuple[str, ...] = ("train", "dev")
 
     def __init__(self, mode: str, tags: TagMode = "distinct") -> None:

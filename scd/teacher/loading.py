@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from scd.config import Config, TeacherConfig
+from scd.config import TeacherConfig
 from scd.data.example import Example
 from scd.models import load_model, load_tokenizer
 from scd.teacher.prompt import Demonstration, PromptTemplate, pick_demonstrations
@@ -25,9 +25,8 @@ def teacher_prompt(t: TeacherConfig) -> PromptTemplate:
     return PromptTemplate(t.template, t.separator, t.instruction)
 
 
-def load_teacher_model(cfg: Config, teacher_dir: str | None) -> Teacher:
+def load_teacher_model(t: TeacherConfig, teacher_dir: str | None) -> Teacher:
     """The frozen teacher and its tokenizer: a checkpoint, a random init, or the directory of a teacher the task trained."""
-    t = cfg.teacher
     source = teacher_dir or t.name_or_path
     tokenizer = load_tokenizer(t.tokenizer or source, trust_remote_code=t.trust_remote_code)
     model = load_model(

@@ -65,13 +65,15 @@ def component_settings(value: Any) -> Any:
     return value
 
 
-def teacher_key(cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None = None) -> str:
+def teacher_key(
+    cfg: Config, strategy: DecodingStrategy, splits: dict[str, list[Example]], teacher_dir: str | None = None
+) -> str:
     """The rationale cache key: the data's content, the seed that picks demonstrations and perturbed answers, and the
     teacher, prompt and decoding settings. A teacher trained in code (``teacher_dir``, named by its own content hash)
     enters by name, so retraining it under the same config does not reuse the old teacher's rationales."""
     teacher = {k: v for k, v in asdict(cfg.teacher).items() if k not in SPEED_ONLY["teacher"]}
     loop = {k: v for k, v in asdict(cfg.decoding_loop).items() if k not in SPEED_ONLY["decoding_loop"]}
-    decoding = {"strategy": component_settings(cfg.decoding), "loop": loop}
+    decoding = {"strategy": component_settings(strategy), "loop": loop}
     trained = Path(teacher_dir).name if teacher_dir else None
     data = {"digest": data_digest(splits), "seed": cfg.dataset.seed}
     # The splits enter too: a store written before a split was added lacks its file.
@@ -116,32 +118,34 @@ def check_prompts(
 
 
 def load_teacher_module(
-    cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None, strategy: DecodingStrategy
+    cfg: Config, splits: dict[str, list[Example]], teacher_dir: str | None, strategy: DecodingStrategy, name: str
 ) -> tuple[str, TeacherModule]:
-    """The prompt prefix (instruction and demonstrations) and the teacher module that decodes after it."""
+    """The prompt prefix (instruction and demonstrations) and the teacher module that decodes after it with
+    ``strategy``; its records carry ``name``, the configured decoding's."""
     t = cfg.teacher
-    model, tokenizer = load_teacher_model(cfg, teacher_dir)
+    model, tokenizer = load_teacher_model(t, teacher_dir)
     prompt = teacher_prompt(t)
     prefix = prompt.prefix(demonstrations(t, splits["train"], cfg.dataset.seed))
     # Decided here, before decoding: the path this model can take (a log line where it is not the configured one).
     settings = settings_for_model(model, decoding_settings(cfg.decoding_loop, t))
-    return prefix, TeacherModule(model, tokenizer, prompt, prefix, cfg.decoding.name, strategy, settings,
+    return prefix, TeacherModule(model, tokenizer, prompt, prefix, name, strategy, settings,
                                  placed=t.device_map is not None)
 
 
 def run_teacher_stage(
-    cfg: Config, task: Task, splits: dict[str, list[Example]], run_dir: Path, measure: Measure | None = None,
+    cfg: Config, decoding: DecodingStrategy, task: Task, splits: dict[str, list[Example]], run_dir: Path,
+    measure: Measure | None = None,
 ) -> Path:
-    """Generate (or reuse) the rationales of ``task``'s ``splits`` with the strategy ``cfg.decoding`` and copy them to
-    ``run_dir/rationales``; returns that directory.
+    """Generate (or reuse) the rationales of ``task``'s ``splits`` with the strategy ``decoding`` (the run's, built
+    from the ``decoding`` group) and copy them to ``run_dir/rationales``; returns that directory.
 
     ``measure`` (on global rank 0) gives the metrics of the rationale set, stored under the entry's lock; the teacher
     it may ask for is the one that just generated, or is loaded then. With several ranks (``trainer.devices`` > 1),
     each decodes its share of the jobs; global rank 0 merges, measures and copies.
     """
     teacher_dir = task.trained_teacher()
-    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, splits, teacher_dir)
-    strategy = cfg.decoding.setup(task, splits)
+    store = Path(cfg.paths.cache_dir) / "rationales" / teacher_key(cfg, decoding, splits, teacher_dir)
+    strategy = decoding.setup(task, splits)
     jobs = strategy.select(build_jobs(splits, cfg.dataset.seed))
     rank_zero = rank_zero_only.rank == 0
     # A complete entry never changes again: reading it needs no lock (nor a writable cache).
@@ -162,7 +166,7 @@ def run_teacher_stage(
                 merge_shards(store, order, extra_files=[PROMPT_PREFIX_FILE])
 
             def teacher() -> Teacher:
-                return (module.model, module.tokenizer) if module else load_teacher_model(cfg, teacher_dir)
+                return (module.model, module.tokenizer) if module else load_teacher_model(cfg.teacher, teacher_dir)
 
             if measure:
                 log.info("Teacher: measuring the rationale set (a judge simulator trains on it unless %s holds its "
@@ -171,7 +175,7 @@ def run_teacher_stage(
             coverage = strategy.coverage(splits)
             if any(coverage.values()):
                 log.warning("decoding=%s: examples without a usable explanation (left out of train and dev, empty in "
-                            "test): %s", cfg.decoding.name, {k.rsplit("/", 1)[1]: int(v) for k, v in coverage.items()})
+                            "test): %s", decoding.name, {k.rsplit("/", 1)[1]: int(v) for k, v in coverage.items()})
             if coverage:
                 metrics = {**(metrics or {}), **coverage}
             publish(store, run_dir, metrics)
@@ -193,6 +197,8 @@ def generate(
              len(jobs), cfg.teacher.batch_size, store)  # fmt: skip
     if not pending:
         return None, None
+    # The records carry the configured strategy's name, also those that strategy.decoder decodes.
+    name = strategy.name
     if isinstance(strategy, WrittenRationales):
         written = [job for job in pending if strategy.writes(job)]
         if written:
@@ -202,7 +208,7 @@ def generate(
             return None, None
         # The jobs the source keeps but does not write (decoding=human's perturbed answers) are decoded.
         strategy = strategy.decoder
-    prefix, module = load_teacher_module(cfg, splits, teacher_dir, strategy)
+    prefix, module = load_teacher_module(cfg, splits, teacher_dir, strategy, name)
     atomic_write_text(store / PROMPT_PREFIX_FILE, prefix)
     context = cfg.teacher.max_context or getattr(module.model.config, "max_position_embeddings", None)
     check_prompts(module, pending, context, cfg.teacher.max_prompt_tokens)
@@ -230,7 +236,7 @@ def write_rationales_of(strategy: WrittenRationales, cfg: Config, splits: dict[s
     for job in jobs:
         ex = job.example
         record = RationaleRecord(ex.id, ex.question, list(ex.choices), ex.answer, job.perturbed_answer,
-                                 job.rationale_for, strategy.rationale(job), cfg.decoding.name, dict(ex.meta))  # fmt: skip
+                                 job.rationale_for, strategy.rationale(job), strategy.name, dict(ex.meta))  # fmt: skip
         lines.append(json.dumps({"split": job.split, **record.to_dict()}) + "\n")
     # A shard of its own: the ranks' decoding shards append to theirs.
     atomic_write_text(store / "shard-rank-written.jsonl", "".join(lines))

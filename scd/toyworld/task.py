@@ -25,7 +25,7 @@ from scd.io import config_key, exclusive, publish_directory
 from scd.student import formatting
 from scd.task import Task
 from scd.teacher.loading import teacher_prompt
-from scd.teacher.strategies import WrittenRationales
+from scd.teacher.strategies import DecodingStrategy, WrittenRationales
 from scd.toyworld.checker import judge
 from scd.toyworld.comparison import label_tables
 from scd.toyworld.corpus import CorpusConfig
@@ -88,9 +88,9 @@ class ToyWorldTask(Task):
     figures: ClassVar[tuple[str, ...]] = ("scd.toyworld.figures.cue_agrees_vs_opposes",)
     teacher_metrics_version: ClassVar[int] = 1
 
-    def __init__(self, config: Config, world: dict[str, Any] | None = None,
-                 gold_ceiling_accuracy: float | None = None) -> None:  # fmt: skip
-        super().__init__(config)
+    def __init__(self, config: Config, world: dict[str, Any] | None = None, gold_ceiling_accuracy: float | None = None,
+                 *, decoding: DecodingStrategy | None = None) -> None:  # fmt: skip
+        super().__init__(config, decoding=decoding)
         self.world_config = settings(WorldConfig, world, "dataset.task.world")
         self.gold_ceiling_accuracy = gold_ceiling_accuracy
 
@@ -128,7 +128,7 @@ class ToyWorldTask(Task):
     def _decodes_with_teacher(self) -> bool:
         """Whether the run's rationales or answers come from the teacher. Where none do (``decoding=gold``), a teacher
         that fails its probe only warns: it serves the fluency metric alone."""
-        strategy = self.config.decoding
+        strategy = self.decoding
         written = isinstance(strategy, WrittenRationales) and strategy.decoder is None
         return not written or self.config.student.in_context is not None
 

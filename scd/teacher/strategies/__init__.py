@@ -1,7 +1,8 @@
 """Decoding strategies: what each rationale is contrasted with, and how the branches' log-probabilities combine.
 
 ``conf/decoding/<name>.yaml`` names its strategy with ``_target_``; every other key is an argument of the class, which
-``scd.config.validate`` builds once, so a key the class does not take is refused there by its signature. A strategy
+``scd.components.build_components`` builds once at the start of a run, so a key the class does not take is refused
+there by its signature. A strategy
 owns four things:
 
 - ``contrasts(job)``: what each prompt decoded beside the gold prompt gives (``Contrast``: a choice index, a text of

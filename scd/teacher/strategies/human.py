@@ -9,8 +9,8 @@ these examples for the run's metrics.
 
 Data sets explain only gold answers. The counterfactual splits (rationales for perturbed answers) are therefore
 decoded by the teacher with ``counterfactual``, a decoding strategy given in config, or are left empty when it is
-None. ``training=counterfactual`` needs them, so it is refused without one (``scd.config.validate`` compares
-``rationale_splits`` with the splits the objective reads), and the evaluate stage then skips counterfactual
+None. ``training=counterfactual`` needs them, so it is refused without one (``scd.components.build_components``
+compares ``rationale_splits`` with the splits the objective reads), and the evaluate stage then skips counterfactual
 consistency.
 """
 
