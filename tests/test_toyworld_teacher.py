@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from scd.toyworld import teacher
@@ -101,3 +102,23 @@ def test_untrained_teacher_fails_the_probe(tmp_path):
 def test_bad_teacher_config_names_the_field(field, value):
     with pytest.raises(TeacherConfigError, match=field):
         TeacherConfig(**{field: value})
+
+
+def test_the_teacher_is_the_same_whatever_the_runs_thread_count(tmp_path):
+    """The build trains on BUILD_THREADS threads: a run on one thread and a run on two get the same weights (before,
+    the order of the two-threaded reductions gave another teacher)."""
+    config = TeacherConfig(n_layers=2, d_model=128, n_heads=4, block_size=128, batch_size=8, max_steps=20,
+                           warmup_steps=5, probe_size=4, probe_threshold=0.0)  # fmt: skip
+    weights = []
+    previous = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            path = ensure_teacher(TINY_WORLD, CorpusConfig(), config, TOYWORLD_PROMPT, tmp_path / str(threads),
+                                  progress=False)  # fmt: skip
+            assert torch.get_num_threads() == threads  # the run's own setting is put back
+            weights.append((path / "model.safetensors").read_bytes())
+    finally:
+        torch.set_num_threads(previous)
+    assert teacher_report(path)["build_threads"] == teacher.BUILD_THREADS
+    assert weights[0] == weights[1]
