@@ -10,6 +10,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+
+# What the cache keeps of a training (a ToyWorld teacher, a judge's score) trains on this many CPU threads whatever the
+# run's `threads`: the order of a multi-threaded reduction changes float sums, and training amplifies that into
+# another model (one and two threads gave different teacher weights after 50 steps).
+CACHED_TRAINING_THREADS = 1
 
 Arch = Literal["causal", "seq2seq"]
 ARCHS: tuple[Arch, ...] = ("seq2seq", "causal")
@@ -167,3 +174,14 @@ def inference_device(accelerator: str) -> torch.device:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``n`` inside the block, and put back after it."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

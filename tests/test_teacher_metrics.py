@@ -13,8 +13,10 @@ import pytest
 import torch
 
 import scd.io
+import scd.evaluation.teacher_metrics as teacher_metrics
 import scd.teacher.stage as stage
 from scd.evaluation.teacher_metrics import TEACHER_METRICS_VERSION, RationaleSetMetrics
+from scd.models import CACHED_TRAINING_THREADS, load_tokenizer
 from scd.task import build_task
 from scd.teacher.stage import run_teacher_stage
 from scd.teacher.store import TEACHER_METRICS_FILE, is_complete
@@ -112,3 +114,33 @@ def test_a_read_only_cache_gives_the_metrics_it_lacks_without_storing_them(smoke
     assert sorted(path.name for path in store.iterdir()) == files
     metrics = json.loads((published / TEACHER_METRICS_FILE).read_text())
     assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}
+
+
+def test_a_judge_is_keyed_by_its_tokenizers_vocabulary_and_trains_on_the_cached_training_threads(smoke, tmp_path,
+                                                                                                monkeypatch):  # fmt: skip
+    """A cache copied elsewhere keeps its judges (the key once held the tokenizer's path); another vocabulary is
+    another judge; the judge trains on CACHED_TRAINING_THREADS whatever the run's threads."""
+    cfg, task, splits = smoke
+    tokenizer = load_tokenizer("byt5")
+    for name in ("a", "b"):
+        tokenizer.save_pretrained(tmp_path / name)
+    tokenizer.add_tokens(["[extra]"])
+    tokenizer.save_pretrained(tmp_path / "c")
+    key_a, key_b, key_c = (RationaleSetMetrics(cfg, task, str(tmp_path / name)).judge_config for name in "abc")
+    assert key_a == key_b != key_c
+    seen = []
+    monkeypatch.setattr(teacher_metrics, "fit_simulator", lambda *args: seen.append(torch.get_num_threads()) or 1 / 0)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(ZeroDivisionError):
+            RationaleSetMetrics(cfg, task, None).with_judge(_a_stored_rationale_set(cfg, task, splits, tmp_path))
+        assert seen == [CACHED_TRAINING_THREADS] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _a_stored_rationale_set(cfg, task, splits, tmp_path: Path) -> Path:
+    run_teacher_stage(cfg, task.decoding, task, splits, tmp_path / "run")
+    (store,) = (tmp_path / "cache" / "rationales").iterdir()
+    return store

@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from scd.models import CACHED_TRAINING_THREADS
 from scd.toyworld import teacher
 from scd.toyworld.checker import judge
 from scd.toyworld.corpus import CorpusConfig
@@ -105,7 +106,7 @@ def test_bad_teacher_config_names_the_field(field, value):
 
 
 def test_the_teacher_is_the_same_whatever_the_runs_thread_count(tmp_path):
-    """The build trains on BUILD_THREADS threads: a run on one thread and a run on two get the same weights (before,
+    """The build trains on CACHED_TRAINING_THREADS threads: a run on one thread and a run on two get the same weights (before,
     the order of the two-threaded reductions gave another teacher)."""
     config = TeacherConfig(n_layers=2, d_model=128, n_heads=4, block_size=128, batch_size=8, max_steps=20,
                            warmup_steps=5, probe_size=4, probe_threshold=0.0)  # fmt: skip
@@ -120,5 +121,5 @@ def test_the_teacher_is_the_same_whatever_the_runs_thread_count(tmp_path):
             weights.append((path / "model.safetensors").read_bytes())
     finally:
         torch.set_num_threads(previous)
-    assert teacher_report(path)["build_threads"] == teacher.BUILD_THREADS
+    assert teacher_report(path)["build_threads"] == CACHED_TRAINING_THREADS
     assert weights[0] == weights[1]

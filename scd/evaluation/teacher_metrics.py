@@ -33,7 +33,7 @@ from scd.evaluation.simulator import fit_simulator
 from scd.evaluation.teacher_quality import fluency, supports_answer_with_simulator, teacher_simulator_rows, text_metrics
 from scd.io import atomic_write_text, can_write, config_key, exclusive
 from scd.data.records import read_split
-from scd.models import inference_device
+from scd.models import CACHED_TRAINING_THREADS, inference_device, load_tokenizer, torch_threads
 from scd.task import Task
 from scd.teacher.store import PROMPT_PREFIX_FILE, TEACHER_METRICS_FILE
 from scd.teacher.loading import Teacher, teacher_prompt
@@ -45,6 +45,14 @@ TEACHER_METRICS_VERSION = 1
 JUDGE_SEED = 0
 # What a missing or damaged metrics file counts as written by: no version, so it is measured again.
 _UNREADABLE = object()
+
+
+def vocabulary_key(tokenizer: str | None) -> str | None:
+    """A tokenizer's identity by its vocabulary (ids in order), wherever its files are."""
+    if tokenizer is None:
+        return None
+    vocab = load_tokenizer(tokenizer).get_vocab()
+    return config_key(sorted(vocab, key=vocab.get))
 
 
 def stored(path: Path, compute: Callable[[], dict[str, Any]], version: Any = None) -> dict[str, Any]:
@@ -86,9 +94,11 @@ class RationaleSetMetrics:
         # The judge measures the rationale set, so it is one per set: its seed is fixed, not the run's (the LAS
         # simulator, which measures a student, follows the run's seed).
         self.judge = replace(cfg.simulator, seed=JUDGE_SEED)
-        # As JSON gives it back, so that a stored judge config compares equal to this one.
+        # As JSON gives it back, so that a stored judge config compares equal to this one. The tokenizer by its
+        # vocabulary, not its path: a cache copied or moved elsewhere keeps its judges.
         self.judge_config = json.loads(json.dumps({"simulator": asdict(self.judge),
-                                                   "tokenizer": shared_tokenizer}))  # fmt: skip
+                                                   "tokenizer": vocabulary_key(shared_tokenizer),
+                                                   "threads": CACHED_TRAINING_THREADS}))  # fmt: skip
         self.version = {"scd": TEACHER_METRICS_VERSION, type(task).__name__: task.teacher_metrics_version}
 
     def __call__(self, store: Path, teacher: Callable[[], Teacher]) -> dict[str, float]:
@@ -127,8 +137,9 @@ class RationaleSetMetrics:
     def with_judge(self, store: Path) -> dict[str, float]:
         """Supports-answer, judged by a simulator trained to read which answer each rationale argues for."""
         train, train_cf = read_split(store, "train"), read_split(store, "train_counterfactual")
-        judge, tokenizer = fit_simulator(self.judge, self.cfg.trainer, teacher_simulator_rows(train + train_cf),
-                                         self.shared_tokenizer)  # fmt: skip
+        with torch_threads(CACHED_TRAINING_THREADS):
+            judge, tokenizer = fit_simulator(self.judge, self.cfg.trainer, teacher_simulator_rows(train + train_cf),
+                                             self.shared_tokenizer)  # fmt: skip
         test = read_split(store, "test")
         score = supports_answer_with_simulator(judge, tokenizer, test, batch_size=self.cfg.simulator.batch_size)
         return {"teacher/supports_answer": score}

@@ -26,7 +26,6 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_wsd_schedule
 
 from scd.data.example import Example
-from scd.models import load_model
+from scd.models import CACHED_TRAINING_THREADS, load_model, torch_threads
 from scd.io import config_key, lock_file
 from scd.loggers import AppendingCSVLogger
 from scd.student.callbacks import CHECKPOINT_DIR
@@ -50,10 +49,7 @@ from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import World, WorldConfig, load_toyworld
 
 CACHE_VERSION = 5  # bump when training or corpus code changes what a given configuration produces
-# The teacher trains on one CPU thread whatever the run's `threads`: the order of a multi-threaded reduction changes
-# the float sums, and 2,000 steps amplify that into another teacher (at 50 steps, one and two threads already gave
-# different weights). Cached teachers before version 5 were trained on whatever thread count the run had.
-BUILD_THREADS = 1
+# Version 5: the teacher trains on CACHED_TRAINING_THREADS; before, on whatever thread count the run had.
 REPORT_FILE = "teacher.json"
 # A build's resumable checkpoint (in its partial directory) is refreshed this often, and at a SIGTERM.
 CHECKPOINT_EVERY_N_STEPS = 100
@@ -445,7 +441,7 @@ def build_teacher(path: Path, world_config: WorldConfig, corpus_config: CorpusCo
         # Nothing to resume from (a build stopped before its first checkpoint): start clean, its loss log too.
         shutil.rmtree(building, ignore_errors=True)
     building.mkdir(exist_ok=True)
-    with torch.random.fork_rng(devices=[]), torch_threads(BUILD_THREADS):
+    with torch.random.fork_rng(devices=[]), torch_threads(CACHED_TRAINING_THREADS):
         torch.manual_seed(teacher_config.seed)
         started = time.perf_counter()
         model = train_teacher(world, splits, corpus_config, teacher_config, prompt, tokenizer, building, progress,
@@ -462,24 +458,13 @@ def build_teacher(path: Path, world_config: WorldConfig, corpus_config: CorpusCo
         "teacher_config": asdict(teacher_config),
         "prompt": asdict(prompt),
         "train_seconds": round(train_seconds, 1),  # of the last build's process only, when it resumed another
-        "build_threads": BUILD_THREADS,
+        "build_threads": CACHED_TRAINING_THREADS,
         "probe": asdict(probe),
     }
     (building / REPORT_FILE).write_text(json.dumps(report, indent=2))
     os.replace(building, path)
     # The training state is needed no more once the teacher is in place.
     shutil.rmtree(path / CHECKPOINT_DIR, ignore_errors=True)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Torch's intra-op thread count set to ``n`` inside the block, and put back after it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def partial_dir(path: Path) -> Path:
