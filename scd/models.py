@@ -28,9 +28,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-# What the cache keeps of a training (a ToyWorld teacher, a judge's score) trains on this many CPU threads whatever the
-# run's `threads`: the order of a multi-threaded reduction changes float sums, and training amplifies that into
-# another model (one and two threads gave different teacher weights after 50 steps).
+# What the cache keeps of a training (a task's trained teacher, a judge's score) trains on this many CPU threads,
+# whatever the run's `threads`: the order of a multi-threaded reduction changes float sums, and training amplifies
+# that into another model (one and two threads gave different teacher weights after 50 steps).
 CACHED_TRAINING_THREADS = 1
 
 Arch = Literal["causal", "seq2seq"]
