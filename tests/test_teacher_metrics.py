@@ -116,8 +116,7 @@ def test_a_read_only_cache_gives_the_metrics_it_lacks_without_storing_them(smoke
     assert set(metrics) == {"teacher/fluency", "teacher/new_info", "teacher/vacuity", "teacher/supports_answer"}
 
 
-def test_a_judge_is_keyed_by_its_tokenizers_vocabulary_and_trains_on_the_cached_training_threads(smoke, tmp_path,
-                                                                                                monkeypatch):  # fmt: skip
+def test_a_judge_is_keyed_by_its_tokenizers_vocabulary_and_trains_on_fixed_threads(smoke, tmp_path, monkeypatch):
     """A cache copied elsewhere keeps its judges (the key once held the tokenizer's path); another vocabulary is
     another judge; the judge trains on CACHED_TRAINING_THREADS whatever the run's threads."""
     cfg, task, splits = smoke

@@ -106,8 +106,8 @@ def test_bad_teacher_config_names_the_field(field, value):
 
 
 def test_the_teacher_is_the_same_whatever_the_runs_thread_count(tmp_path):
-    """The build trains on CACHED_TRAINING_THREADS threads: a run on one thread and a run on two get the same weights (before,
-    the order of the two-threaded reductions gave another teacher)."""
+    """The build trains on CACHED_TRAINING_THREADS threads: a run on one thread and a run on two get the same weights
+    (before, the order of the two-threaded reductions gave another teacher)."""
     config = TeacherConfig(n_layers=2, d_model=128, n_heads=4, block_size=128, batch_size=8, max_steps=20,
                            warmup_steps=5, probe_size=4, probe_threshold=0.0)  # fmt: skip
     weights = []
