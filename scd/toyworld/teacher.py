@@ -416,7 +416,7 @@ def ensure_teacher(
         with lock_file(cache_dir / f".{path.name}.lock"):
             if not (path / REPORT_FILE).exists():
                 log.info("ToyWorld teacher: training on first use into %s: %d steps of %d windows, %d layers of "
-                         "d_model %d (the run.py default, 2000 steps of 8 x 128, took 128 s on 2 idle cores; "
+                         "d_model %d (the run.py default, 2000 steps of 8 x 128, took 155 s on one idle core; "
                          "several times that on a busy machine)", path, teacher_config.max_steps,
                          teacher_config.batch_size, teacher_config.n_layers, teacher_config.d_model)  # fmt: skip
                 build_teacher(path, world_config, corpus_config, teacher_config, prompt, progress)
