@@ -189,20 +189,21 @@ class Statistic:
 
 @dataclass
 class Mean(Statistic):
-    """The mean of a per-item column (or of ``column == equals``), over the items where it is defined (and where the
-    ``where`` column is 1, or 0 for ``where: "!name"``)."""
+    """The mean of a per-item column (or of ``column == equals``), over the items where it is defined and where each
+    ``where`` condition holds: a column that is 1, or 0 for ``"!name"``; a list of them must all hold."""
 
     column: str
     equals: Any = None
-    where: str | None = None
+    where: str | Sequence[str] | None = None
 
     def parts(self, rows: Sequence[Sequence[Mapping[str, Any]]]) -> Parts:
+        conditions = [self.where] if isinstance(self.where, str) else list(self.where or [])
         numerators, denominators = [], []
         for seed_rows in rows:
             values = _column(seed_rows, self.column, self.equals)
             keep = ~np.isnan(values)
-            if self.where:
-                name, wanted = (self.where[1:], 0.0) if self.where.startswith("!") else (self.where, 1.0)
+            for condition in conditions:
+                name, wanted = (condition[1:], 0.0) if condition.startswith("!") else (condition, 1.0)
                 keep &= _column(seed_rows, name) == wanted
             numerators.append(np.where(keep, values, 0.0))
             denominators.append(keep.astype(float))
@@ -247,7 +248,11 @@ def build_metric(name: str, definitions: Mapping[str, Any]) -> Statistic:
         definition = definitions[name]
         if not isinstance(definition, Mapping) or "mean" not in definition or set(definition) - {"mean", "equals", "where"}:
             raise CompareError(f"metrics.{name}: give `mean: <column>`, and optionally `equals:` and `where:`")
-        return Mean(str(definition["mean"]), definition.get("equals"), definition.get("where"))
+        where = definition.get("where")
+        if where is not None and not (isinstance(where, str) or (isinstance(where, Sequence) and where
+                                                                 and all(isinstance(w, str) for w in where))):
+            raise CompareError(f"metrics.{name}.where: give a column name, \"!name\", or a list of them; got {where!r}")
+        return Mean(str(definition["mean"]), definition.get("equals"), where)
     if name == "las":
         return LAS()
     return Mean(name)

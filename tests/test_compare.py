@@ -149,6 +149,12 @@ def test_mean_with_where_and_equals():
     assert Mean("label", equals="supporting").weighted([rows], ones)[0, 0] == pytest.approx(2 / 3)
     assert Mean("label", equals="supporting", where="cue_opposes").weighted([rows], ones)[0, 0] == 1.0
     assert Mean("label", equals="supporting", where="!cue_opposes").weighted([rows], ones)[0, 0] == 0.0
+    both = [{"id": "4", "label": "generic", "cue_opposes": 1, "mc": 0},
+            {"id": "5", "label": "supporting", "cue_opposes": 1, "mc": 1}]
+    assert Mean("label", equals="supporting", where=["cue_opposes", "!mc"]).weighted([both], np.ones((1, 2)))[0, 0] == 0.0
+    with pytest.raises(CompareError, match=r"metrics.m.where: give a column name, \"!name\", or a list of them; got 3"):
+        compare(cell_jobs(np.random.default_rng(4), effect_a=0.0, seeds=2),
+                {"metrics": {"m": {"mean": "correct", "where": 3}}, **one_claim(metric="m")}, Settings())
 
 
 def test_a_metric_restricted_by_where_is_compared_on_its_items_alone():
