@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # usage: runs.sh <label> <checkout> [output root, default /tmp/h29]: the acceptance runs of issue 29 with one code
-# version, each on a fresh cache, one at a time on one thread: the smoke run (contrast_wrong), the smoke run with arm=icl_teacher, and a short ToyWorld run
-# (a 50-step teacher trained in code, 100 student steps, 40 examples per split).
+# version, each on a fresh cache, one at a time on one thread: the smoke run (contrast_wrong), the smoke run with
+# arm=icl_teacher, and a short ToyWorld run (a 50-step teacher trained in code, 100 student steps, 40 examples per split).
 label=$1 src=$2 root=${3:-/tmp/h29}
 out=$root/$label
 rm -rf $out; mkdir -p $out
