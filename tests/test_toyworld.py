@@ -18,7 +18,7 @@ from scd.toyworld.corpus import WRONG, CorpusConfig, CorpusConfigError, build_co
 from scd.toyworld.gold import gold_rationale
 from scd.toyworld.tokenizer import build_tokenizer
 from scd.toyworld.world import WorldConfig, WorldConfigError, load_toyworld
-from tests.conftest import TOYWORLD_PROMPT
+from tests.conftest import TOYWORLD_PROMPT, compose_config
 
 
 @pytest.fixture(scope="module")
@@ -402,19 +402,24 @@ def test_the_icl_teacher_is_shown_a_multiple_choice_questions_choices():
     assert query.endswith("A : the answer is") and f"choices : {' | '.join(mc.choices)}" in query
 
 
-# The digest of the default world's questions, as registered in experiments/toyworld/PREREGISTRATION-v3.1.md (commit
-# 7f50bdc). A change to the generator or to conf/dataset/toyworld.yaml that alters them needs a new registration.
-REGISTERED_WORLD_SHA256 = "34ff0905259ed7cddf30da6ae2874cdfd9a2a085b3881f4c6c88b134d99b519e"
+# The digests of the registered worlds' questions: the default (v4: study S, PREREGISTRATION-v4-S.md, the v3.1 world
+# in rule-first order) and dataset=toyworld_v3_1 (PREREGISTRATION-v3.1.md, commit 7f50bdc). A change to the generator
+# or to conf/dataset/ that alters them needs a new registration.
+REGISTERED_WORLDS_SHA256 = {
+    "toyworld": "d3ca061550fe2d2e787ebd4bea178812d3f29562dbbe95d2691136535ffb213a",
+    "toyworld_v3_1": "34ff0905259ed7cddf30da6ae2874cdfd9a2a085b3881f4c6c88b134d99b519e",
+}
 
 
-def test_the_registered_default_world_is_unchanged() -> None:
-    conf = Path(__file__).resolve().parents[1] / "conf" / "dataset" / "toyworld.yaml"
-    _, splits = load_toyworld(WorldConfig(**OmegaConf.to_container(OmegaConf.load(conf).task.world)))
+@pytest.mark.parametrize("dataset", sorted(REGISTERED_WORLDS_SHA256))
+def test_the_registered_worlds_are_unchanged(dataset: str, tmp_path: Path) -> None:
+    world = compose_config([f"dataset={dataset}"], tmp_path, tmp_path).dataset.task.world
+    _, splits = load_toyworld(WorldConfig(**OmegaConf.to_container(world)))
     digest = hashlib.sha256()
     for split in ("train", "dev", "test"):
         for ex in splits[split]:
             digest.update(json.dumps([split, ex.question, ex.choices, ex.answer, ex.rationale]).encode())
-    assert digest.hexdigest() == REGISTERED_WORLD_SHA256, (
-        "the default ToyWorld's questions differ from the registered world's: register the new world "
+    assert digest.hexdigest() == REGISTERED_WORLDS_SHA256[dataset], (
+        f"dataset={dataset}: its questions differ from the registered world's: register the new world "
         "(experiments/toyworld/) before reporting comparisons in it"
     )
