@@ -10,6 +10,7 @@ import json
 import os
 import random
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -198,3 +199,26 @@ def test_the_report_warns_when_the_runs_of_a_sweep_ran_from_different_commits(tm
     status_path.write_text(json.dumps(status))
     table = write_report(sweep)
     assert f"runs of this report ran with different git_commit ('0123abc': 1; {commit!r}: 0)" in table
+
+
+@pytest.mark.slow
+def test_collected_job_records_copied_into_a_new_sweep_directory_are_kept_by_a_rerun(tmp_path):
+    """experiments/toyworld/collect_study.sh copies what a study commits; copied back on a machine without the sweep,
+    a rerun keeps those jobs instead of computing them again (how a study continues elsewhere)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(ROOT / "run.py"), "-m", "experiment=smoke", "threads=1", "trainer.max_steps=4",
+               "decoding=greedy,contrast_wrong", f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
+    subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'study' / 'main'}"], cwd=tmp_path, env=env,
+                   capture_output=True, check=True)  # fmt: skip
+    collect = subprocess.run(["bash", str(ROOT / "experiments" / "toyworld" / "collect_study.sh"),
+                              str(tmp_path / "study"), str(tmp_path / "records")], capture_output=True, text=True)
+    assert collect.returncode == 0 and "2 job records copied" in collect.stdout, collect.stderr
+    assert sorted(p.name for p in (tmp_path / "records" / "main" / "0").rglob("*") if p.is_file()) == [
+        "config.yaml", "hydra.yaml", "items.jsonl.gz", "items.jsonl.gz", "metrics.json", "overrides.yaml",
+        "run_config.json", "status.json"]
+    shutil.copytree(tmp_path / "records" / "main", tmp_path / "elsewhere" / "main")
+    rerun = subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'elsewhere' / 'main'}"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)  # fmt: skip
+    assert rerun.returncode == 0, rerun.stderr
+    assert "all 2 jobs completed (2 kept, 0 resumed, 0 new)" in rerun.stdout
+    assert not (tmp_path / "elsewhere" / "main" / "0" / "student").exists()  # nothing was trained again
