@@ -5,6 +5,11 @@
 # records let a rerun of the study keep those jobs on a machine without the original sweep (nothing recomputed).
 # Usage: experiments/toyworld/collect_study.sh <study dir, e.g. multirun/v4S> <results dir>/jobs
 set -euo pipefail
+if [ $# -ne 2 ] || [ ! -d "$1" ]; then
+    echo "collect_study.sh: error: usage: collect_study.sh <study dir holding sweep dirs> <results dir>/jobs" \
+         "(got: $*)" >&2
+    exit 2
+fi
 study=$1 dest=$2
 copied=0
 for job in "$study"/*/[0-9]*; do
