@@ -223,5 +223,6 @@ def test_collected_job_records_copied_into_a_new_sweep_directory_are_kept_by_a_r
     assert "all 2 jobs completed (2 kept, 0 resumed, 0 new)" in rerun.stdout
     missing = subprocess.run(["bash", str(ROOT / "experiments" / "toyworld" / "collect_study.sh"),
                               str(tmp_path / "no-such-study"), str(tmp_path / "x")], capture_output=True, text=True)
-    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "collect_study.sh: error: usage" in missing.stderr
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "collect_study.sh: error: usage" in missing.stderr
     assert not (tmp_path / "elsewhere" / "main" / "0" / "student").exists()  # nothing was trained again
