@@ -119,8 +119,20 @@ def read_sweep(sweep_dir: Path, items_dir: str = "predictions") -> list[Job]:
     return [read_job(d, items_dir) for d in job_dirs]
 
 
-def cell_label(selector: Mapping[str, Any]) -> str:
-    return " ".join(f"{key}={value}" for key, value in selector.items())
+def cell_label(selector: Mapping[str, Any], omit: Mapping[str, Any] | None = None) -> str:
+    """``key=value`` pairs; those equal in ``omit`` (a spec's common ``cells``, said once per report) are left out."""
+    omit = omit or {}
+    return " ".join(f"{key}={value}" for key, value in selector.items() if key not in omit or omit[key] != value)
+
+
+def common_cells_line(common: Mapping[str, Any]) -> str:
+    """The sentence a report says once instead of repeating the spec's common ``cells`` in every row."""
+    return f"Every cell also sets {cell_label(common)}." if common else ""
+
+
+def _short(label: str, common: Mapping[str, Any]) -> str:
+    selector = dict(part.split("=", 1) for part in label.split(" ") if part)
+    return cell_label(selector, {key: str(value) for key, value in common.items()}) or "(the common cell)"
 
 
 def spec_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -576,12 +588,15 @@ def _claim_text(r: ClaimResult) -> str:
     return f"> -{r.margin:g} (non-inferior)" if r.claim == "non-inferior" else r.claim
 
 
-def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[str]) -> str:
+def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[str],
+             common: Mapping[str, Any] | None = None) -> str:
+    common = common or {}
     adjusted = "Holm within each hypothesis" if settings.multiplicity == "holm" else "none (unadjusted p-values)"
     lines = [f"Paired differences A − B over shared seeds and items. 95% interval: seeds and item clusters as crossed "
              f"random factors, variance from bootstraps over each ({settings.resamples} resamples, an RNG per claim), "
              f"t with Satterthwaite's degrees of freedom; the seed-level t-interval beside it. "
-             f"Multiplicity: {adjusted}; a claim holds when its adjusted one-sided p < {settings.alpha / 2:g}.", ""]
+             f"Multiplicity: {adjusted}; a claim holds when its adjusted one-sided p < {settings.alpha / 2:g}. "
+             f"{common_cells_line(common)}".rstrip(), ""]
     lines += [f"**Warning:** {warning}" for warning in warnings] + ([""] if warnings else [])
     for name, entry in report.items():
         lines += [f"### {name}: {entry['statement']} — **{entry['verdict']}**", "",
@@ -590,20 +605,21 @@ def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[s
         for r in entry["claims"]:
             t = f"[{_number(r.t_low)}, {_number(r.t_high)}]" if r.t_low is not None else (
                 "n/a (one seed)" if len(r.seeds) == 1 else "n/a")
-            lines.append(f"| {r.a} | {r.b} | {r.metric} | {_claim_text(r)} | {_number(r.estimate)} | "
+            lines.append(f"| {_short(r.a, common)} | {_short(r.b, common)} | {r.metric} | {_claim_text(r)} | {_number(r.estimate)} | "
                          f"[{_number(r.ci_low)}, {_number(r.ci_high)}] ({r.df:.0f}) | {t} | {len(r.seeds)} | "
                          f"{r.n_items} ({r.n_clusters}) | {_number(r.p_for_adjusted, '')} / {_number(r.p_against_adjusted, '')} | "
                          f"{r.verdict} |")  # fmt: skip
         lines += [f"| (not run: {text}) |" + " |" * 10 for text in entry["not_run"]]
         lines.append("")
-        lines += [power_line(r, settings.target_half_width) for r in entry["claims"]]
+        lines += [power_line(r, settings.target_half_width, common) for r in entry["claims"]]
         lines.append("")
     return "\n".join(lines)
 
 
-def power_line(r: ClaimResult, target: float | None) -> str:
+def power_line(r: ClaimResult, target: float | None, common: Mapping[str, Any] | None = None) -> str:
     """What the design could detect, and what a target half-width would need."""
-    line = (f"- power, {r.a} − {r.b}, {r.metric}: half-width {_number((r.ci_high - r.ci_low) / 2, '')}; smallest "
+    common = common or {}
+    line = (f"- power, {_short(r.a, common)} − {_short(r.b, common)}, {r.metric}: half-width {_number((r.ci_high - r.ci_low) / 2, '')}; smallest "
             f"effect detected with 80% power {_number(r.min_detectable_effect, '')}")
     if target and not r.se > 0:
         line += "; no variance measured, nothing to plan from"
@@ -653,7 +669,7 @@ def run_comparison(sweep_dir: Path, spec_path: Path, out: Path | None = None, **
     jobs = read_sweep(sweep_dir, settings.items)
     report = compare(jobs, spec, settings)
     warnings = provenance_warnings(jobs, report)
-    sections = [markdown(report, settings, warnings)]
+    sections = [markdown(report, settings, warnings, spec.get("cells"))]
     tasks = {job.task for job in jobs}
     for task in sorted(tasks, key=lambda t: t.__name__):
         sections.append(task.comparison_tables([job for job in jobs if job.task is task], spec))

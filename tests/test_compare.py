@@ -259,6 +259,23 @@ def test_a_bad_spec_is_one_line(tmp_path):
     assert result.stderr == "scd: error: hypotheses.H.claims: claim '>= 0' is not one of > 0, < 0, non-inferior\n"
 
 
+def test_the_specs_common_cells_are_said_once_in_the_report_and_kept_whole_in_the_json(tmp_path):
+    jobs = cell_jobs(np.random.default_rng(4), effect_a=0.6, seeds=2)
+    for job in jobs:
+        job.choices["world"] = "w1"
+    write_sweep(tmp_path / "sweep", jobs)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"cells": {"world": "w1"}, **one_claim()}))
+    report = run_comparison(tmp_path / "sweep", spec, tmp_path / "out", resamples=200, target_half_width=0.05)
+    claim = report["hypotheses"]["H"]["claims"][0]
+    assert (claim["a"], claim["b"]) == ("world=w1 arm=a", "world=w1 arm=b")
+    text = (tmp_path / "out" / "hypotheses.md").read_text()
+    assert text.count("world=w1") == 1
+    assert "Every cell also sets world=w1." in text
+    assert "| arm=a | arm=b | correct | > 0 |" in text
+    assert "- power, arm=a − arm=b, correct: half-width" in text
+
+
 def test_run_comparison_is_recomputed_from_the_files_alone(tmp_path):
     jobs = cell_jobs(np.random.default_rng(8), effect_a=0.4, seeds=3)
     write_sweep(tmp_path / "sweep", jobs)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scd.compare import Job, cell_jobs, cell_label, spec_cells
+from scd.compare import Job, cell_jobs, cell_label, common_cells_line, spec_cells
 from scd.toyworld.checker import LABELS
 
 
@@ -22,7 +22,9 @@ def label_tables(jobs: Sequence[Job], spec: Mapping[str, Any]) -> str:
     students = any("student_label" in row for job in jobs for row in job.items[:1])
     who = ("teacher", "student") if students else ("teacher",)
     header = " | ".join(f"{w}: {label}" for w in who for label in LABELS)
+    common = spec.get("cells") or {}
     lines = ["### Checker labels of the test rationales per cell (shares, mean over seeds)", "",
+             *([common_cells_line(common), ""] if common else []),
              f"| cell | seeds | {header} | teacher entails gold |", "|" + " --- |" * (3 + len(who) * len(LABELS))]
     for selector in spec_cells(spec):
         found = list(cell_jobs(jobs, selector).values())
@@ -30,5 +32,5 @@ def label_tables(jobs: Sequence[Job], spec: Mapping[str, Any]) -> str:
             continue
         shares = [f"{_share(found, f'{w}_label', label):.3f}" for w in who for label in LABELS]
         entails = float(np.mean([np.mean([row.get("teacher_entails", 0) for row in job.items]) for job in found]))
-        lines.append(f"| {cell_label(selector)} | {len(found)} | " + " | ".join(shares) + f" | {entails:.3f} |")
+        lines.append(f"| {cell_label(selector, common)} | {len(found)} | " + " | ".join(shares) + f" | {entails:.3f} |")
     return "\n".join(lines + [""])
