@@ -294,11 +294,16 @@ def test_run_comparison_is_recomputed_from_the_files_alone(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_committed_study_T_verdicts_are_recomputed_from_its_committed_per_item_files(tmp_path):
-    results = ROOT / "experiments" / "results" / "toyworld_v4T"
-    committed = json.loads((results / "hypotheses.json").read_text())
+@pytest.mark.parametrize(("study", "spec", "analysis"), [
+    ("toyworld_v4T", "study-T.yaml", "."), ("toyworld_v4T", "study-T-yes-no.yaml", "yes_no_only"),
+    ("toyworld_v4S", "study-S.yaml", "."), ("toyworld_v4S", "study-S-yes-no.yaml", "yes_no_only"),
+    ("toyworld_v4S", "study-S-multiple-choice.yaml", "multiple_choice_only"),
+])
+def test_the_committed_v4_verdicts_are_recomputed_from_their_committed_per_item_files(tmp_path, study, spec, analysis):
+    results = ROOT / "experiments" / "results" / study
+    committed = json.loads((results / analysis / "hypotheses.json").read_text())
     settings = committed["settings"]
-    again = run_comparison(results / "jobs", ROOT / "experiments" / "toyworld" / "study-T.yaml", tmp_path,
+    again = run_comparison(results / "jobs", ROOT / "experiments" / "toyworld" / spec, tmp_path,
                            resamples=settings["resamples"], target_half_width=settings["target_half_width"])  # fmt: skip
     assert json.loads(json.dumps(again["hypotheses"], default=str)) == committed["hypotheses"]
 
