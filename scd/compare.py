@@ -119,20 +119,19 @@ def read_sweep(sweep_dir: Path, items_dir: str = "predictions") -> list[Job]:
     return [read_job(d, items_dir) for d in job_dirs]
 
 
-def cell_label(selector: Mapping[str, Any], omit: Mapping[str, Any] | None = None) -> str:
-    """``key=value`` pairs; those equal in ``omit`` (a spec's common ``cells``, said once per report) are left out."""
-    omit = omit or {}
-    return " ".join(f"{key}={value}" for key, value in selector.items() if key not in omit or omit[key] != value)
+def cell_label(selector: Mapping[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in selector.items())
 
 
-def common_cells_line(common: Mapping[str, Any]) -> str:
+def common_cells_line(common: Mapping[str, Any] | None) -> str:
     """The sentence a report says once instead of repeating the spec's common ``cells`` in every row."""
     return f"Every cell also sets {cell_label(common)}." if common else ""
 
 
-def _short(label: str, common: Mapping[str, Any]) -> str:
-    selector = dict(part.split("=", 1) for part in label.split(" ") if part)
-    return cell_label(selector, {key: str(value) for key, value in common.items()}) or "(the common cell)"
+def without_common(label: str, common: Mapping[str, Any] | None) -> str:
+    """A cell's label less the ``key=value`` pairs of the spec's common ``cells`` (said once per report)."""
+    shared = set(cell_label(common or {}).split(" "))
+    return " ".join(part for part in label.split(" ") if part not in shared) or "(the common cell)"
 
 
 def spec_cells(spec: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -590,7 +589,6 @@ def _claim_text(r: ClaimResult) -> str:
 
 def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[str],
              common: Mapping[str, Any] | None = None) -> str:
-    common = common or {}
     adjusted = "Holm within each hypothesis" if settings.multiplicity == "holm" else "none (unadjusted p-values)"
     lines = [f"Paired differences A − B over shared seeds and items. 95% interval: seeds and item clusters as crossed "
              f"random factors, variance from bootstraps over each ({settings.resamples} resamples, an RNG per claim), "
@@ -605,7 +603,8 @@ def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[s
         for r in entry["claims"]:
             t = f"[{_number(r.t_low)}, {_number(r.t_high)}]" if r.t_low is not None else (
                 "n/a (one seed)" if len(r.seeds) == 1 else "n/a")
-            lines.append(f"| {_short(r.a, common)} | {_short(r.b, common)} | {r.metric} | {_claim_text(r)} | {_number(r.estimate)} | "
+            lines.append(f"| {without_common(r.a, common)} | {without_common(r.b, common)} | {r.metric} | "
+                         f"{_claim_text(r)} | {_number(r.estimate)} | "
                          f"[{_number(r.ci_low)}, {_number(r.ci_high)}] ({r.df:.0f}) | {t} | {len(r.seeds)} | "
                          f"{r.n_items} ({r.n_clusters}) | {_number(r.p_for_adjusted, '')} / {_number(r.p_against_adjusted, '')} | "
                          f"{r.verdict} |")  # fmt: skip
@@ -618,9 +617,9 @@ def markdown(report: Mapping[str, Any], settings: Settings, warnings: Sequence[s
 
 def power_line(r: ClaimResult, target: float | None, common: Mapping[str, Any] | None = None) -> str:
     """What the design could detect, and what a target half-width would need."""
-    common = common or {}
-    line = (f"- power, {_short(r.a, common)} − {_short(r.b, common)}, {r.metric}: half-width {_number((r.ci_high - r.ci_low) / 2, '')}; smallest "
-            f"effect detected with 80% power {_number(r.min_detectable_effect, '')}")
+    line = (f"- power, {without_common(r.a, common)} − {without_common(r.b, common)}, {r.metric}: "
+            f"half-width {_number((r.ci_high - r.ci_low) / 2, '')}; smallest effect detected with 80% power "
+            f"{_number(r.min_detectable_effect, '')}")
     if target and not r.se > 0:
         line += "; no variance measured, nothing to plan from"
     elif target:

@@ -2,8 +2,8 @@
 # The pre-registered ToyWorld comparison (experiments/toyworld/PREREGISTRATION-v3.1.md; v3: PREREGISTRATION.md at
 # c815a7d), then its analysis.
 # Every arm runs through run.py with the registered v3.1 world (dataset=toyworld_v3_1) and defaults in conf/; two
-# jobs at a time, one torch thread each (the joblib launcher; `threads` defaults to the cores divided by its n_jobs). Seeds vary slowest, so an interrupted
-# comparison has whole seeds.
+# jobs at a time, one torch thread each (the joblib launcher; `threads` defaults to the cores divided by its n_jobs).
+# Seeds vary slowest, so an interrupted comparison has whole seeds.
 # Usage: experiments/toyworld/run_comparison.sh [sweep dir, default multirun/prereg] [results dir, default
 #        experiments/results/toyworld_v3.1]
 set -euo pipefail

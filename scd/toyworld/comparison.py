@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from scd.compare import Job, cell_jobs, cell_label, common_cells_line, spec_cells
+from scd.compare import Job, cell_jobs, cell_label, common_cells_line, spec_cells, without_common
 from scd.toyworld.checker import LABELS
 
 
@@ -32,5 +32,6 @@ def label_tables(jobs: Sequence[Job], spec: Mapping[str, Any]) -> str:
             continue
         shares = [f"{_share(found, f'{w}_label', label):.3f}" for w in who for label in LABELS]
         entails = float(np.mean([np.mean([row.get("teacher_entails", 0) for row in job.items]) for job in found]))
-        lines.append(f"| {cell_label(selector, common)} | {len(found)} | " + " | ".join(shares) + f" | {entails:.3f} |")
+        cell = without_common(cell_label(selector), common)
+        lines.append(f"| {cell} | {len(found)} | " + " | ".join(shares) + f" | {entails:.3f} |")
     return "\n".join(lines + [""])
